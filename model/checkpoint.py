@@ -1,0 +1,165 @@
+"""Checkpoint directories: everything needed to use a model, and nothing that executes code.
+
+::
+
+    weights/pd98-char-lstm/
+        config.json        model type, architecture, sha256 of the weights file
+        model.safetensors  the weights (safetensors: plain tensors, no pickle)
+        tokenizer.json     the vocabulary
+        metrics.json       training and evaluation figures, data checksums
+        MODEL_CARD.md      data, split, command, hardware, time, results, limits
+
+Loading verifies the weights' sha256 against ``config.json`` and refuses anything else
+(a pickle, a truncated or tampered file) with a :class:`CheckpointError` naming the path.
+A directory is written to a temporary sibling and renamed into place, so a crash never leaves
+a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .data import sha256_file
+from .network import RNNLM
+from .tokenizer import Tokenizer
+
+CONFIG, WEIGHTS, TOKENIZER, METRICS, CARD = (
+    "config.json", "model.safetensors", "tokenizer.json", "metrics.json", "MODEL_CARD.md")
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory that cannot be used; the message names the path and the problem."""
+
+
+def write_dir_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Call ``fill(tmp_dir)``, then move ``tmp_dir`` to ``out_dir`` (replacing it)."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fill(tmp)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: missing") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+
+
+def save_rnn(
+    out_dir: str | Path,
+    model: RNNLM,
+    tokenizer: Tokenizer,
+    metrics: dict | None = None,
+    card: str | None = None,
+) -> Path:
+    """Write a complete RNN checkpoint directory (atomically)."""
+
+    def fill(d: Path) -> None:
+        # A tied decoder shares the embedding's tensor: store it once.
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+                   if not (model.config.tie_weights and k == "decoder.weight")}
+        save_file(tensors, str(d / WEIGHTS), metadata={"format": "rnnlm-rnn"})
+        config = {
+            "format_version": FORMAT_VERSION,
+            "model_type": "rnn",
+            "model": model.config.to_dict(),
+            "weights_sha256": sha256_file(d / WEIGHTS),
+        }
+        write_json(d / CONFIG, config)
+        tokenizer.save(d / TOKENIZER)
+        write_json(d / METRICS, metrics or {})
+        if card is not None:
+            (d / CARD).write_text(card, encoding="utf-8")
+
+    return write_dir_atomically(out_dir, fill)
+
+
+def read_config(model_dir: str | Path) -> dict:
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: not a checkpoint directory (does not exist)")
+    config = read_json(d / CONFIG)
+    if "model_type" not in config:
+        raise CheckpointError(f"{d / CONFIG}: no 'model_type' field")
+    return config
+
+
+def verify_file(path: Path, expected_sha256: str | None) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing")
+    if expected_sha256 is None:
+        raise CheckpointError(f"{path}: config.json records no sha256 for it; refusing to load")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise CheckpointError(
+            f"{path}: sha256 {actual[:12]}… does not match config.json ({expected_sha256[:12]}…); "
+            "the file is truncated or was modified")
+
+
+def load_rnn(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[RNNLM, Tokenizer, dict]:
+    """Load an RNN checkpoint: ``(model in eval mode, tokenizer, metrics)``."""
+    d = Path(model_dir)
+    config = read_config(d)
+    if config["model_type"] != "rnn":
+        raise CheckpointError(f"{d / CONFIG}: model_type is {config['model_type']!r}, not 'rnn'")
+    verify_file(d / WEIGHTS, config.get("weights_sha256"))
+    try:
+        tokenizer = Tokenizer.load(d / TOKENIZER)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{d / TOKENIZER}: missing") from e
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{d / TOKENIZER}: invalid tokenizer ({e})") from e
+    try:
+        mconf = ModelConfig.from_dict(config["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{d / CONFIG}: invalid model config ({e})") from e
+    if mconf.vocab_size != tokenizer.vocab_size:
+        raise CheckpointError(
+            f"{d}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
+            f"{mconf.vocab_size}; the vocabulary does not match the weights")
+    model = RNNLM(mconf)
+    try:
+        tensors = load_file(str(d / WEIGHTS))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{d / WEIGHTS}: not a valid safetensors file ({e})") from e
+    if mconf.tie_weights:
+        if "embedding.weight" in tensors:
+            tensors["decoder.weight"] = tensors["embedding.weight"]
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{d / WEIGHTS}: weights do not match config.json ({e})") from e
+    metrics = read_json(d / METRICS) if (d / METRICS).exists() else {}
+    return model.to(device).eval(), tokenizer, metrics

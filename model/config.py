@@ -1,0 +1,72 @@
+"""Hyper-parameters as plain dataclasses, saved beside every checkpoint as ``config.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+CELLS = ("rnn_tanh", "gru", "lstm")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the recurrent language model (everything needed to rebuild it)."""
+
+    vocab_size: int  # size of the tokenizer's vocabulary, specials included
+    cell: str = "lstm"  # rnn_tanh | gru | lstm
+    emb_dim: int = 512  # width of the token embedding
+    hidden_dim: int = 512  # width of each recurrent layer
+    num_layers: int = 2  # stacked recurrent layers (>1 is a "deep RNN")
+    dropout: float = 0.2  # on the embedding, between layers and before the output layer
+    tie_weights: bool = True  # share the embedding matrix with the output layer
+    pad_id: int = 0  # id of <pad>; its embedding row stays zero
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.num_layers < 1:
+            raise ValueError("num_layers must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    @property
+    def state_width(self) -> int:
+        """Width of one layer's recurrent state: an LSTM carries (h, c), the others h."""
+        return 2 * self.hidden_dim if self.cell == "lstm" else self.hidden_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TrainConfig:
+    """How a model is trained; recorded in ``metrics.json`` so a run can be repeated."""
+
+    epochs: int = 20  # upper bound; early stopping usually ends sooner
+    max_minutes: float = 0.0  # wall-clock budget (0 = none); the schedule is fitted to it
+    batch_size: int = 64  # sentences per batch
+    bptt: int = 128  # truncated-BPTT window; longer sentences are split, state carried
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup_steps: int = 200  # linear warm-up before the cosine decay
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    clip: float = 0.5  # max global gradient norm
+    unk_replace: float = 0.5  # chance a train-singleton token is shown as <unk> (teaches P(<unk>))
+    patience: int = 3  # evaluations without valid improvement before stopping
+    eval_every: int = 0  # steps between validations (0 = once per epoch)
+    seed: int = 1234
+    threads: int = 0  # torch intra-op threads (0 = torch default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,158 @@
+"""One interface for every language model this project serves (RNN, n-gram, mixture).
+
+Everything downstream (evaluation, reranking, the engine, the service) talks to a
+:class:`LanguageModel` and never asks which kind it holds. Three operations suffice:
+
+* ``sequence_logprobs(seqs)``: for each id sequence, ``log P(s[i] | s[:i])`` for i >= 1.
+  ``s[0]`` is the conditioning start (normally ``<bos>``), so a sentence scored the KenLM way is
+  ``[<bos>, w1, …, wn, <eos>]`` and yields n + 1 log-probs.
+* ``start_state(batch)`` / ``step(state, ids)``: one-token-at-a-time decoding with a batched
+  state; ``step`` returns the next-token log-probs (B, V) after consuming ``ids`` (B,).
+* ``select_state`` / ``concat_states``: keep or join rows of a state, so sequences can join and
+  leave a running batch.
+
+All log-probs are natural logs, normalized over the whole vocabulary (``<pad>`` and ``<bos>``
+get probability 0; ``<eos>`` and ``<unk>`` are ordinary outcomes).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .batching import pad_batch
+from .network import RNNLM
+from .tokenizer import BOS_ID, PAD_ID, Tokenizer
+
+State = Any
+
+
+class LanguageModel(ABC):
+    kind: str = "abstract"
+    tokenizer: Tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @abstractmethod
+    def sequence_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[Tensor]:
+        """Per-token log-probs of each sequence after its first element (float64 tensors)."""
+
+    @abstractmethod
+    def start_state(self, batch_size: int) -> State: ...
+
+    @abstractmethod
+    def step(self, state: State, ids: Tensor) -> tuple[Tensor, State]: ...
+
+    @abstractmethod
+    def select_state(self, state: State, rows: Sequence[int] | Tensor) -> State: ...
+
+    @abstractmethod
+    def concat_states(self, states: Sequence[State]) -> State: ...
+
+    def next_token_logprobs(self, prefixes: Sequence[Sequence[int]]) -> Tensor:
+        """(B, V) log-probs of the token after each prefix (each prefix starts with <bos>)."""
+        state = self.start_state(len(prefixes))
+        width = max(len(p) for p in prefixes)
+        # Feed prefixes left-padded-free: step all rows together, each row stops at its own end.
+        out = torch.empty(len(prefixes), self.vocab_size, dtype=torch.float32)
+        lengths = torch.tensor([len(p) for p in prefixes])
+        padded = pad_batch(prefixes, PAD_ID)
+        for t in range(width):
+            logprobs, state = self.step(state, padded[:, t])
+            done = lengths == t + 1
+            if done.any():
+                out[done] = logprobs[done].float().cpu()
+        return out
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "tokenizer": self.tokenizer.kind}
+
+
+class RNNLanguageModel(LanguageModel):
+    """An :class:`RNNLM` network with its tokenizer, in eval mode, on one device."""
+
+    kind = "rnn"
+
+    def __init__(self, net: RNNLM, tokenizer: Tokenizer, window: int = 256, max_batch: int = 64):
+        self.net = net.eval()
+        self.tokenizer = tokenizer
+        self.window = window  # time steps per forward call when scoring (bounds B x T x V memory)
+        self.max_batch = max_batch
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.embedding.weight.device
+
+    @torch.inference_mode()
+    def sequence_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[Tensor]:
+        results: list[Tensor] = [torch.empty(0)] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        for start in range(0, len(order), self.max_batch):
+            rows = order[start : start + self.max_batch]
+            batch = pad_batch([seqs[i] for i in rows]).to(self.device)  # (B, L)
+            scores = self._target_logprobs(batch)  # (B, L-1)
+            for r, i in enumerate(rows):
+                results[i] = scores[r, : len(seqs[i]) - 1].double().cpu()
+        return results
+
+    def _target_logprobs(self, batch: Tensor) -> Tensor:
+        """log P(batch[:, t+1] | batch[:, :t+1]) for every t, window by window: (B, L-1)."""
+        state = None
+        pieces = []
+        steps = batch.size(1) - 1
+        for start in range(0, steps, self.window):
+            end = min(start + self.window, steps)
+            logits, state, _ = self.net(batch[:, start:end], state)  # (B, T, V)
+            targets = batch[:, start + 1 : end + 1]  # (B, T)
+            picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            pieces.append(picked - torch.logsumexp(logits, dim=-1))
+        if not pieces:
+            return torch.zeros(batch.size(0), 0, device=batch.device)
+        return torch.cat(pieces, dim=1)
+
+    def start_state(self, batch_size: int) -> Tensor:
+        return self.net.initial_state(batch_size)
+
+    @torch.inference_mode()
+    def step(self, state: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+        logits, state, _ = self.net(ids.to(self.device).view(-1, 1), state)  # (B, 1, V)
+        return torch.log_softmax(logits[:, 0].float(), dim=-1), state
+
+    def select_state(self, state: Tensor, rows: Sequence[int] | Tensor) -> Tensor:
+        index = torch.as_tensor(rows, dtype=torch.long, device=state.device)
+        return state.index_select(1, index)
+
+    def concat_states(self, states: Sequence[Tensor]) -> Tensor:
+        return torch.cat(list(states), dim=1)
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prefixes: Sequence[Sequence[int]]) -> Tensor:
+        # One padded forward pass, then read each row's last real position.
+        batch = pad_batch(prefixes).to(self.device)  # (B, L)
+        lengths = torch.tensor([len(p) for p in prefixes], device=self.device)
+        state = None
+        last = torch.empty(len(prefixes), self.vocab_size, device=self.device)
+        for start in range(0, batch.size(1), self.window):
+            chunk = batch[:, start : start + self.window]
+            logits, state, _ = self.net(chunk, state)  # (B, T, V)
+            inside = (lengths > start) & (lengths <= start + chunk.size(1))
+            if inside.any():
+                idx = (lengths[inside] - 1 - start).view(-1, 1, 1).expand(-1, 1, logits.size(-1))
+                last[inside] = logits[inside].gather(1, idx).squeeze(1)
+        return torch.log_softmax(last.float(), dim=-1).cpu()
+
+    def describe(self) -> dict:
+        c = self.net.config
+        return {**super().describe(), "cell": c.cell, "num_layers": c.num_layers,
+                "hidden_dim": c.hidden_dim, "parameters": self.net.num_parameters(),
+                "device": str(self.device)}
+
+
+def bos_prefix(ids: Sequence[int]) -> list[int]:
+    return [BOS_ID, *ids]

@@ -1,0 +1,121 @@
+"""Tokenizers: text <-> ids, at the character level (default for Chinese) or the word level.
+
+The vocabulary always starts with four special tokens, in this order::
+
+    0 <pad>   1 <unk>   2 <bos>   3 <eos>
+
+Unknown input never fails: it maps to ``<unk>`` and is counted (``Encoding.oov``). A tokenizer
+is saved as JSON beside the weights, so a checkpoint never needs the corpus again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SPECIALS = (PAD, UNK, BOS, EOS)
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
+KINDS = ("char", "word")
+
+
+@dataclass
+class Encoding:
+    ids: list[int]  # token ids, no <bos>/<eos>
+    tokens: list[str]  # the input pieces (the original text of each, unknown ones included)
+    oov: int = 0  # how many pieces mapped to <unk>
+
+
+@dataclass
+class Tokenizer:
+    kind: str  # "char" or "word"
+    tokens: list[str]  # id -> token; the first four are SPECIALS
+    counts: dict[str, int] = field(default_factory=dict)  # training counts (for rare-token handling)
+    _index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"tokenizer kind must be one of {KINDS}, got {self.kind!r}")
+        if tuple(self.tokens[:4]) != SPECIALS:
+            raise ValueError(f"vocabulary must start with {SPECIALS}")
+        self._index = {t: i for i, t in enumerate(self.tokens)}
+        if len(self._index) != len(self.tokens):
+            raise ValueError("vocabulary has duplicate tokens")
+
+    # -- building -----------------------------------------------------------------------------
+    @classmethod
+    def build(cls, lines: Iterable[str], kind: str = "char", min_count: int = 1) -> Tokenizer:
+        """Vocabulary of every piece seen at least ``min_count`` times, most frequent first."""
+        counter: Counter[str] = Counter()
+        for line in lines:
+            counter.update(split_text(line, kind))
+        for s in SPECIALS:
+            counter.pop(s, None)
+        kept = [t for t, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+        return cls(kind=kind, tokens=[*SPECIALS, *kept], counts={t: counter[t] for t in kept})
+
+    # -- using --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def token_id(self, token: str) -> int:
+        return self._index.get(token, UNK_ID)
+
+    def split(self, text: str) -> list[str]:
+        return split_text(text, self.kind)
+
+    def encode(self, text: str) -> Encoding:
+        pieces = self.split(text)
+        ids = [self._index.get(p, UNK_ID) for p in pieces]
+        # A literal "<unk>" typed by a user is not a known word: only specials by id are special.
+        ids = [UNK_ID if i < 4 else i for i in ids]
+        return Encoding(ids=ids, tokens=pieces, oov=sum(1 for i in ids if i == UNK_ID))
+
+    def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
+        sep = "" if self.kind == "char" else " "
+        out = [self.tokens[i] for i in ids if not (skip_special and i < 4)]
+        return sep.join(out)
+
+    def piece(self, token_id: int) -> str:
+        """Text of one token id, as it would appear in decoded text."""
+        return self.tokens[token_id]
+
+    @property
+    def joiner(self) -> str:
+        """What goes between decoded pieces: nothing for characters, a space for words."""
+        return "" if self.kind == "char" else " "
+
+    def rare_ids(self, max_count: int = 1) -> list[int]:
+        """Ids of tokens seen at most ``max_count`` times in training (stand-ins for unknowns)."""
+        return [self._index[t] for t, n in self.counts.items() if n <= max_count]
+
+    # -- persistence --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "tokens": self.tokens, "counts": self.counts}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Tokenizer:
+        return cls(kind=d["kind"], tokens=list(d["tokens"]), counts=dict(d.get("counts", {})))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def split_text(text: str, kind: str) -> list[str]:
+    """Characters (every code point, spaces included) or whitespace-separated words."""
+    if kind == "char":
+        return list(text)
+    if kind == "word":
+        return text.split()
+    raise ValueError(f"tokenizer kind must be one of {KINDS}, got {kind!r}")
