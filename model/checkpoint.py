@@ -47,8 +47,11 @@ def write_dir_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> P
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is meant to be read by others
     try:
         fill(tmp)
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # readable by the service's user (safetensors writes 0600)
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old")

@@ -104,6 +104,120 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- n-gram models and mixtures ---------------------------------------------------------------
+def _train_ngram_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="corpus directory from prepare-data")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--order", type=int, default=5, help="n of the n-gram (default 5)")
+    p.add_argument("--smoothing", choices=["kn", "katz", "interp", "addk"], default="kn",
+                   help="modified Kneser-Ney | Katz backoff | fixed-weight interpolation | add-k")
+    p.add_argument("--k", type=float, help="addk: the added count (default: tuned on valid)")
+    p.add_argument("--epsilon", type=float,
+                   help="interp: weight of the shorter context (default: tuned on valid)")
+    p.add_argument("--tokenizer", choices=["char", "word"], default="char")
+    p.add_argument("--min-count", type=int, default=1, help="rarer pieces become <unk>")
+
+
+def _fail(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _command_line(name: str) -> str:
+    """The command as typed, for the model card (empty when called from Python)."""
+    return "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [name] else ""
+
+
+@subcommand("train-ngram", _train_ngram_args)
+def cmd_train_ngram(args: argparse.Namespace) -> int:
+    """Count and smooth an n-gram model (add-k, interpolation, Katz, Kneser-Ney) and evaluate it."""
+    from .ngram.train import NGramJob, train_ngram
+
+    job = NGramJob(data_dir=args.data, out_dir=args.out, order=args.order, smoothing=args.smoothing,
+                   k=args.k, epsilon=args.epsilon, tokenizer_kind=args.tokenizer, min_count=args.min_count,
+                   command=_command_line("train-ngram"))
+    try:
+        metrics = train_ngram(job, log=lambda line: print(line, file=sys.stderr))
+    except (ValueError, FileNotFoundError) as e:
+        return _fail(e)
+    print(json.dumps({"out": args.out, "valid": metrics["valid"]["perplexity"],
+                      "test": metrics["test"]["perplexity"], "build": metrics["build"]}))
+    return 0
+
+
+def _export_arpa_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="n-gram checkpoint directory")
+    p.add_argument("out", help="ARPA file to write (gzipped if it ends in .gz)")
+
+
+@subcommand("export-arpa", _export_arpa_args)
+def cmd_export_arpa(args: argparse.Namespace) -> int:
+    """Write an n-gram checkpoint as an ARPA file (for KenLM, SRILM)."""
+    from .arpa import write_arpa
+    from .checkpoint import CheckpointError
+    from .loading import load_model
+    from .ngram.model import NGramLanguageModel
+
+    try:
+        lm = load_model(args.model_dir)
+        if not isinstance(lm, NGramLanguageModel):
+            return _fail(f"{args.model_dir} is a {lm.kind} model; only n-gram models have an ARPA form")
+        write_arpa(lm, args.out)
+    except (CheckpointError, ValueError) as e:
+        return _fail(e)
+    print(json.dumps({"out": args.out, "ngrams": lm.tables.sizes()}))
+    return 0
+
+
+def _import_arpa_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("arpa", help="ARPA file (.arpa or .arpa.gz) from KenLM lmplz, SRILM or export-arpa")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--data", help="corpus directory: evaluate on its valid/test splits")
+
+
+@subcommand("import-arpa", _import_arpa_args)
+def cmd_import_arpa(args: argparse.Namespace) -> int:
+    """Turn an ARPA file into an n-gram checkpoint directory (served and evaluated like any other)."""
+    from .arpa import ArpaError
+    from .ngram.train import import_arpa
+
+    try:
+        metrics = import_arpa(args.arpa, args.out, args.data, command=_command_line("import-arpa"))
+    except (ArpaError, OSError) as e:
+        return _fail(e)
+    print(json.dumps({"out": args.out, "ngrams": metrics["ngrams"],
+                      **{s: metrics[s]["perplexity"] for s in ("valid", "test") if s in metrics}}))
+    return 0
+
+
+def _mix_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_a", help="checkpoint directory of the first model (weight lambda)")
+    p.add_argument("model_b", help="checkpoint directory of the second model (weight 1 - lambda)")
+    p.add_argument("--data", required=True, help="corpus directory: lambda is tuned on valid")
+    p.add_argument("--out", required=True, help="mixture checkpoint directory to write")
+    p.add_argument("--lambda", dest="lam", type=float, help="use this lambda instead of tuning it")
+    p.add_argument("--device", default="cpu")
+
+
+@subcommand("mix", _mix_args)
+def cmd_mix(args: argparse.Namespace) -> int:
+    """Interpolate two models (same vocabulary), lambda tuned on valid; report valid/test."""
+    from .checkpoint import CheckpointError
+    from .mixture import mix_models
+
+    if args.lam is not None and not 0.0 <= args.lam <= 1.0:
+        return _fail("--lambda must be in [0, 1]")
+    try:
+        metrics = mix_models(args.model_a, args.model_b, args.data, args.out, args.lam, args.device,
+                             command=_command_line("mix"),
+                             log=lambda line: print(line, file=sys.stderr))
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        return _fail(e)
+    print(json.dumps({"out": args.out, "lambda": metrics["lambda"], "valid": metrics["valid"]["perplexity"],
+                      "test": metrics["test"]["perplexity"]}))
+    return 0
+
+
 # -- evaluate --------------------------------------------------------------------------------
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="checkpoint directory")
@@ -126,6 +240,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_lines(lm, lines)
     print(json.dumps({"model": args.model_dir, "split": args.split, **result}, ensure_ascii=False))
     return 0
+
+
+# -- benchmark -------------------------------------------------------------------------------
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    from .benchmarks.commands import add_benchmark_parsers  # argparse only; the work loads lazily
+
+    add_benchmark_parsers(p)
+
+
+@subcommand("benchmark", _benchmark_args)
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Quality benchmarks: n-best reranking sets, the results table (see model/benchmarks/)."""
+    return args.benchmark_handler(args)
 
 
 # -- serve -----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ class ModelConfig:
     dropout: float = 0.2  # on the embedding, between layers and before the output layer
     tie_weights: bool = True  # share the embedding matrix with the output layer
     pad_id: int = 0  # id of <pad>; its embedding row stays zero
+    never_predict: tuple[int, ...] = (0, 2)  # <pad>, <bos>: never a next token (probability 0)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -40,7 +41,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "never_predict" in kwargs:
+            kwargs["never_predict"] = tuple(kwargs["never_predict"])
+        return cls(**kwargs)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .batching import pad_batch
 from .network import RNNLM
-from .tokenizer import BOS_ID, PAD_ID, Tokenizer
+from .tokenizer import BOS_ID, Tokenizer
 
 State = Any
 
@@ -55,20 +55,38 @@ class LanguageModel(ABC):
     @abstractmethod
     def concat_states(self, states: Sequence[State]) -> State: ...
 
+    def prefill(self, prefixes: Sequence[Sequence[int]]) -> tuple[Tensor, State]:
+        """Consume each prefix (starting with <bos>): next-token log-probs (B, V) and the state.
+
+        Prefixes of equal length run together; the rows come back in input order.
+        """
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prefixes):
+            if len(p) == 0:
+                raise ValueError("a prefix needs at least its start token")
+            groups.setdefault(len(p), []).append(i)
+        logprobs, states, order = [], [], []
+        for rows in groups.values():
+            lp, st = self._prefill_equal([prefixes[i] for i in rows])
+            logprobs.append(lp)
+            states.append(st)
+            order += rows
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return (torch.cat(logprobs)[inverse],
+                self.select_state(self.concat_states(states), inverse))
+
+    def _prefill_equal(self, prefixes: Sequence[Sequence[int]]) -> tuple[Tensor, State]:
+        """Prefill rows of equal length; the default steps one token at a time."""
+        state = self.start_state(len(prefixes))
+        ids = torch.tensor(prefixes, dtype=torch.long)  # (B, T)
+        for t in range(ids.size(1)):
+            logprobs, state = self.step(state, ids[:, t])
+        return logprobs, state
+
     def next_token_logprobs(self, prefixes: Sequence[Sequence[int]]) -> Tensor:
         """(B, V) log-probs of the token after each prefix (each prefix starts with <bos>)."""
-        state = self.start_state(len(prefixes))
-        width = max(len(p) for p in prefixes)
-        # Feed prefixes left-padded-free: step all rows together, each row stops at its own end.
-        out = torch.empty(len(prefixes), self.vocab_size, dtype=torch.float32)
-        lengths = torch.tensor([len(p) for p in prefixes])
-        padded = pad_batch(prefixes, PAD_ID)
-        for t in range(width):
-            logprobs, state = self.step(state, padded[:, t])
-            done = lengths == t + 1
-            if done.any():
-                out[done] = logprobs[done].float().cpu()
-        return out
+        return self.prefill(prefixes)[0]
 
     def describe(self) -> dict:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "tokenizer": self.tokenizer.kind}
@@ -132,20 +150,12 @@ class RNNLanguageModel(LanguageModel):
         return torch.cat(list(states), dim=1)
 
     @torch.inference_mode()
-    def next_token_logprobs(self, prefixes: Sequence[Sequence[int]]) -> Tensor:
-        # One padded forward pass, then read each row's last real position.
-        batch = pad_batch(prefixes).to(self.device)  # (B, L)
-        lengths = torch.tensor([len(p) for p in prefixes], device=self.device)
+    def _prefill_equal(self, prefixes: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+        ids = torch.tensor(prefixes, dtype=torch.long, device=self.device)  # (B, T)
         state = None
-        last = torch.empty(len(prefixes), self.vocab_size, device=self.device)
-        for start in range(0, batch.size(1), self.window):
-            chunk = batch[:, start : start + self.window]
-            logits, state, _ = self.net(chunk, state)  # (B, T, V)
-            inside = (lengths > start) & (lengths <= start + chunk.size(1))
-            if inside.any():
-                idx = (lengths[inside] - 1 - start).view(-1, 1, 1).expand(-1, 1, logits.size(-1))
-                last[inside] = logits[inside].gather(1, idx).squeeze(1)
-        return torch.log_softmax(last.float(), dim=-1).cpu()
+        for start in range(0, ids.size(1), self.window):
+            logits, state, _ = self.net(ids[:, start : start + self.window], state)  # (B, t, V)
+        return torch.log_softmax(logits[:, -1].float(), dim=-1), state
 
     def describe(self) -> dict:
         c = self.net.config

@@ -16,12 +16,38 @@ def _open_rnn(model_dir: Path, device: str) -> LanguageModel:
     return lm
 
 
+def _open_ngram(model_dir: Path, device: str) -> LanguageModel:
+    from .ngram.store import load_ngram  # numpy tables: always on the CPU
+
+    return load_ngram(model_dir)
+
+
+def _open_mixture(model_dir: Path, device: str) -> LanguageModel:
+    from .mixture import load_mixture
+
+    return load_mixture(model_dir, device)
+
+
+def _open_arpa_file(path: Path) -> LanguageModel:
+    """A bare ARPA file (KenLM, SRILM), used as it is."""
+    from .arpa import ArpaError, read_arpa
+
+    try:
+        return read_arpa(path)[0]
+    except (ArpaError, OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not a readable ARPA file ({e})") from e
+
+
 # model_type in config.json -> opener. Other model kinds register themselves here.
-OPENERS: dict[str, Callable[[Path, str], LanguageModel]] = {"rnn": _open_rnn}
+OPENERS: dict[str, Callable[[Path, str], LanguageModel]] = {
+    "rnn": _open_rnn, "ngram": _open_ngram, "mixture": _open_mixture}
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> LanguageModel:
+    """A checkpoint directory (any registered model_type) or a bare ``.arpa[.gz]`` file."""
     d = Path(model_dir)
+    if d.is_file() and d.name.endswith((".arpa", ".arpa.gz")):
+        return _open_arpa_file(d)
     model_type = read_config(d)["model_type"]
     opener = OPENERS.get(model_type)
     if opener is None:

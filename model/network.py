@@ -43,6 +43,8 @@ class RNNLM(nn.Module):
                                  c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight
+        self.register_buffer("never_predict", torch.tensor(c.never_predict, dtype=torch.long),
+                             persistent=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -83,6 +85,13 @@ class RNNLM(nn.Module):
             out = self.proj(out)  # (B, T, E)
         return out, self._join(new_state)
 
+    def output(self, feats: Tensor) -> Tensor:
+        """Logits (..., V) from top-layer features (..., D) (scoring runs it chunk by chunk)."""
+        logits = self.decoder(feats)
+        if self.never_predict.numel():  # <pad>/<bos> are inputs only: probability exactly 0
+            logits = logits.index_fill(-1, self.never_predict, float("-inf"))
+        return logits
+
     def forward(
         self, ids: Tensor, state: Tensor | None = None, targets: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -93,7 +102,7 @@ class RNNLM(nn.Module):
         cross-entropy over non-pad targets (None without targets).
         """
         feats, new_state = self.hidden(ids, state)
-        logits = self.decoder(feats)  # (B, T, V)
+        logits = self.output(feats)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

@@ -1,0 +1,178 @@
+"""Generation throughput and latency: the engine's continuous batching at 1/8/32/64 concurrent
+streams, against the naive loop a user would write (pytorch/examples word_language_model
+generate.py: one request at a time, one token per forward call), in the same run.
+
+Each stream is a client that sends seeded sampling requests (``max_new_tokens`` each, prompts of
+a few characters of held-out text) back to back until the time is up; tokens/s counts generated
+tokens of all streams over the wall-clock time. Time to first token runs from the request to its
+first event (queueing + prefill + one choice); time per token is the mean gap between a stream's
+later events.
+
+    .venv/bin/python -m bench.generation            # the full run, updates docs/BENCHMARKS.md
+    .venv/bin/python -m bench.generation --quick    # seconds: checks that it works
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+
+import torch
+
+from model.engine import Engine, EngineConfig
+from model.generation import GenerationRequest
+from model.lm import RNNLanguageModel
+from model.sampling import SamplingParams
+from model.tokenizer import BOS_ID, EOS_ID
+
+from .common import (
+    Ceiling,
+    base_parser,
+    clauses,
+    command_line,
+    flops_per_token,
+    header,
+    load_bench_model,
+    mark,
+    matmul_gflops,
+    percentile,
+    resolve_out,
+    table,
+    write_section,
+)
+
+
+def prompts(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    pool = clauses(8, 30) or ["今天天气很好"]
+    return [rng.choice(pool)[: rng.randint(2, 6)] for _ in range(count)]
+
+
+def naive_tokens_per_s(lm: RNNLanguageModel, texts: list[str], max_new_tokens: int, seconds: float) -> float:
+    """pytorch/examples generate.py, one request after another (prompt fed token by token)."""
+    net, device = lm.net, lm.device
+    with torch.no_grad():  # warm-up: the first calls set up kernels
+        net(torch.tensor([[BOS_ID]], device=device), None)
+    generated, t0, i = 0, time.perf_counter(), 0
+    with torch.no_grad():
+        while time.perf_counter() - t0 < seconds or i == 0:
+            ids = [BOS_ID, *lm.tokenizer.encode(texts[i % len(texts)]).ids]
+            torch.manual_seed(i)
+            i += 1
+            hidden = None
+            inp = torch.tensor([[ids[0]]], device=device)
+            for tok in ids[1:]:
+                _, hidden, _ = net(inp, hidden)
+                inp.fill_(tok)
+            for _ in range(max_new_tokens):
+                output, hidden, _ = net(inp, hidden)
+                word_weights = output.squeeze().div(1.0).exp().cpu()
+                word_idx = torch.multinomial(word_weights, 1)[0]
+                inp.fill_(word_idx)
+                generated += 1
+                if int(word_idx) == EOS_ID:
+                    break
+    return generated / (time.perf_counter() - t0)
+
+
+async def engine_run(engine: Engine, streams: int, texts: list[str], max_new_tokens: int,
+                     seconds: float) -> dict:
+    ttft: list[float] = []
+    per_token: list[float] = []
+    tokens = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client(k: int) -> None:
+        nonlocal tokens
+        j = k
+        while True:
+            req = GenerationRequest(texts[j % len(texts)], max_new_tokens=max_new_tokens,
+                                    sampling=SamplingParams(seed=j))
+            j += streams
+            t0 = time.perf_counter()
+            first = last = None
+            n = 0
+            async with engine.generate(req) as stream:
+                async for _ in stream:
+                    last = time.perf_counter()
+                    first = first or last
+                    n += 1
+            tokens += n
+            if first is not None:
+                ttft.append(first - t0)
+            if n > 1:
+                per_token.append((last - first) / (n - 1))
+            if time.perf_counter() >= stop_at:
+                return
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[client(k) for k in range(streams)])
+    elapsed = time.perf_counter() - t0
+    return {"tokens_s": tokens / elapsed, "ttft": ttft, "per_token": per_token, "requests": len(ttft)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = base_parser(__doc__.split("\n")[0])
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 64])
+    args = p.parse_args(argv)
+    seconds = args.seconds or (0.5 if args.quick else 6.0)
+    max_new = 8 if args.quick else args.max_new_tokens
+    streams = [1, 8] if args.quick else args.streams
+
+    lm, desc = load_bench_model(args)
+    if not isinstance(lm, RNNLanguageModel):
+        raise SystemExit("this benchmark needs an RNN checkpoint")
+    fpt = flops_per_token(lm)
+    ceiling = Ceiling(matmul_gflops(args.device, seconds=min(seconds, 2.0)))
+    texts = prompts(512)
+
+    naive = naive_tokens_per_s(lm, texts, max_new, seconds)
+
+    async def all_levels() -> list[dict]:
+        out = []
+        async with Engine(lm, EngineConfig(max_rows=max(streams), max_wait_ms=0)) as engine:
+            await engine_run(engine, 1, texts, 4, 0)  # warm-up
+            for s in streams:
+                k = engine.stats.kinds["generate"]
+                steps, rows = k.batches, k.rows
+                res = await engine_run(engine, s, texts, max_new, seconds)
+                res["rows"] = (k.rows - rows) / max(k.batches - steps, 1)  # mean rows per decoding step
+                out.append(res)
+        return out
+
+    results = asyncio.run(all_levels())
+    ceiling.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
+    one = results[0]["tokens_s"] if streams[0] == 1 else float("nan")
+    rows = [["naive loop (pytorch/examples generate.py)", 1, 1.0, naive, 1.0, float("nan"),
+             float("nan"), float("nan"), float("nan"), float("nan"), naive * fpt / 1e9,
+             100 * naive * fpt / 1e9 / ceiling.gflops]]
+    for s, r in zip(streams, results, strict=True):
+        rate = r["tokens_s"] * fpt / 1e9
+        rows.append([f"engine, {s} concurrent streams", s, r["rows"], r["tokens_s"], r["tokens_s"] / naive,
+                     r["tokens_s"] / one, 1e3 * percentile(r["ttft"], 50), 1e3 * percentile(r["ttft"], 95),
+                     1e3 * percentile(r["per_token"], 50), 1e3 * percentile(r["per_token"], 95), rate,
+                     100 * rate / ceiling.gflops])
+    headers = ["method", "streams", "rows/step", "tokens/s", "× naive", "× 1 stream", "TTFT p50 ms",
+               "TTFT p95 ms", "per-token p50 ms", "per-token p95 ms", "GFLOP/s", "% of matmul"]
+    lines = [
+        header("Generation (library, continuous batching)", args, desc, lm, ceiling,
+               command_line("bench.generation", argv)),
+        f"- workload: seeded sampling (temperature 1), max_new_tokens={max_new}, prompts of 2-6 characters; "
+        f"{seconds:g} s per row; GFLOP/s counts generated tokens only (prefill excluded)",
+        "",
+        table(headers, rows),
+    ]
+    if 64 in streams and 1 in streams:
+        gain = results[streams.index(64)]["tokens_s"] / one
+        lines += ["", f"- target: 64 streams ≥ 10× one stream: {gain:.1f}× — {mark(gain >= 10)}"]
+    text = "\n".join(lines)
+    print(text)
+    write_section("generation", text, resolve_out(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

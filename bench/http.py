@@ -1,0 +1,254 @@
+"""HTTP benchmark against a real ``rnnlm serve`` process started here, on loopback.
+
+- ``/score`` throughput (tokens/s) with n-best lists of 10 candidates of ~20 characters at
+  concurrency 1, 8 and 32, compared with the same lists through the library engine (no HTTP)
+  measured in this run before the server starts: the HTTP overhead.
+- p50/p95/p99 latency of ``/next-token`` and ``/score`` at concurrency 1 and 32.
+- Peak resident memory (RSS) of the server during each phase (sampled every 20 ms).
+
+The client runs on the same machine (httpx, asyncio) and takes CPU from the server: on a 2-core
+machine that is part of what is measured, as it is for any loopback benchmark.
+
+    .venv/bin/python -m bench.http            # the full run, updates docs/BENCHMARKS.md
+    .venv/bin/python -m bench.http --quick    # seconds: checks that it works
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from model.lm import RNNLanguageModel
+
+from .common import (
+    REPO,
+    SHIPPED,
+    Ceiling,
+    base_parser,
+    clauses,
+    command_line,
+    encode_lists,
+    flops_per_token,
+    header,
+    load_bench_model,
+    mark,
+    matmul_gflops,
+    nbest_lists,
+    percentile,
+    resolve_out,
+    table,
+    write_section,
+)
+from .scoring import engine_rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RssSampler:
+    """Peak VmRSS of a process, per phase, from /proc (Linux)."""
+
+    def __init__(self, pid: int, every_s: float = 0.02) -> None:
+        self.pid, self.every_s = pid, every_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def rss(self) -> int:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.every_s)
+
+    def phase(self) -> float:
+        """Peak MiB since the last call."""
+        peak, self.peak = max(self.peak, self.rss()), 0
+        return peak / 2**20
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+@contextlib.contextmanager
+def server(model_dir: Path, device: str, log_path: Path):
+    port = free_port()
+    env = {**os.environ, "RNNLM_DEVICE": device}
+    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+           "--model-dir", str(model_dir)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited with {proc.returncode}; see {log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the server was not ready within 600 s; see {log_path}")
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def load(base: str, path: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:
+    """``concurrency`` clients posting ``bodies`` in turn for ``seconds``."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    tokens = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+        await asyncio.gather(*[client.post(path, json=bodies[i % len(bodies)]) for i in range(concurrency)])
+        stop = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal tokens
+            i = k
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                r = await client.post(path, json=bodies[i % len(bodies)])
+                latencies.append(time.perf_counter() - t0)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200 and path == "/score":
+                    tokens += sum(c["num_tokens"] for c in r.json()["results"])
+                i += concurrency
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker(k) for k in range(concurrency)])
+        elapsed = time.perf_counter() - t0
+    return {"latencies": latencies, "statuses": statuses, "tokens_s": tokens / elapsed,
+            "requests_s": len(latencies) / elapsed}
+
+
+def trie_bound(lists: list[list[list[int]]]) -> float:
+    """Mean positions computed per requested position when each list is scored alone."""
+    req = sum(len(s) - 1 for cands in lists for s in cands)
+    comp = sum(len({tuple(s[:i]) for s in cands for i in range(1, len(s))}) for cands in lists)
+    return comp / req
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = base_parser(__doc__.split("\n")[0])
+    p.add_argument("--lists", type=int, default=256, help="n-best lists sent to /score")
+    args = p.parse_args(argv)
+    seconds = args.seconds or (1.0 if args.quick else 8.0)
+    levels = (1, 8) if args.quick else (1, 8, 32)
+    latency_levels = (1, 8) if args.quick else (1, 32)
+
+    lm, desc = load_bench_model(args)
+    if not isinstance(lm, RNNLanguageModel):
+        raise SystemExit("this benchmark needs an RNN checkpoint")
+    fpt = flops_per_token(lm)
+    ceiling = Ceiling(matmul_gflops(args.device, seconds=min(seconds, 2.0)))
+    texts = nbest_lists(lm, 16 if args.quick else args.lists)
+    ids = encode_lists(lm, texts)
+    share = trie_bound(ids)
+    # the same lists through the library engine, in this process, before the server exists
+    library = engine_rows(lm, ids, [max(levels)], seconds, ceiling.before)[0]
+    library_tokens_s = library[2]
+    rng = random.Random(1)
+    prefixes = [c[: rng.randint(0, len(c))] for c in (clauses(8, 30) or ["今天天气很好"])[:500]]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(args.model) if args.model not in (None, "untrained") else SHIPPED
+        if args.model == "untrained" or not model_dir.exists():
+            from model.checkpoint import save_rnn
+
+            model_dir = save_rnn(Path(tmp) / "untrained", lm.net.cpu(), lm.tokenizer, {})
+        log_path = Path(tmp) / "server.log"
+        with server(model_dir, args.device, log_path) as (base, proc):
+            rss = RssSampler(proc.pid)
+            idle_mb = rss.phase()
+            score_rows, latency_rows = [], []
+            bodies = [{"candidates": c} for c in texts]
+            for c in levels:
+                r = asyncio.run(load(base, "/score", bodies, c, seconds))
+                lat = r["latencies"]
+                rate = r["tokens_s"] * share * fpt / 1e9
+                score_rows.append([c, r["requests_s"], r["tokens_s"], r["tokens_s"] / library_tokens_s, rate,
+                                   100 * rate / ceiling.before, 1e3 * percentile(lat, 50),
+                                   1e3 * percentile(lat, 95), 1e3 * percentile(lat, 99), rss.phase(),
+                                   _statuses(r["statuses"])])
+                if c in latency_levels:
+                    row = score_rows[-1]
+                    latency_rows.append(["/score", c, *row[6:9], r["requests_s"], row[9], row[10]])
+            for c in latency_levels:
+                nt = [{"text": t, "top_k": 10} for t in prefixes]
+                r = asyncio.run(load(base, "/next-token", nt, c, seconds))
+                lat = r["latencies"]
+                latency_rows.append(["/next-token", c, 1e3 * percentile(lat, 50), 1e3 * percentile(lat, 95),
+                                     1e3 * percentile(lat, 99), r["requests_s"], rss.phase(),
+                                     _statuses(r["statuses"])])
+            rss.close()
+    ceiling.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
+    for row in score_rows:
+        row[5] = 100 * row[4] / ceiling.gflops
+
+    lines = [
+        header("HTTP (`rnnlm serve` on loopback)", args, desc, lm, ceiling, command_line("bench.http", argv)),
+        f"- workload: {len(texts)} n-best lists of 10 candidates (~20 chars), POST /score "
+        '{"candidates": [...]}; /next-token {"text": <0-30 chars>, "top_k": 10}; '
+        f"{seconds:g} s per row; server idle RSS {idle_mb:.0f} MiB",
+        f"- library engine, same lists, {max(levels)} concurrent clients, no HTTP (this run): "
+        f"{library_tokens_s:,.0f} tokens/s",
+        f"- GFLOP/s assumes each list costs its own trie bound ({share:.2f} computed positions per requested "
+        "token); a server without prefix sharing computes more than that",
+        "",
+        table(["concurrency", "requests/s", "tokens/s", "× library", "GFLOP/s", "% of matmul", "p50 ms",
+               "p95 ms", "p99 ms", "peak RSS MiB", "statuses"], score_rows),
+        "",
+        "Latency:",
+        "",
+        table(["endpoint", "concurrency", "p50 ms", "p95 ms", "p99 ms", "requests/s", "peak RSS MiB",
+               "statuses"], latency_rows),
+    ]
+    top = [r for r in score_rows if r[0] == 32]
+    if top:
+        lines += ["", f"- target: /score at concurrency 32 ≥ 60% of the library rate: "
+                      f"{100 * top[0][3]:.0f}% — {mark(top[0][3] >= 0.6)}"]
+    one = [r for r in latency_rows if r[0] == "/next-token" and r[1] == 1]
+    if one:
+        lines += [f"- target: /next-token p50 at concurrency 1 < 10 ms: {one[0][2]:.1f} ms — "
+                  f"{mark(one[0][2] < 10)}"]
+    text = "\n".join(lines)
+    print(text)
+    write_section("http", text, resolve_out(args))
+    return 0
+
+
+def _statuses(counts: dict[int, int]) -> str:
+    return " ".join(f"{code}×{n}" for code, n in sorted(counts.items()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""``rnnlm benchmark <name>``: one entry per benchmark, registered like the top-level subcommands.
+
+Only argparse is imported here; each handler imports what it needs when it runs, so ``rnnlm
+--help`` stays fast. Add a benchmark with ``@benchmark("name", add_args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+Handler = Callable[[argparse.Namespace], int]
+BENCHMARKS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def benchmark(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
+    def register(handler: Handler) -> Handler:
+        BENCHMARKS[name] = (add_args, handler)
+        return handler
+    return register
+
+
+def add_benchmark_parsers(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    for name, (add_args, handler) in BENCHMARKS.items():
+        p = sub.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0] or None)
+        add_args(p)
+        p.set_defaults(benchmark_handler=handler)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_set_args(p: argparse.ArgumentParser) -> None:
+    """How the confusion sets are drawn (shared by ``rerank`` and ``quality``)."""
+    g = p.add_argument_group("confusion sets")
+    g.add_argument("--size", type=positive_int, default=500, help="items per set (default 500)")
+    g.add_argument("--distractors", type=positive_int, default=5, help="distractors per item (default 5)")
+    g.add_argument("--seed", type=int, default=0, help="set seed (default 0)")
+    g.add_argument("--min-len", type=positive_int, default=8, help="shortest sentence, chars (default 8)")
+    g.add_argument("--max-len", type=positive_int, default=60, help="longest sentence, chars (default 60)")
+    g.add_argument("--min-count", type=positive_int, default=20,
+                   help="homophones: times a replacement must be read that way in train (default 20)")
+    g.add_argument("--sets-dir", default="runs/rerank", help="where built sets are saved as JSONL")
+
+
+def set_specs(args: argparse.Namespace, kinds: list[str], split: str = "test") -> list:
+    from .rerank import SetSpec
+
+    return [SetSpec(kind=k, split=split, size=args.size, distractors=args.distractors, seed=args.seed,
+                    min_len=args.min_len, max_len=args.max_len, min_count=args.min_count) for k in kinds]
+
+
+# -- rerank ------------------------------------------------------------------------------------
+def _rerank_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", required=True, metavar="DIR",
+                   help="checkpoint directory (repeat for several models)")
+    p.add_argument("--data", help="corpus directory (from prepare-data) to build the sets from")
+    p.add_argument("--set", action="append", choices=["homophone", "wordorder"], dest="sets",
+                   help="which set (repeatable; default both)")
+    p.add_argument("--split", default="test", choices=["valid", "test"], help="held-out split (default test)")
+    p.add_argument("--items", metavar="JSONL", help="score this saved set instead of building one")
+    p.add_argument("--loglinear", type=float, metavar="ALPHA",
+                   help="with two --model: also rerank by ALPHA·log P_first + (1-ALPHA)·log P_second")
+    p.add_argument("--device", default="cpu")
+    add_set_args(p)
+
+
+@benchmark("rerank", _rerank_args)
+def cmd_rerank(args: argparse.Namespace) -> int:
+    """Top-1 accuracy and MRR of picking the original sentence out of homophone / word-order n-bests."""
+    from ..checkpoint import CheckpointError
+    from ..loading import load_model
+    from .confusion import load_items
+    from .rerank import RerankResult, build_and_save_set, rerank
+
+    if args.items is None and args.data is None:
+        print("error: --data (to build the sets) or --items (a saved set) is required", file=sys.stderr)
+        return 2
+    sets = {}
+    try:
+        if args.items:
+            sets[args.items] = (load_items(args.items), args.items)
+        else:
+            for spec in set_specs(args, args.sets or ["homophone", "wordorder"], args.split):
+                items, path = build_and_save_set(args.data, spec, args.sets_dir)
+                sets[spec.kind] = (items, str(path))
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.loglinear is not None and (len(args.model) != 2 or not 0 <= args.loglinear <= 1):
+        print("error: --loglinear needs exactly two --model and a weight in [0, 1]", file=sys.stderr)
+        return 2
+    per_token: dict[str, list] = {name: [] for name in sets}
+    for model_dir in args.model:
+        try:
+            lm = load_model(model_dir, device=args.device)
+        except (CheckpointError, OSError) as e:
+            print(f"error: --model {model_dir}: {e}", file=sys.stderr)
+            return 2
+        report = {"model": model_dir, "kind": lm.kind}
+        for name, (items, path) in sets.items():
+            result, tokens = rerank(lm, items)
+            per_token[name].append(tokens)
+            report[name] = {**result.summary(args.seed), "set": path}
+        print(json.dumps(report, ensure_ascii=False), flush=True)
+    if args.loglinear is not None:
+        alpha = args.loglinear
+        report = {"model": f"loglinear({alpha:g})", "components": args.model, "alpha": alpha}
+        for name, (items, path) in sets.items():
+            a, b = per_token[name]
+            scores = [[alpha * float(x.sum()) + (1 - alpha) * float(y.sum())
+                       for x, y in zip(ca, cb, strict=True)] for ca, cb in zip(a, b, strict=True)]
+            report[name] = {**RerankResult.from_scores(items, scores).summary(args.seed), "set": path}
+        print(json.dumps(report, ensure_ascii=False), flush=True)
+    return 0
+
+
+# -- quality -----------------------------------------------------------------------------------
+def _quality_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="corpus directory (from prepare-data)")
+    p.add_argument("--out", default="docs/RESULTS.md", help="markdown to write (and .json beside it)")
+    p.add_argument("--weights", default="weights", help="every RNN checkpoint in here gets a row")
+    p.add_argument("--rnn", action="append", default=[], metavar="DIR", help="another RNN checkpoint")
+    p.add_argument("--ngram-dir", default="runs/ngram", help="where the n-gram baselines are cached")
+    p.add_argument("--device", default="cpu")
+    add_set_args(p)
+
+
+@benchmark("quality", _quality_args)
+def cmd_quality(args: argparse.Namespace) -> int:
+    """The results table: perplexity, reranking, size and training time of every model."""
+    import shlex
+
+    from ..checkpoint import CheckpointError
+    from ..results import run_quality
+
+    spec = set_specs(args, ["homophone"])[0]
+    command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "quality"] else ""
+    try:
+        result = run_quality(args.data, args.out, weights_dir=args.weights, extra_rnns=args.rnn,
+                             ngram_dir=args.ngram_dir, sets_dir=args.sets_dir, spec=spec, device=args.device,
+                             command=command)
+    except (CheckpointError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": args.out, "rows": [r["name"] for r in result["rows"]],
+                      "seconds": result["seconds"]}, ensure_ascii=False))
+    return 0

@@ -1,0 +1,509 @@
+"""The engine: one worker thread per served model, fed by the event loop through a bounded queue.
+
+::
+
+    event loop (any number of callers)            worker thread (all torch work, inference_mode)
+    ─────────────────────────────────             ──────────────────────────────────────────────
+    await score(seqs) ──┐                          loop:
+    await next_token()──┼─▶ one-shot queue ──────▶   1. one-shot batch: requests gathered for up to
+                        │   (bounded: Overloaded)       max_wait_ms → ONE prefix-tree pass
+    generate(request) ──┴─▶ waiting generations ──▶  2. admit waiting generations: ONE prefill pass,
+            ▲                                           their rows join the running batch
+            └── events via call_soon_threadsafe ◀──  3. decoding step: every row picks its token,
+                                                        finished/cancelled rows leave, ONE lm.step
+
+One-shot requests wait for company only while the worker has nothing else to do; while it is busy
+(a batch, a decoding step) newcomers pile up and go together into the next batch. Each loop runs
+at most one one-shot batch and one decoding step, so neither kind starves the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from ..generation import GenerationRequest, sample_choosers
+from ..lm import LanguageModel
+from ..prefix import requested_positions, score_tree
+from ..sampling import StoppingCriteria, draw_seed
+from ..tokenizer import BOS_ID, EOS_ID
+from .decode import DecodeBatch, Row
+from .stream import GenerationStream
+from .types import (
+    DeadlineExceeded,
+    EngineConfig,
+    EngineObserver,
+    EngineStats,
+    EngineStopped,
+    NextToken,
+    Overloaded,
+    ScoreResult,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _OneShot:
+    """A queued score or next-token request."""
+
+    kind: str  # "score" | "next_token"
+    seqs: list[list[int]]  # candidates (score) or prefixes (next_token)
+    top_k: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    deadline: float | None
+    submitted: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.seqs)
+
+
+def _resolve(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if not fut.done():
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+def _push_streams(items: list[tuple[GenerationStream, list, BaseException | bool]]) -> None:
+    for stream, events, end in items:
+        stream._push(events, end)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for the answer any more
+        loop.call_soon_threadsafe(fn, *args)
+
+
+class Engine:
+    """Batched scoring, next-token and generation for one :class:`LanguageModel`."""
+
+    def __init__(self, lm: LanguageModel, config: EngineConfig | None = None,
+                 observer: EngineObserver | None = None) -> None:
+        self.lm = lm
+        self.config = config or EngineConfig()
+        self.observer = observer or EngineObserver()
+        self.stats = EngineStats()
+        self._cv = threading.Condition()
+        self._oneshot: deque[_OneShot] = deque()
+        self._waiting: deque[GenerationStream] = deque()
+        self._decode = DecodeBatch(lm)  # touched by the worker thread only
+        self._rows_left: dict[GenerationStream, int] = {}  # worker only: live rows per stream
+        self._closing = False
+        self._abort = False
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._secs_per_request = 0.01  # running estimate, for Retry-After
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the worker thread (and warm the model up); returns once it takes requests."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"rnnlm-engine-{self.lm.kind}", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Take no new work; let in-flight work finish for up to ``grace_s`` seconds, then end
+        what is left with :class:`EngineStopped`, and join the worker thread."""
+        if self._thread is None:
+            return
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        await asyncio.to_thread(self._thread.join, grace_s)
+        if self._thread.is_alive():
+            with self._cv:
+                self._abort = True
+                self._cv.notify_all()
+            await asyncio.to_thread(self._thread.join)
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._closing
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting to start (one-shot and generations)."""
+        return len(self._oneshot) + len(self._waiting)
+
+    @property
+    def active_rows(self) -> int:
+        """Samples in the running generation batch."""
+        return len(self._decode)
+
+    # -- requests ----------------------------------------------------------------------------
+    async def score(self, seqs: Sequence[Sequence[int]], *, timeout_s: float | None = None) -> ScoreResult:
+        """Log-probs of each id sequence (as ``lm.sequence_logprobs``: every token after the
+        first, usually ``[<bos>, ..., <eos>]``), batched with other requests."""
+        seqs = self._checked(seqs, min_len=0)
+        if not seqs:
+            return ScoreResult([], [], 0, 0)
+        return await self._submit("score", seqs, 0, timeout_s)
+
+    async def next_token(self, prefixes: Sequence[Sequence[int]], *, top_k: int = 10,
+                         timeout_s: float | None = None) -> list[NextToken]:
+        """The next-token distribution after each prefix (each starts with ``<bos>``)."""
+        if top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        prefixes = self._checked(prefixes, min_len=1)
+        if not prefixes:
+            return []
+        return await self._submit("next_token", prefixes, top_k, timeout_s)
+
+    def generate(self, request: GenerationRequest, *, timeout_s: float | None = None) -> GenerationStream:
+        """Queue a generation; iterate the returned stream for its events. Call it on the event
+        loop. Raises :class:`Overloaded` / :class:`EngineStopped` at once, before any event."""
+        if request.n < 1:
+            raise ValueError("n must be >= 1")
+        if request.n > self.config.max_rows:
+            raise ValueError(f"n must be <= {self.config.max_rows} (the engine's max_rows)")
+        prompt_ids = self.lm.tokenizer.encode(request.prompt).ids
+        seed = request.sampling.seed if request.sampling.seed is not None else draw_seed()
+        stream = GenerationStream(self, request, prompt_ids, seed, self._deadline(timeout_s))
+        if request.max_new_tokens <= 0:  # nothing to generate, as generate_stream does
+            stream._push([], True)
+            return stream
+        with self._cv:
+            self._admit_locked("generate")
+            self._waiting.append(stream)
+            self.stats.kinds["generate"].requests += 1
+            self._cv.notify()
+        return stream
+
+    # -- submission helpers (event loop) -----------------------------------------------------
+    def _checked(self, seqs: Sequence[Sequence[int]], min_len: int) -> list[list[int]]:
+        vocab = self.lm.vocab_size
+        out = []
+        for i, s in enumerate(seqs):
+            s = [int(t) for t in s]
+            if len(s) < min_len:
+                raise ValueError(f"sequence {i} is empty; a prefix needs at least its start token")
+            if s and (min(s) < 0 or max(s) >= vocab):
+                raise ValueError(f"sequence {i} has a token id outside the vocabulary [0, {vocab})")
+            out.append(s)
+        return out
+
+    def _deadline(self, timeout_s: float | None) -> float | None:
+        timeout_s = timeout_s if timeout_s is not None else self.config.timeout_s
+        return None if timeout_s is None else time.monotonic() + timeout_s
+
+    def _admit_locked(self, kind: str) -> None:
+        if self._closing or self._thread is None or not self._thread.is_alive():
+            self.stats.kinds[kind].rejected += 1
+            self.observer.on_rejected(kind, "stopped")
+            raise EngineStopped("the engine is not running")
+        queued = len(self._oneshot) + len(self._waiting)
+        if queued >= self.config.max_queue:
+            self.stats.kinds[kind].rejected += 1
+            self.observer.on_rejected(kind, "overloaded")
+            retry = min(60.0, max(1.0, math.ceil(queued * self._secs_per_request)))
+            raise Overloaded(kind, queued, retry)
+
+    async def _submit(self, kind: str, seqs: list[list[int]], top_k: int, timeout_s: float | None) -> Any:
+        loop = asyncio.get_running_loop()
+        item = _OneShot(kind, seqs, top_k, loop, loop.create_future(), self._deadline(timeout_s))
+        with self._cv:
+            self._admit_locked(kind)
+            self._oneshot.append(item)
+            self.stats.kinds[kind].requests += 1
+            self._cv.notify()
+        try:
+            if item.deadline is None:
+                return await item.future
+            return await asyncio.wait_for(item.future, max(0.0, item.deadline - time.monotonic()))
+        except TimeoutError:
+            self._withdraw(item, "deadline")
+            raise DeadlineExceeded(f"{kind} did not finish before its deadline") from None
+        except asyncio.CancelledError:
+            self._withdraw(item, "cancelled")
+            raise
+
+    def _withdraw(self, item: _OneShot, reason: str) -> None:
+        with self._cv:
+            item.cancelled = True
+            if item in self._oneshot:
+                self._oneshot.remove(item)
+            if reason == "cancelled":
+                self.stats.cancelled += 1
+            else:
+                self.stats.kinds[item.kind].rejected += 1
+        self.observer.on_rejected(item.kind, reason)
+
+    def _cancel_stream(self, stream: GenerationStream) -> None:
+        with self._cv:
+            if stream in self._waiting:
+                self._waiting.remove(stream)
+            self.stats.cancelled += 1
+            self._cv.notify()
+
+    # -- the worker thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_num_threads(self.config.torch_threads())
+        try:
+            with torch.inference_mode():
+                if self.config.warmup:
+                    score_tree(self.lm, [[BOS_ID, EOS_ID]], [[BOS_ID]], with_state=True)
+                self._ready.set()
+                while self._iteration():
+                    pass
+        except BaseException:
+            log.exception("engine worker failed")
+            raise
+        finally:
+            self._ready.set()
+            self._fail_everything(EngineStopped("the engine stopped before this request finished"))
+
+    def _iteration(self) -> bool:
+        work = self._take_work()
+        if work is None:
+            return False
+        batch, admits, expired = work
+        for item in expired:
+            self._fail(item, DeadlineExceeded("deadline passed while queued"))
+        if batch:
+            self._run_oneshot(batch)
+        if admits:
+            self._prefill(admits)
+        if self._decode.rows:
+            self._decode_step()
+        return True
+
+    def _take_work(self) -> tuple[list[_OneShot], list[GenerationStream], list] | None:
+        """Block until there is something to do; pop it. None: time to exit."""
+        wait_s = self.config.max_wait_ms / 1000
+        with self._cv:
+            while True:
+                if self._abort:
+                    return None
+                now = time.monotonic()
+                ready = self._oneshot_ready_locked(now, wait_s)
+                free = self.config.max_rows - len(self._decode)
+                can_admit = bool(self._waiting) and self._waiting[0].request.n <= free
+                if ready or can_admit or self._decode.rows:
+                    break
+                if self._closing and not self._oneshot and not self._waiting:
+                    return None
+                timeout = self._oneshot[0].submitted + wait_s - now if self._oneshot else None
+                self._cv.wait(timeout)
+            expired: list = []
+            batch = self._pop_batch_locked(now, expired) if ready else []
+            admits = self._pop_admits_locked(now, free, expired)
+            return batch, admits, expired
+
+    def _oneshot_ready_locked(self, now: float, wait_s: float) -> bool:
+        if not self._oneshot:
+            return False
+        if self._closing or now - self._oneshot[0].submitted >= wait_s:
+            return True
+        c = self.config
+        return (sum(len(i.seqs) for i in self._oneshot) >= c.max_batch_sequences
+                or sum(i.tokens for i in self._oneshot) >= c.max_batch_tokens)
+
+    def _pop_batch_locked(self, now: float, expired: list) -> list[_OneShot]:
+        c = self.config
+        batch: list[_OneShot] = []
+        n_seqs = n_tokens = 0
+        while self._oneshot:
+            item = self._oneshot[0]
+            if item.deadline is not None and now > item.deadline:
+                expired.append(self._oneshot.popleft())
+                continue
+            if batch and (n_seqs + len(item.seqs) > c.max_batch_sequences
+                          or n_tokens + item.tokens > c.max_batch_tokens):
+                break
+            batch.append(self._oneshot.popleft())
+            n_seqs += len(item.seqs)
+            n_tokens += item.tokens
+        return batch
+
+    def _pop_admits_locked(self, now: float, free: int, expired: list) -> list[GenerationStream]:
+        admits = []
+        while self._waiting:
+            stream = self._waiting[0]
+            if stream.deadline is not None and now > stream.deadline:
+                expired.append(self._waiting.popleft())
+                continue
+            if stream.request.n > free:
+                break  # first come, first served: nobody overtakes the head of the line
+            admits.append(self._waiting.popleft())
+            free -= stream.request.n
+        return admits
+
+    def _fail(self, item: _OneShot | GenerationStream, exc: BaseException) -> None:
+        if isinstance(item, GenerationStream):
+            self._rows_left.pop(item, None)
+            _call_soon(item._loop, item._push, [], exc)
+        else:
+            _call_soon(item.loop, _resolve, item.future, None, exc)
+
+    def _fail_everything(self, exc: BaseException) -> None:
+        with self._cv:
+            pending: list = [*self._oneshot, *self._waiting]
+            self._oneshot.clear()
+            self._waiting.clear()
+            self._closing = True
+        pending += list(dict.fromkeys(row.owner for row in self._decode.rows))
+        self._decode.keep([])
+        for item in pending:
+            self._fail(item, exc)
+
+    # one-shot batches ---------------------------------------------------------------------
+    def _run_oneshot(self, batch: list[_OneShot]) -> None:
+        start = time.monotonic()
+        for item in batch:
+            self.stats.kinds[item.kind].queue_wait_s += start - item.submitted
+            self.observer.on_queue_wait(item.kind, start - item.submitted)
+        scored = [item for item in batch if item.kind == "score"]
+        asked = [item for item in batch if item.kind == "next_token"]
+        seqs = [s for item in scored for s in item.seqs]
+        prefixes = [p for item in asked for p in item.seqs]
+        try:
+            res = score_tree(self.lm, seqs, prefixes, share=self.config.prefix_sharing,
+                             max_logits=self.config.max_logits)
+            results = self._split_scores(scored, res) + self._split_next(asked, res.next_logprobs)
+        except Exception as e:  # a failed batch fails its requests, never the engine
+            log.exception("batch failed")
+            for item in batch:
+                self._fail(item, e)
+            return
+        for kind, items, rows in (("score", scored, seqs), ("next_token", asked, prefixes)):
+            if items:
+                self.stats.kinds[kind].batches += 1
+                self.stats.kinds[kind].rows += len(rows)
+                self.observer.on_batch(kind, len(items), len(rows))
+        self.stats.positions_computed += res.computed
+        self.stats.positions_requested += res.requested
+        self.observer.on_positions(res.computed, res.requested)
+        for item, result in zip(scored + asked, results, strict=True):  # counted first, then answered
+            _call_soon(item.loop, _resolve, item.future, result, None)
+        per_request = (time.monotonic() - start) / len(batch)
+        self._secs_per_request = 0.8 * self._secs_per_request + 0.2 * per_request
+
+    def _split_scores(self, items: list[_OneShot], res: Any) -> list[ScoreResult]:
+        out, offset = [], 0
+        for item in items:
+            n = len(item.seqs)
+            token_lps = [lp.tolist() for lp in res.logprobs[offset : offset + n]]
+            requested = requested_positions(item.seqs)
+            computed = (res.tree.distinct_prefixes(range(offset, offset + n))
+                        if res.tree is not None else requested)
+            out.append(ScoreResult(token_lps, [math.fsum(t) for t in token_lps], requested, computed))
+            offset += n
+        return out
+
+    def _split_next(self, items: list[_OneShot], logprobs: torch.Tensor | None) -> list[list[NextToken]]:
+        if not items:
+            return []
+        logprobs = logprobs.float().cpu()  # (Q, V)
+        k = min(max(item.top_k for item in items), logprobs.size(1))
+        top = logprobs.topk(k, dim=-1)  # (Q, k)
+        top_ids, top_lps = top.indices.tolist(), top.values.tolist()
+        entropy = torch.special.entr(logprobs.double().exp()).sum(dim=-1).tolist()  # (Q,) nats
+        out, q = [], 0
+        for item in items:
+            out.append([NextToken(logprobs[q + i], top_ids[q + i][: item.top_k],
+                                  top_lps[q + i][: item.top_k], entropy[q + i])
+                        for i in range(len(item.seqs))])
+            q += len(item.seqs)
+        return out
+
+    # generation -------------------------------------------------------------------------
+    def _prefill(self, admits: list[GenerationStream]) -> None:
+        start = time.monotonic()
+        for stream in admits:
+            self.stats.kinds["generate"].queue_wait_s += start - stream.submitted
+            self.observer.on_queue_wait("generate", start - stream.submitted)
+        queries = [[BOS_ID, *s.prompt_ids] for s in admits]
+        try:
+            res = score_tree(self.lm, [], queries, with_state=True, max_logits=self.config.max_logits)
+        except Exception as e:
+            log.exception("prefill failed")
+            for stream in admits:
+                self._fail(stream, e)
+            return
+        rows, index = [], []
+        for q, stream in enumerate(admits):
+            req = stream.request
+            choosers = sample_choosers(replace(req, sampling=replace(req.sampling, seed=stream.seed)))
+            stopping = StoppingCriteria(req.max_new_tokens, req.stop)
+            for i, chooser in enumerate(choosers):
+                rows.append(Row(stream, i, chooser, stopping, list(stream.prompt_ids)))
+                index.append(q)
+            self._rows_left[stream] = req.n
+        self._decode.add(rows, res.next_logprobs[index], self.lm.select_state(res.states, index))
+
+    def _decode_step(self) -> None:
+        now = time.monotonic()
+        keep, expired = [], {}
+        for r, row in enumerate(self._decode.rows):
+            stream = row.owner
+            if stream.cancelled:
+                self._rows_left.pop(stream, None)
+            elif stream.deadline is not None and now > stream.deadline:
+                expired[stream] = None
+            else:
+                keep.append(r)
+        self._decode.keep(keep)  # cancelled and expired rows leave before anything is computed
+        for stream in expired:
+            self._fail(stream, DeadlineExceeded("generation did not finish before its deadline"))
+        if not self._decode.rows:
+            return
+        n_rows = len(self._decode)
+        try:
+            events = self._decode.choose()
+        except Exception as e:
+            log.exception("choosing tokens failed")
+            self._fail_rows(e)
+            return
+        per_stream: dict[GenerationStream, list] = {}
+        for row, ev in events:
+            per_stream.setdefault(row.owner, []).append(ev)
+            if ev.finish_reason is not None:
+                self._rows_left[row.owner] -= 1
+        self.stats.kinds["generate"].batches += 1
+        self.stats.kinds["generate"].rows += n_rows
+        self.stats.tokens_generated += len(events)
+        self.observer.on_batch("generate", len(per_stream), n_rows)
+        self.observer.on_generated(len(events))
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for stream, evs in per_stream.items():
+            done = self._rows_left.get(stream) == 0
+            if done:
+                del self._rows_left[stream]
+            by_loop.setdefault(stream._loop, []).append((stream, evs, done))
+        for loop, items in by_loop.items():  # hand the tokens over first, then compute the next
+            _call_soon(loop, _push_streams, items)
+        try:
+            self._decode.step()
+        except Exception as e:
+            log.exception("decoding step failed")
+            self._fail_rows(e)
+
+    def _fail_rows(self, exc: BaseException) -> None:
+        streams = list(dict.fromkeys(row.owner for row in self._decode.rows))
+        self._decode.keep([])
+        for stream in streams:
+            self._fail(stream, exc)

@@ -1,0 +1,142 @@
+"""Continuous batching for generation: every active sample is one row of one running batch.
+
+::
+
+    step k     rows  [a0 a1 b0 c0]       one lm.step for all rows, then each row picks its token
+                        │  │     └─ c0 hits <eos>: leaves (its state row is dropped)
+    step k+1   rows  [a0 a1 b0 d0 d1]    d (prefilled meanwhile) joins with its own state rows
+
+A recurrent model carries a fixed-size state per row, so joining and leaving are just
+``concat_states`` / ``select_state`` on dimension 1 of the state. Each row keeps its own
+:class:`~model.sampling.TokenChooser` (own parameters, own seeded generator), so a seeded request
+gets the same tokens whatever else shares the batch: the loop does exactly what
+:func:`model.generation.generate_stream` does per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..generation import TokenEvent
+from ..lm import LanguageModel, RNNLanguageModel
+from ..prefix import rnn_step
+from ..sampling import Greedy, StoppingCriteria, TokenChooser
+from ..tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+
+def choose_tokens(choosers: Sequence[TokenChooser], logprobs: Tensor,
+                  histories: Sequence[list[int]]) -> list[int]:
+    """``[choosers[r].next_id(logprobs[r], histories[r]) for r in rows]``, batched.
+
+    Masking, greedy argmax and the softmax before sampling run once for all rows; only the
+    processors (which differ per row) and the draw (which uses the row's own generator) run
+    per row. ``logprobs`` is (B, V) on the CPU.
+    """
+    scores = logprobs.float().clone()  # (B, V)
+    scores[:, PAD_ID] = float("-inf")
+    scores[:, BOS_ID] = float("-inf")
+    no_unk = [r for r, c in enumerate(choosers) if not c.params.allow_unk]
+    if no_unk:
+        scores[no_unk, UNK_ID] = float("-inf")
+    greedy, sampled = [], []
+    for r, c in enumerate(choosers):
+        if c.processors:
+            row = scores[r]
+            for proc in c.processors:
+                row = proc(row, histories[r])
+            scores[r] = row
+        (greedy if isinstance(c.chooser, Greedy) else sampled).append(r)
+    chosen = [0] * len(choosers)
+    if greedy:
+        for r, token in zip(greedy, scores[greedy].argmax(dim=-1).tolist(), strict=True):
+            chosen[r] = token
+    if sampled:
+        probs = torch.softmax(scores[sampled].double(), dim=-1)  # (b, V)
+        for i, r in enumerate(sampled):
+            gen = choosers[r].chooser.generator
+            chosen[r] = int(torch.multinomial(probs[i], 1, generator=gen))
+    return chosen
+
+
+@dataclass(eq=False)
+class Row:
+    """One sample of one request, while it generates."""
+
+    owner: Any  # the request's stream (the engine delivers events to it)
+    sample: int
+    chooser: TokenChooser
+    stopping: StoppingCriteria
+    history: list[int]  # prompt ids + generated ids (for the repetition penalty)
+    text: str = ""
+    count: int = 0
+
+
+@dataclass
+class DecodeBatch:
+    """The running batch: rows, their state (dim 1) and their next-token log-probs (B, V)."""
+
+    lm: LanguageModel
+    rows: list[Row] = field(default_factory=list)
+    state: Any = None
+    logprobs: Tensor | None = None  # (B, V) float32 on the CPU
+    next_ids: list[int] = field(default_factory=list)  # tokens chosen last, fed by the next step
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, rows: list[Row], logprobs: Tensor, state: Any) -> None:
+        """Join rows whose prefill gave ``logprobs`` (b, V) and ``state`` (b rows)."""
+        logprobs = logprobs.float().cpu()
+        if self.rows:
+            self.state = self.lm.concat_states([self.state, state])
+            self.logprobs = torch.cat([self.logprobs, logprobs])
+        else:
+            self.state, self.logprobs = state, logprobs
+        self.rows += rows
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep only these rows (in this order); the others leave now."""
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[r] for r in keep]
+        if not keep:
+            self.state, self.logprobs = None, None
+            return
+        self.state = self.lm.select_state(self.state, keep)
+        self.logprobs = self.logprobs[keep]
+
+    def choose(self) -> list[tuple[Row, TokenEvent]]:
+        """Every row picks its token; rows that stop leave. Returns the events, in row order."""
+        tokens = choose_tokens([r.chooser for r in self.rows], self.logprobs,
+                               [r.history for r in self.rows])
+        picked = self.logprobs[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
+        tok = self.lm.tokenizer
+        events, keep = [], []
+        for i, (row, token, lp) in enumerate(zip(self.rows, tokens, picked, strict=True)):
+            row.history.append(token)
+            row.count += 1
+            piece = "" if token == EOS_ID else tok.piece(token)
+            row.text += (tok.joiner if row.text and piece else "") + piece
+            stop, reason = row.stopping(token, row.count, row.text)
+            events.append((row, TokenEvent(row.sample, token, piece, lp, reason)))
+            if not stop:
+                keep.append(i)
+        self.keep(keep)
+        self.next_ids = [tokens[i] for i in keep]
+        return events
+
+    def step(self) -> None:
+        """One batched model step for every remaining row, with the tokens just chosen."""
+        if not self.rows:
+            return
+        ids = torch.tensor(self.next_ids, dtype=torch.long)  # (B,)
+        if isinstance(self.lm, RNNLanguageModel):
+            logprobs, self.state = rnn_step(self.lm, self.state, ids)  # (B, V): lm.step, leaner
+        else:
+            logprobs, self.state = self.lm.step(self.state, ids)
+        self.logprobs = logprobs.float().cpu()

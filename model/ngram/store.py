@@ -1,0 +1,112 @@
+"""N-gram checkpoint directories, laid out like the RNN's (see :mod:`model.checkpoint`)::
+
+    runs/ngram/pd98-char-kn5/
+        config.json        model_type "ngram", order, smoothing and its parameters, sha256 of the tables
+        ngram.safetensors  the backoff tables: keys.N (int64), logprob.N, logbackoff.N (float32)
+        tokenizer.json     the vocabulary
+        metrics.json       counts, build time and memory, valid/test perplexity
+        MODEL_CARD.md
+
+The tables are plain arrays (safetensors, no pickle) and load in well under a second; the
+interchange format with KenLM and SRILM is ARPA text (:mod:`model.arpa`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from ..checkpoint import (
+    CARD,
+    CONFIG,
+    FORMAT_VERSION,
+    METRICS,
+    TOKENIZER,
+    CheckpointError,
+    read_config,
+    read_json,
+    verify_file,
+    write_dir_atomically,
+    write_json,
+)
+from ..data import sha256_file
+from ..tokenizer import Tokenizer
+from .model import NGramLanguageModel
+from .tables import BackoffTables
+
+TABLES = "ngram.safetensors"
+
+
+def tables_to_arrays(tables: BackoffTables) -> dict[str, np.ndarray]:
+    arrays = {}
+    for n in range(1, tables.order + 1):
+        arrays[f"keys.{n}"] = np.ascontiguousarray(tables.keys[n - 1], dtype=np.int64)
+        arrays[f"logprob.{n}"] = np.ascontiguousarray(tables.logprob[n - 1], dtype=np.float32)
+        if n < tables.order:
+            arrays[f"logbackoff.{n}"] = np.ascontiguousarray(tables.logbackoff[n - 1], dtype=np.float32)
+    return arrays
+
+
+def tables_from_arrays(arrays: dict[str, np.ndarray], order: int, vocab_size: int) -> BackoffTables:
+    return BackoffTables(
+        vocab_size=vocab_size,
+        keys=[arrays[f"keys.{n}"] for n in range(1, order + 1)],
+        logprob=[arrays[f"logprob.{n}"] for n in range(1, order + 1)],
+        logbackoff=[arrays[f"logbackoff.{n}"] for n in range(1, order)],
+    )
+
+
+def save_ngram(out_dir: str | Path, lm: NGramLanguageModel, metrics: dict | None = None,
+               card: str | None = None) -> Path:
+    """Write a complete n-gram checkpoint directory (atomically)."""
+
+    def fill(d: Path) -> None:
+        save_file(tables_to_arrays(lm.tables), str(d / TABLES), metadata={"format": "rnnlm-ngram"})
+        os.chmod(d / TABLES, 0o644)  # safetensors writes 0600; a server running as another user must read it
+        write_json(d / CONFIG, {
+            "format_version": FORMAT_VERSION,
+            "model_type": "ngram",
+            "order": lm.order,
+            "smoothing": lm.smoothing,
+            "params": lm.params,
+            "vocab_size": lm.vocab_size,
+            "ngrams": lm.tables.sizes(),
+            "tables_file": TABLES,
+            "tables_sha256": sha256_file(d / TABLES),
+        })
+        lm.tokenizer.save(d / TOKENIZER)
+        write_json(d / METRICS, metrics or {})
+        if card is not None:
+            (d / CARD).write_text(card, encoding="utf-8")
+
+    return write_dir_atomically(out_dir, fill)
+
+
+def load_ngram(model_dir: str | Path) -> NGramLanguageModel:
+    """Open an n-gram checkpoint; refuses (CheckpointError) anything that does not verify."""
+    d = Path(model_dir)
+    config = read_config(d)
+    if config["model_type"] != "ngram":
+        raise CheckpointError(f"{d / CONFIG}: model_type is {config['model_type']!r}, not 'ngram'")
+    path = d / config.get("tables_file", TABLES)
+    verify_file(path, config.get("tables_sha256"))
+    try:
+        tokenizer = Tokenizer.load(d / TOKENIZER)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{d / TOKENIZER}: missing") from e
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{d / TOKENIZER}: invalid tokenizer ({e})") from e
+    try:
+        arrays = load_file(str(path))
+        tables = tables_from_arrays(arrays, int(config["order"]), tokenizer.vocab_size)
+        lm = NGramLanguageModel(tables, tokenizer, config.get("smoothing", "unknown"), config.get("params"))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from e
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: tables do not match config.json or the tokenizer ({e})") from e
+    lm.metrics = read_json(d / METRICS) if (d / METRICS).exists() else {}
+    return lm

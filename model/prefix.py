@@ -1,0 +1,351 @@
+"""Prefix-shared scoring: every distinct prefix of a batch is computed once, and only once.
+
+The candidates of an n-best list share most of their prefixes. A prefix tree over their token
+ids, with each node one distinct prefix, shows the work an RNN really has to do: feed each
+node's last token once, from its parent's state, and read the log-probs of its children's
+tokens off that one output row::
+
+    candidates                              prefix tree                      depth  0 1 2 3 4 5 6 7 8
+    <bos> 厨 房 里 食 油 用 完 了 <eos>                     ┌─ 食 油 用 完 了    rows   1 1 1 1 3 3 3 3 3
+    <bos> 厨 房 里 石 油 用 完 了 <eos>     <bos> 厨 房 里 ─┼─ 石 油 用 完 了
+    <bos> 厨 房 里 的 油 用 完 了 <eos>                     └─ 的 油 用 完 了
+
+    requested positions 3 × 10 = 30         computed positions 4 + 3 × 5 = 19    (the trie bound)
+
+A node is *computed* when some sequence continues past it (its output predicts a child) or
+when a query asks for the distribution after it; the leaves (normally ``<eos>``) are never fed.
+The recurrent layers run layer by layer: first the input half of every gate for all computed
+nodes at once (large matrix products), then one step per depth in which every node of that
+depth, across all sequences of the batch, takes its parent's state and advances together. So a
+batch costs as many sequential steps as its longest sequence, like a padded batch, but only the
+trie bound in arithmetic. The output layer then runs chunk by chunk over the computed rows;
+each chunk keeps only the target tokens' log-probs (gather − logsumexp), so no more than
+``max_logits`` elements of tokens × vocabulary exist at once.
+
+The cells are written out (:func:`run_tree`, :func:`rnn_step`) with the arithmetic of
+``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` and the network's own weights, because a fused sequence
+kernel can neither start each row from a different parent nor hand back the state of an inner
+position; tests check them against ``lm.sequence_logprobs`` / ``lm.prefill`` within 1e-5.
+
+Entry point: :func:`score_tree` (sequence log-probs, next-token distributions and, for
+generation prefill, states, all in one pass). Any :class:`~model.lm.LanguageModel` works; models
+other than :class:`~model.lm.RNNLanguageModel` fall back to their own ``sequence_logprobs`` /
+``prefill`` (no sharing, ``computed == requested``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .lm import LanguageModel, RNNLanguageModel
+from .network import RNNLM
+
+MAX_LOGITS = 1 << 22  # elements of one logits chunk (rows × vocabulary): 16 MiB of float32
+PROJECT_ROWS = 2048  # rows per input-projection product (bounds its (rows, gates × H) buffer)
+
+
+# -- the tree -----------------------------------------------------------------------------------
+@dataclass
+class PrefixTree:
+    """A trie over id sequences, as flat lists. Node ``v`` is one distinct prefix.
+
+    Node ids grow in insertion order, so a parent always has a smaller id than its children.
+    """
+
+    parent: list[int] = field(default_factory=list)  # node -> parent node (-1 at depth 1)
+    token: list[int] = field(default_factory=list)  # node -> the token it feeds to the model
+    paths: list[list[int]] = field(default_factory=list)  # sequence -> node of s[:1], ..., s[:len]
+    query_nodes: list[int] = field(default_factory=list)  # query -> node of the whole prefix
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.token)
+
+    def distinct_prefixes(self, seq_indices: Sequence[int]) -> int:
+        """Positions to compute to score these sequences alone: their own trie bound."""
+        return len({node for i in seq_indices for node in self.paths[i][:-1]})
+
+
+def build_tree(
+    seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), share: bool = True
+) -> PrefixTree:
+    """Insert every sequence, then every query. ``share=False`` gives each sequence its own
+    branch (the dense baseline, through the same code path)."""
+    tree = PrefixTree()
+    index: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
+    parent_of, token_of = tree.parent, tree.token
+
+    def insert(seq: Sequence[int], root: int) -> list[int]:
+        path, parent = [], root
+        for tok in seq:
+            node = index.get((parent, tok))
+            if node is None:
+                node = index[(parent, tok)] = len(token_of)
+                parent_of.append(parent if parent >= 0 else -1)
+                token_of.append(tok)
+            path.append(node)
+            parent = node
+        return path
+
+    for i, s in enumerate(seqs):
+        tree.paths.append(insert(s, -1 if share else -2 - i))
+    for q in queries:
+        if len(q) == 0:
+            raise ValueError("a query prefix needs at least its start token")
+        tree.query_nodes.append(insert(q, -1)[-1])
+    return tree
+
+
+# -- the plan: computed nodes, depth by depth ------------------------------------------------------
+@dataclass
+class Plan:
+    """Which nodes run at each step: step ``d`` feeds every computed node of depth ``d`` at once."""
+
+    tokens: list[list[int]]  # per depth, the token each of its nodes feeds
+    parent_rows: list[list[int]]  # per depth, each node's parent's row in the previous depth
+    row_of_node: list[int]  # node -> global feature row (-1: not computed)
+    num_rows: int
+
+
+def plan_depths(tree: PrefixTree) -> Plan:
+    """Group the computed nodes (those with a child, and the queries) by depth."""
+    n = tree.num_nodes
+    parent = tree.parent
+    computed = [False] * n
+    for v in range(n):
+        if parent[v] >= 0:
+            computed[parent[v]] = True
+    for q in tree.query_nodes:
+        computed[q] = True
+    tokens: list[list[int]] = []
+    parent_rows: list[list[int]] = []
+    depth_row = [(-1, -1)] * n
+    for v in range(n):  # parents come before children
+        if not computed[v]:
+            continue
+        p = parent[v]
+        d = depth_row[p][0] + 1 if p >= 0 else 0
+        if d == len(tokens):
+            tokens.append([])
+            parent_rows.append([])
+        depth_row[v] = (d, len(tokens[d]))
+        tokens[d].append(tree.token[v])
+        parent_rows[d].append(depth_row[p][1] if p >= 0 else -1)
+    offsets = [0]
+    for level in tokens:
+        offsets.append(offsets[-1] + len(level))
+    row_of_node = [offsets[d] + r if d >= 0 else -1 for d, r in depth_row]
+    return Plan(tokens, parent_rows, row_of_node, offsets[-1])
+
+
+# -- the recurrent layers as explicit cells ---------------------------------------------------------
+def _layer(net: RNNLM, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    rnn = net.rnn
+    return (getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}"),
+            getattr(rnn, f"bias_ih_l{layer}", None), getattr(rnn, f"bias_hh_l{layer}", None))
+
+
+def _project(net: RNNLM, layer: int, x: Tensor) -> Tensor:
+    """The input half of every gate, for many rows in one product: (N, G·H).
+
+    LSTM and tanh-RNN fold both biases in here; a GRU keeps b_hh with the hidden half (its
+    candidate gate multiplies the hidden half by the reset gate)."""
+    w_ih, _, b_ih, b_hh = _layer(net, layer)
+    bias = b_ih
+    if net.config.cell != "gru" and b_hh is not None:
+        bias = b_hh if bias is None else bias + b_hh
+    return torch.addmm(bias, x, w_ih.t()) if bias is not None else x @ w_ih.t()
+
+
+def _cell(net: RNNLM, layer: int, gi: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """One step of one layer for B rows: the same arithmetic as ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``
+    (gate order i f g o, and r z n), from the input half ``gi`` (B, G·H) and the parent state."""
+    _, w_hh, _, b_hh = _layer(net, layer)
+    cell = net.config.cell
+    if cell == "gru":
+        gh = torch.addmm(b_hh, h, w_hh.t()) if b_hh is not None else h @ w_hh.t()  # (B, 3H)
+        i_r, i_z, i_n = gi.chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return n + z * (h - n), None
+    gates = torch.addmm(gi, h, w_hh.t())  # (B, G·H)
+    if cell == "rnn_tanh":
+        return torch.tanh(gates), None
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def _features(net: RNNLM, h: Tensor) -> Tensor:
+    """Top-layer output (…, H) -> what the output layer reads (…, D)."""
+    h = net.drop(h)
+    return net.proj(h) if net.proj is not None else h
+
+
+def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Tensor, Tensor | None]:
+    """Features (N, D) of every computed node, in plan row order, and the state (L, Q, S) after
+    each of ``state_rows``.
+
+    Layer by layer: the input half of every gate for all nodes at once (big products), then one
+    small product per depth for the hidden half, each node starting from its parent's row. A
+    layer's weights are read once per depth, as a fused sequence kernel reads them once per step.
+    """
+    if net.training:
+        raise ValueError("prefix-shared scoring needs the network in eval mode")
+    device = net.embedding.weight.device
+    n, hidden = plan.num_rows, net.config.hidden_dim
+    tokens = torch.tensor([t for level in plan.tokens for t in level], dtype=torch.long, device=device)
+    offsets = [0]
+    for level in plan.tokens:
+        offsets.append(offsets[-1] + len(level))
+    parents = [torch.tensor(rows, dtype=torch.long, device=device) + offsets[d - 1] if d else None
+               for d, rows in enumerate(plan.parent_rows)]  # global row of each node's parent
+    state_idx = torch.tensor(list(state_rows), dtype=torch.long, device=device)
+    x = net.drop(net.embedding(tokens))  # (N, E)
+    lstm = net.config.cell == "lstm"
+    states = []
+    for layer in range(net.config.num_layers):
+        h_all = torch.empty(n, hidden, device=device, dtype=x.dtype)  # (N, H)
+        c_all = torch.empty_like(h_all) if lstm else None
+        win_start = win_end = 0
+        gi_win = x[:0]
+        for d in range(len(plan.tokens)):
+            a, b = offsets[d], offsets[d + 1]
+            if b > win_end:  # project the next window of rows: at least PROJECT_ROWS, whole depths
+                win_start, win_end = a, max(b, min(n, a + PROJECT_ROWS))
+                gi_win = _project(net, layer, x[win_start:win_end])  # (W, G·H)
+            gi = gi_win[a - win_start : b - win_start]
+            if d == 0:  # the start state: zeros
+                h = torch.zeros(b - a, hidden, device=device, dtype=x.dtype)
+                c = torch.zeros_like(h) if lstm else None
+            else:
+                h = h_all.index_select(0, parents[d])  # (B_d, H)
+                c = c_all.index_select(0, parents[d]) if lstm else None
+            h, c = _cell(net, layer, gi, h, c)
+            h_all[a:b] = h
+            if lstm:
+                c_all[a:b] = c
+        if len(state_idx):
+            parts = [h_all.index_select(0, state_idx)]
+            if lstm:
+                parts.append(c_all.index_select(0, state_idx))
+            states.append(torch.cat(parts, dim=-1))  # (Q, S)
+        x = net.drop(h_all) if layer + 1 < net.config.num_layers else h_all
+    feats = _features(net, x)
+    return feats, (torch.stack(states) if states else None)
+
+
+@torch.inference_mode()
+def rnn_step(lm: RNNLanguageModel, state: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """``lm.step`` with the explicit cells: next-token log-probs (B, V) and the new state (L, B, S).
+
+    The same arithmetic, without the per-call set-up a fused sequence kernel pays on a one-token
+    step (oneDNN re-lays out the weights on every call): this is the decoding loop's step.
+    """
+    net = lm.net
+    x = net.drop(net.embedding(ids.to(lm.device)))  # (B, E)
+    lstm = net.config.cell == "lstm"
+    new = []
+    for layer in range(net.config.num_layers):
+        h, c = state[layer].chunk(2, dim=-1) if lstm else (state[layer], None)
+        h, c = _cell(net, layer, _project(net, layer, x), h, c)
+        new.append(torch.cat([h, c], dim=-1) if lstm else h)
+        x = net.drop(h)
+    logits = net.output(_features(net, h))  # (B, V)
+    return torch.log_softmax(logits.float(), dim=-1), torch.stack(new)
+
+
+@dataclass
+class TreeResult:
+    logprobs: list[Tensor]  # per sequence: log P(s[i] | s[:i]) for i >= 1, float64 on the CPU
+    next_logprobs: Tensor | None  # (Q, V) log-probs after each query prefix, on the model's device
+    states: Any  # the model's state after each query (L, Q, S), when asked for
+    computed: int  # positions fed through the model
+    requested: int  # positions a plain per-sequence run would feed (scored tokens + query tokens)
+    tree: PrefixTree | None = None  # None for the fallback path
+
+
+def requested_positions(seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = ()) -> int:
+    return sum(max(len(s) - 1, 0) for s in seqs) + sum(len(q) for q in queries)
+
+
+@torch.inference_mode()
+def score_tree(
+    lm: LanguageModel,
+    seqs: Sequence[Sequence[int]],
+    queries: Sequence[Sequence[int]] = (),
+    *,
+    with_state: bool = False,
+    share: bool = True,
+    max_logits: int = MAX_LOGITS,
+) -> TreeResult:
+    """Score ``seqs`` (each from its first token, as :meth:`LanguageModel.sequence_logprobs`)
+    and, for each query prefix, the next-token log-probs (as ``next_token_logprobs``) and, with
+    ``with_state``, the state after it (as ``prefill``), sharing every common prefix."""
+    if not isinstance(lm, RNNLanguageModel):
+        return _fallback(lm, seqs, queries, with_state)
+    net, device = lm.net, lm.device
+    tree = build_tree(seqs, queries, share)
+    plan = plan_depths(tree)
+    requested = requested_positions(seqs, queries)
+
+    # 1. The recurrent layers, depth by depth: (num_rows, D) features, and the queries' states.
+    state_rows = [plan.row_of_node[q] for q in tree.query_nodes] if with_state else []
+    features, query_states = run_tree(net, plan, state_rows)
+
+    # 2. The output layer, chunk by chunk: only target log-probs and the queries' rows survive.
+    row_of_node = plan.row_of_node
+    targets = [(row_of_node[p], tree.token[v]) for v, p in enumerate(tree.parent) if p >= 0]
+    edge_lp = torch.zeros(tree.num_nodes, device=device)  # node -> log P(its token | its parent)
+    edge_nodes = torch.tensor([v for v, p in enumerate(tree.parent) if p >= 0], dtype=torch.long)
+    src = torch.tensor([r for r, _ in targets], dtype=torch.long)
+    tgt = torch.tensor([t for _, t in targets], dtype=torch.long)
+    order = torch.argsort(src, stable=True)
+    src, tgt, edge_nodes = src[order], tgt[order], edge_nodes[order]
+    q_rows = torch.tensor([row_of_node[q] for q in tree.query_nodes], dtype=torch.long)
+    next_lp = torch.empty(len(queries), lm.vocab_size, device=device) if queries else None
+    chunk = max(1, max_logits // lm.vocab_size)
+    for a in range(0, plan.num_rows, chunk):
+        b = min(a + chunk, plan.num_rows)
+        logits = net.output(features[a:b]).float()  # (c, V)
+        lse = torch.logsumexp(logits, dim=-1)  # (c,)
+        lo, hi = int(torch.searchsorted(src, a)), int(torch.searchsorted(src, b))
+        if hi > lo:
+            local = (src[lo:hi] - a).to(device)
+            picked = logits[local, tgt[lo:hi].to(device)] - lse[local]  # (e,)
+            edge_lp[edge_nodes[lo:hi].to(device)] = picked
+        if next_lp is not None:
+            inside = ((q_rows >= a) & (q_rows < b)).nonzero().squeeze(1)
+            if inside.numel():
+                local = (q_rows[inside] - a).to(device)
+                next_lp[inside.to(device)] = logits[local] - lse[local].unsqueeze(1)
+
+    # 3. Back to sequences: one gather, then split.
+    flat = [v for path in tree.paths for v in path[1:]]
+    picked = edge_lp[torch.tensor(flat, dtype=torch.long, device=device)].double().cpu()
+    sizes = [max(len(path) - 1, 0) for path in tree.paths]
+    logprobs = list(picked.split(sizes)) if seqs else []
+    return TreeResult(logprobs, next_lp, query_states, plan.num_rows, requested, tree)
+
+
+def _fallback(lm: LanguageModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]],
+              with_state: bool) -> TreeResult:
+    """Models without a packed recurrent core: their own batched calls, no sharing."""
+    logprobs = [torch.zeros(0, dtype=torch.float64)] * len(seqs)
+    scored = [i for i, s in enumerate(seqs) if len(s) > 1]
+    if scored:
+        for i, lp in zip(scored, lm.sequence_logprobs([seqs[i] for i in scored]), strict=True):
+            logprobs[i] = lp
+    next_lp, states = None, None
+    if queries:
+        next_lp, states = lm.prefill(queries)
+        states = states if with_state else None
+    n = requested_positions(seqs, queries)
+    return TreeResult(logprobs, next_lp, states, n, n)

@@ -1,0 +1,165 @@
+"""Sampling as small composable parts (the text-generation-inference layout).
+
+::
+
+    log-probs (B, V) ─▶ [processors built only for non-default parameters] ─▶ chooser ─▶ ids (B,)
+                         repetition penalty, temperature, top-k, top-p          Greedy | Sampling(seed)
+    generated text ─▶ StoppingCriteria ─▶ (stop?, finish_reason)
+
+Every row of a batch carries its own parameters and its own seeded ``torch.Generator``, so a
+seeded request gives the same tokens whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0  # 0 means greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    repetition_penalty: float = 1.0  # 1 = off; >1 discourages tokens already in the text
+    seed: int | None = None  # None: drawn at random (and reported back)
+    allow_unk: bool = False  # whether <unk> may be generated
+
+
+# -- logits processors: (scores (V,), history ids) -> scores -------------------------------------
+class RepetitionPenalty:
+    """CTRL-style: divide positive / multiply negative logits of tokens seen so far by ``penalty``."""
+
+    def __init__(self, penalty: float) -> None:
+        self.penalty = penalty
+
+    def __call__(self, scores: Tensor, history: list[int]) -> Tensor:
+        if not history:
+            return scores
+        idx = torch.tensor(sorted(set(history)), dtype=torch.long)
+        picked = scores[idx]
+        scores = scores.clone()
+        scores[idx] = torch.where(picked > 0, picked / self.penalty, picked * self.penalty)
+        return scores
+
+
+class Temperature:
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+
+    def __call__(self, scores: Tensor, history: list[int]) -> Tensor:
+        return scores / self.temperature
+
+
+class TopK:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, scores: Tensor, history: list[int]) -> Tensor:
+        k = min(self.k, scores.numel())
+        kth = torch.topk(scores, k).values[-1]
+        return scores.masked_fill(scores < kth, float("-inf"))
+
+
+class TopP:
+    """Nucleus: keep the smallest set of most likely tokens whose probability reaches ``p``."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, scores: Tensor, history: list[int]) -> Tensor:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        probs = torch.softmax(sorted_scores, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs  # mass strictly before each token
+        drop_sorted = before >= self.p
+        drop_sorted[0] = False  # always keep the most likely token
+        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+        return scores.masked_fill(drop, float("-inf"))
+
+
+def build_processors(params: SamplingParams) -> list:
+    """Only the processors whose parameter differs from its neutral default."""
+    procs: list = []
+    if params.repetition_penalty != 1.0:
+        procs.append(RepetitionPenalty(params.repetition_penalty))
+    if params.temperature not in (0.0, 1.0):
+        procs.append(Temperature(params.temperature))
+    if params.top_k > 0:
+        procs.append(TopK(params.top_k))
+    if params.top_p < 1.0:
+        procs.append(TopP(params.top_p))
+    return procs
+
+
+# -- choosers -------------------------------------------------------------------------------------
+class Greedy:
+    def __call__(self, scores: Tensor) -> int:
+        return int(torch.argmax(scores))
+
+
+class Sampling:
+    """Draws from softmax(scores) with its own generator: reproducible per request."""
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, scores: Tensor) -> int:
+        probs = torch.softmax(scores.double(), dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def draw_seed() -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,)))
+
+
+@dataclass
+class TokenChooser:
+    """Processors + chooser for one sequence: ``next_id(logprobs (V,), history) -> id``."""
+
+    params: SamplingParams
+    seed: int = field(init=False)
+    processors: list = field(init=False)
+    chooser: Greedy | Sampling = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seed = self.params.seed if self.params.seed is not None else draw_seed()
+        self.processors = build_processors(self.params)
+        self.chooser = Greedy() if self.params.temperature == 0 else Sampling(self.seed)
+
+    def next_id(self, logprobs: Tensor, history: list[int]) -> int:
+        scores = logprobs.float().cpu().clone()  # the generator lives on the CPU, whatever the model's device
+        # Never produce tokens that are not text: <pad>, <bos>, and <unk> unless allowed.
+        scores[PAD_ID] = scores[BOS_ID] = float("-inf")
+        if not self.params.allow_unk:
+            scores[UNK_ID] = float("-inf")
+        for proc in self.processors:
+            scores = proc(scores, history)
+        return self.chooser(scores)
+
+
+# -- stopping criteria ---------------------------------------------------------------------------
+@dataclass
+class StoppingCriteria:
+    """``(stop, finish_reason)`` after each token: ``eos``, ``stop`` (a stop string) or ``length``."""
+
+    max_new_tokens: int
+    stop: list[str] = field(default_factory=list)
+
+    def __call__(self, last_id: int, new_tokens: int, text: str) -> tuple[bool, str | None]:
+        if last_id == EOS_ID:
+            return True, "eos"
+        for s in self.stop:
+            if s and s in text:
+                return True, "stop"
+        if new_tokens >= self.max_new_tokens:
+            return True, "length"
+        return False, None
+
+    def trim(self, text: str) -> str:
+        """The text up to (not including) the earliest stop string."""
+        cut = min((text.find(s) for s in self.stop if s and s in text), default=-1)
+        return text if cut < 0 else text[:cut]

@@ -1,0 +1,200 @@
+"""Scoring and reranking candidates, and the next-token distribution (what /score and /next-token compute).
+
+How one candidate is laid out for the model, KenLM-style (``bos=True, eos=True``), with the
+optional context "厨房里" that conditions every candidate but is never scored::
+
+    fed to the model   <bos> 厨 房 里 食 油 用 完 了
+    scored targets           ·  ·  ·  食 油 用 完 了 <eos>      num_tokens = 6
+
+``bos=False`` means "this text does not start a sentence". KenLM then scores the first word from
+an empty context (its unigram). An RNN has no such state: its only start state is the one after
+``<bos>``, trained to mean "a sentence begins here". Scoring the first token from it would
+silently keep the sentence-start assumption, so instead the first token of the text becomes
+conditioning only, like the first token of a prompt in vLLM's ``prompt_logprobs``::
+
+    bos=False          <bos> 你 先 走
+    scored targets           ·  先 走 <eos>                        num_tokens = 3
+
+With a non-empty context the first token is already context, so ``bos=False`` changes nothing
+there. ``eos=False`` leaves out P(<eos>) (a prefix, not a finished sentence).
+
+The combined score of each candidate (higher is better) is::
+
+    score = lm_weight × (logprob | logprob / num_tokens if normalize == "token")
+            + external_score + length_bonus × num_tokens
+
+Candidates are ranked by score, best first; equal scores keep their input order. No candidate is
+ever dropped: empty text, unknown characters (scored as ``<unk>`` and counted in ``oov``), emoji
+and mixed scripts all get a score.
+
+The work is split in two so a batching engine can compute the log-probs its own way (shared
+prefixes, big batches) and reuse the bookkeeping: :func:`prepare_candidates` builds the id
+sequences, :func:`combine_scores` turns their per-token log-probs into a :class:`Ranking`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .lm import LanguageModel
+from .tokenizer import BOS_ID, EOS, EOS_ID, SPECIALS, Tokenizer
+
+NORMALIZE = ("none", "token")
+
+
+@dataclass
+class ScoreOptions:
+    context: str = ""  # conditions every candidate, never scored
+    bos: bool = True  # the text starts a sentence (score its first token from <bos>)
+    eos: bool = True  # the text ends a sentence (score P(<eos>) after it)
+    lm_weight: float = 1.0  # weight of the LM term in the combined score
+    length_bonus: float = 0.0  # added per scored token (a word-insertion bonus; negative = penalty)
+    normalize: str = "none"  # "none": LM term is the log-prob sum; "token": divided by num_tokens
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {NORMALIZE}, got {self.normalize!r}")
+
+
+@dataclass
+class PreparedCandidate:
+    text: str
+    ids: list[int]  # what the model reads: <bos>, context, candidate, (<eos>)
+    first_scored: int  # index into ids[1:] of the first scored target
+    pieces: list[str]  # the text of each scored target (<eos> included when scored)
+    oov: int  # candidate pieces that map to <unk>
+
+
+@dataclass
+class CandidateScore:
+    text: str
+    logprob: float  # sum of the scored tokens' natural-log probabilities
+    num_tokens: int  # scored tokens, <eos> included when eos=True
+    oov: int  # pieces of the candidate unknown to the vocabulary (scored as <unk>)
+    perplexity: float | None  # exp(-logprob / num_tokens); None when nothing was scored
+    score: float  # the combined score used for ranking
+    rank: int = 0  # 1 = best
+    tokens: list[str] = field(default_factory=list)  # scored tokens, in order
+    token_logprobs: list[float] = field(default_factory=list)  # their log-probs (sum = logprob)
+
+
+@dataclass
+class Ranking:
+    results: list[CandidateScore]  # in input order
+    ranking: list[int]  # candidate indices, best first
+    positions: int  # token positions the model computed (for metrics)
+
+    @property
+    def tokens_scored(self) -> int:
+        return sum(r.num_tokens for r in self.results)
+
+
+def prepare_candidates(
+    tokenizer: Tokenizer, candidates: Sequence[str], options: ScoreOptions
+) -> list[PreparedCandidate]:
+    context = tokenizer.encode(options.context)
+    # Targets before this index are conditioning only: the context, or with bos=False the first token.
+    first_scored = max(len(context.ids), 0 if options.bos else 1)
+    prepared = []
+    for text in candidates:
+        enc = tokenizer.encode(text)
+        tail = [EOS_ID] if options.eos else []
+        pieces = [*context.tokens, *enc.tokens, *([EOS] if options.eos else [])]
+        prepared.append(PreparedCandidate(
+            text=text,
+            ids=[BOS_ID, *context.ids, *enc.ids, *tail],
+            first_scored=first_scored,
+            pieces=pieces[first_scored:],
+            oov=enc.oov,
+        ))
+    return prepared
+
+
+def combine_scores(
+    prepared: Sequence[PreparedCandidate],
+    target_logprobs: Sequence[torch.Tensor],
+    options: ScoreOptions,
+    external_scores: Sequence[float] | None = None,
+) -> Ranking:
+    """Turn each candidate's per-target log-probs (``len(ids) - 1`` of them) into a ranking."""
+    if external_scores is not None and len(external_scores) != len(prepared):
+        raise ValueError(f"external_scores has {len(external_scores)} values for "
+                         f"{len(prepared)} candidates")
+    results = []
+    for i, (cand, lps) in enumerate(zip(prepared, target_logprobs, strict=True)):
+        token_lps = [float(x) for x in lps[cand.first_scored :]]
+        logprob = math.fsum(token_lps)
+        n = len(token_lps)
+        lm_term = (logprob / n if n else 0.0) if options.normalize == "token" else logprob
+        external = float(external_scores[i]) if external_scores is not None else 0.0
+        results.append(CandidateScore(
+            text=cand.text,
+            logprob=logprob,
+            num_tokens=n,
+            oov=cand.oov,
+            perplexity=(math.exp(-logprob / n) if -logprob / n < 709 else math.inf) if n else None,
+            score=options.lm_weight * lm_term + external + options.length_bonus * n,
+            tokens=cand.pieces,
+            token_logprobs=token_lps,
+        ))
+    ranking = sorted(range(len(results)), key=lambda i: -results[i].score)  # stable: ties keep order
+    for place, i in enumerate(ranking, start=1):
+        results[i].rank = place
+    positions = sum(len(c.ids) - 1 for c in prepared)
+    return Ranking(results=results, ranking=ranking, positions=positions)
+
+
+def score_candidates(
+    lm: LanguageModel,
+    candidates: Sequence[str],
+    options: ScoreOptions | None = None,
+    external_scores: Sequence[float] | None = None,
+) -> Ranking:
+    """Score and rank ``candidates`` with ``lm``: one batched ``sequence_logprobs`` call."""
+    options = options or ScoreOptions()
+    prepared = prepare_candidates(lm.tokenizer, candidates, options)
+    logprobs = lm.sequence_logprobs([c.ids for c in prepared]) if prepared else []
+    return combine_scores(prepared, logprobs, options, external_scores)
+
+
+# -- the next-token distribution ------------------------------------------------------------------
+@dataclass
+class TokenProb:
+    token: str  # the token's text (<eos> and the other specials by name)
+    id: int
+    prob: float
+    logprob: float  # natural log
+    special: bool  # one of <pad> <unk> <bos> <eos>: not text you could append
+
+
+@dataclass
+class NextToken:
+    tokens: list[str]  # the context as the model sees it (after <bos>), one piece per token
+    oov: int  # context pieces unknown to the vocabulary
+    next: list[TokenProb]  # the top_k most likely next tokens, most likely first
+    entropy: float  # of the whole next-token distribution, in nats
+
+
+def next_token_distribution(lm: LanguageModel, texts: Sequence[str], top_k: int = 10) -> list[NextToken]:
+    """The raw model's next-token distribution after each text (no temperature or filtering)."""
+    if top_k < 1:
+        raise ValueError("top_k must be at least 1")
+    encodings = [lm.tokenizer.encode(t) for t in texts]
+    logprobs = lm.next_token_logprobs([[BOS_ID, *e.ids] for e in encodings]).double().cpu()  # (B, V)
+    entropy = torch.special.entr(logprobs.exp()).sum(-1)  # (B,); entr(0) = 0
+    top = torch.topk(logprobs, min(top_k, logprobs.size(-1)), dim=-1)  # (B, k)
+    results = []
+    for row, enc in enumerate(encodings):
+        nexts = [
+            TokenProb(token=lm.tokenizer.piece(i), id=i, prob=math.exp(lp), logprob=lp,
+                      special=i < len(SPECIALS))
+            for lp, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+            if math.isfinite(lp)  # a token the model cannot produce is not a candidate
+        ]
+        results.append(NextToken(tokens=enc.tokens, oov=enc.oov, next=nexts,
+                                 entropy=float(entropy[row])))
+    return results

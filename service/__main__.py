@@ -1,0 +1,88 @@
+"""``python -m service`` and ``rnnlm serve``: start uvicorn on the app, settings from the environment.
+
+Command-line options (``--host``, ``--port``, ``--model-dir``) override ``RNNLM_*`` variables.
+
+The models are loaded before uvicorn starts: a missing, truncated or tampered checkpoint, a
+vocabulary that does not match its weights or a CUDA device that does not exist ends the process
+with one line on stderr and exit status 1. On SIGTERM (or Ctrl-C) the server stops accepting,
+lets in-flight requests and streams finish for ``RNNLM_SHUTDOWN_GRACE_S``, ends what is left
+cleanly (service/guard.py), and exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from .guard import Drain
+
+
+def serve(host: str | None = None, port: int | None = None,
+          model_dirs: Sequence[str] | None = None) -> int:
+    import uvicorn
+    from sse_starlette.sse import AppStatus
+
+    from .app import create_app, preload
+    from .logs import configure_logging
+    from .settings import Settings
+    from .startup import StartupError
+
+    overrides = {"host": host, "port": port, "model_dirs": list(model_dirs) if model_dirs else None}
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        problems = "; ".join(f"RNNLM_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                             for err in e.errors())
+        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    try:
+        preload(app)
+    except StartupError as e:
+        print(f"error: cannot start: {e}", file=sys.stderr)
+        return 1
+    # Streams stay open through the grace period and are then ended with a final event by the
+    # service's own drain, instead of being cut at the signal by sse-starlette.
+    AppStatus.disable_automatic_graceful_drain()
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                            log_config=None, access_log=False,  # service/logs.py and context.py do both
+                            timeout_graceful_shutdown=settings.shutdown_grace_s + 5)  # a backstop
+    server = _draining_server(config, app.state.drain)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises the signal once it has shut down
+        signal.signal(sig, _after_shutdown)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _after_shutdown(sig: int, frame: FrameType | None) -> None:
+    """The signal uvicorn re-raises after a graceful shutdown: already handled, so exit normally."""
+
+
+def _draining_server(config: uvicorn.Config, drain: Drain) -> uvicorn.Server:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            drain.begin_threadsafe()  # the grace period starts now
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from model.cli import main as cli_main  # one set of options for both front doors
+
+    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

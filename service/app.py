@@ -1,0 +1,186 @@
+"""The FastAPI application: ``create_app(settings)`` wires settings, models, routes, errors, metrics.
+
+::
+
+    request ─▶ request id + access log ─▶ metrics ─▶ CORS ─▶ API key ─▶ guard ─▶ body limit ─▶ route
+               (context.py)                          (if     (auth.py,   (guard.py: deadline,    │
+                                                      set)    if set)     disconnect, shutdown)   │
+                                                                                                  ▼
+          admission (admission.py: slots per model, open streams; 503 + Retry-After) ─▶ ModelRunner ─▶ model/
+    any error ─▶ one JSON shape (service/errors.py), with the request id
+
+Models load once: before uvicorn starts under ``rnnlm serve`` (service/startup.py, so a broken
+checkpoint is one line and exit 1), else in the lifespan, off the event loop; until then model
+routes and /ready answer 503. ``GET /`` serves the playground page (service/static/index.html)
+when it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
+
+from model import __version__
+
+from .admission import Admission, admit
+from .auth import ApiKeyMiddleware, is_public
+from .context import HEADER as REQUEST_ID_HEADER
+from .context import RequestContextMiddleware
+from .errors import ApiError, install_error_handlers
+from .guard import Drain, RequestGuardMiddleware
+from .limits import BodyLimitMiddleware, document_limits
+from .metrics import MetricsMiddleware, ServiceMetrics
+from .routes import generate, next_token, ops, score
+from .runner import ModelRegistry
+from .settings import Settings, get_settings
+from .startup import StartupError, load_registry, public_reason
+
+log = logging.getLogger("rnnlm.service")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+DESCRIPTION = """Score, rerank, predict and generate text with a trained RNN language model.
+
+All log-probs are natural logs. Every error has the same JSON shape:
+`{"error": {"type", "message", "field", "status"}}`.
+"""
+
+
+def preload(app: FastAPI) -> None:
+    """Load the models now, before the server starts; the lifespan then uses them.
+
+    Raises :class:`~service.startup.StartupError` unless ``start_on_load_error`` is set.
+    """
+    try:
+        app.state.preloaded = load_registry(app.state.settings)
+    except StartupError as e:
+        if not app.state.settings.start_on_load_error:
+            raise
+        app.state.preloaded = e
+
+
+async def _open_registry(app: FastAPI, settings: Settings) -> ModelRegistry | None:
+    """The loaded models, or None (with ``app.state.not_ready_reason``) when allowed to start without."""
+    loaded = getattr(app.state, "preloaded", None)
+    app.state.preloaded = None
+    if loaded is None:
+        try:
+            loaded = await asyncio.to_thread(load_registry, settings)
+        except StartupError as e:
+            if not settings.start_on_load_error:
+                log.error("cannot start: %s", e)
+                raise
+            loaded = e
+    if isinstance(loaded, StartupError):
+        log.error("serving without models (RNNLM_START_ON_LOAD_ERROR): %s", loaded)
+        reason = public_reason(str(loaded), settings.model_dirs)
+        app.state.not_ready_reason = f"cannot load the models: {reason}"
+        return None
+    return loaded
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    app.state.drain.bind(asyncio.get_running_loop())
+    registry = await _open_registry(app, settings)
+    app.state.registry = registry
+    if registry is not None:
+        log.info("ready: %s", ", ".join(registry.runners))
+    try:
+        yield
+    finally:
+        app.state.registry = None
+        if registry is not None:
+            registry.close()
+
+
+def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="rnnlm", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = None
+    app.state.not_ready_reason = None
+    app.state.metrics = metrics = ServiceMetrics()
+    app.state.drain = drain = Drain(settings.shutdown_grace_s)
+    app.state.admission = admission = Admission(settings.max_in_flight, settings.max_streams, metrics)
+    app.dependency_overrides[get_settings] = lambda: settings
+
+    install_error_handlers(app)
+    model_routers = [m.router for m in (next_token, score, generate)]
+    app.include_router(ops.router)
+    for router in model_routers:
+        app.include_router(router, dependencies=[Depends(admit)])
+    routers = [ops.router, *model_routers]
+    _add_playground(app, static_dir)
+    # The endpoint label of the metrics: a route's path, so series stay few whatever the URL.
+    paths = {r.path for r in app.routes if hasattr(r, "path")}
+    paths |= {r.path for router in routers for r in router.routes if hasattr(r, "path")}
+    model_paths = {r.path for router in model_routers for r in router.routes if hasattr(r, "path")}
+
+    # Innermost first: each add_middleware wraps everything added before it.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuardMiddleware, drain=drain, timeout_s=settings.request_timeout_s,
+                       guarded_paths=model_paths,
+                       on_end=lambda reason: admission.rejected.labels(reason).inc())
+    if settings.accepted_keys():
+        app.add_middleware(ApiKeyMiddleware, keys=settings.accepted_keys())
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+                           expose_headers=[REQUEST_ID_HEADER, "Retry-After"], max_age=600)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, route_paths=paths)
+    app.add_middleware(RequestContextMiddleware, log_request_text=settings.log_request_text)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = document_limits(FastAPI.openapi(app), settings)
+            app.openapi_schema = document_reliability(spec, settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def document_reliability(spec: dict, settings: Settings) -> dict:
+    """Write the overload limits and, when keys are set, the bearer authentication into the schema."""
+    gen = spec.get("components", {}).get("schemas", {}).get("GenerateRequest", {}).get("properties", {})
+    if "stream" in gen:
+        gen["stream"]["description"] += (f" Limit: {settings.max_streams} open streams "
+                                         "(RNNLM_MAX_STREAMS); past it: 503 with Retry-After.")
+    if not settings.accepted_keys():
+        return spec
+    # ErrorResponse is in the schema already: every model route documents its errors with it.
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    spec["components"].setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "RNNLM_API_KEY: `Authorization: Bearer <key>`"}
+    for path, operations in spec.get("paths", {}).items():
+        if is_public(path):
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearer": []}]
+            operation.setdefault("responses", {})["401"] = {
+                "description": "Missing or invalid API key", **error}
+    return spec
+
+
+def _add_playground(app: FastAPI, static_dir: Path) -> None:
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        page = static_dir / "index.html"
+        if not page.is_file():
+            raise ApiError(404, "not_found", "no playground page is installed; the API is at /docs")
+        return FileResponse(page)
+
+    if static_dir.is_dir():
+        app.mount("/static", StaticFiles(directory=static_dir), name="static")

@@ -1,0 +1,205 @@
+"""One JSON shape for every error the service returns, whatever raised it::
+
+    {"error": {"type": "invalid_request", "message": "`top_k`: Input should be greater than or
+               equal to 1", "field": "top_k", "status": 422}}
+
+=====  =======================  ===============================================================
+422    invalid_request          a field is missing, has the wrong type or is out of its bounds
+413    payload_too_large        body, text length, list length or a count past a configured limit
+401    unauthorized             an API key is configured and the request has none, or a wrong one
+404    not_found                unknown route
+404    model_not_found          the ``model`` field names no served model
+405    method_not_allowed       e.g. GET on a POST route
+503    not_ready                models are still loading, or failed to load (``Retry-After``)
+503    overloaded               the model's queue or the open streams are full (``Retry-After``)
+503    shutting_down            the server is stopping (SIGTERM) and takes no new work
+504    timeout                  the request passed its deadline (RNNLM_REQUEST_TIMEOUT_S)
+500    internal_error           a bug; the message never carries internals, the log does
+=====  =======================  ===============================================================
+
+Every error body also carries the request's ``request_id`` (the ``X-Request-ID`` header), so a
+client's report can be found in the server log. The engine's own errors (model/engine:
+``Overloaded``, ``DeadlineExceeded``, ``EngineStopped``) map to 503 / 504 / 503 here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model.engine import DeadlineExceeded, EngineStopped, Overloaded
+
+from .context import current_request_id
+
+log = logging.getLogger("rnnlm.service")
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="machine-readable kind, e.g. invalid_request, payload_too_large")
+    message: str = Field(description="what went wrong, naming the field")
+    field: str | None = Field(default=None, description="the offending field (dotted path), if any")
+    status: int = Field(description="the HTTP status, repeated")
+    request_id: str | None = Field(default_factory=current_request_id,
+                                   description="the request's id (also the X-Request-ID header)")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """Raise anywhere in a request to answer with the error shape."""
+
+    def __init__(self, status: int, type: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message, self.field = status, type, message, field
+        self.headers = headers
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_request", f"`{field}`: {message}", field)
+
+
+def too_large(field: str, message: str) -> ApiError:
+    return ApiError(413, "payload_too_large", f"`{field}`: {message}", field)
+
+
+def not_ready(reason: str = "models are still loading") -> ApiError:
+    return ApiError(503, "not_ready", reason, headers={"Retry-After": "5"})
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, min(3600, math.ceil(seconds))))}
+
+
+def overloaded(message: str, retry_after_s: float, field: str | None = None) -> ApiError:
+    return ApiError(503, "overloaded", message, field, retry_after(retry_after_s))
+
+
+def error_response(status: int, type: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorDetail(type=type, message=message, field=field, status=status))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+# Responses every route can give, for the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in [(413, "Past a configured limit"), (422, "Invalid input"),
+                         (404, "Unknown model"),
+                         (503, "Not ready, overloaded or shutting down (with Retry-After)"),
+                         (504, "The request passed its deadline (RNNLM_REQUEST_TIMEOUT_S)")]
+}
+
+
+# Names pydantic adds to a location for the branch of a union (``text: str | list[str]``).
+_UNION_TAGS = {"str", "int", "float", "bool", "bytes", "none", "list", "dict"}
+
+
+def field_path(loc: tuple | list) -> str | None:
+    """``("body", "candidates", 2)`` -> ``candidates.2``; the body itself -> ``body``."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p))]
+    if parts[:1] == ["body"]:
+        parts = parts[1:] or ["body"]
+    return ".".join(parts) or None
+
+
+def _validation_message(err: dict, field: str | None) -> str:
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if err.get("type") == "json_invalid":
+        msg = f"invalid JSON ({err.get('ctx', {}).get('error', 'decode error')})"
+    return f"`{field}`: {msg}" if field else msg
+
+
+async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc.status, exc.type, exc.message, exc.field, exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = "body" if first.get("type") == "json_invalid" else field_path(first.get("loc", ("body",)))
+    message = _validation_message(first, field)
+    if field == "body" and "json" not in request.headers.get("content-type", ""):
+        message = "`body`: expected a JSON object, sent with Content-Type: application/json"
+    if len(errors) > 1:
+        others = sorted({field_path(e.get("loc", ())) or "body" for e in errors[1:]} - {field})
+        message += f" (and {len(errors) - 1} more error(s)" + (f": {', '.join(others)})" if others else ")")
+    return error_response(422, "invalid_request", message, field)
+
+
+_HTTP_TYPES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def _unparsable_body_message(cause: BaseException | None) -> str:
+    """Why a body could not be decoded (FastAPI answers 400 and keeps the cause)."""
+    if isinstance(cause, RecursionError):
+        why = "JSON nested too deeply"
+    elif isinstance(cause, UnicodeDecodeError):
+        why = "not valid UTF-8"
+    elif isinstance(cause, ValueError) and "digits" in str(cause):
+        why = "a number with too many digits"
+    else:
+        why = "not decodable"
+    return f"`body`: could not be parsed: {why} (send UTF-8 JSON with Content-Type: application/json)"
+
+
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    status = exc.status_code
+    if status == 400:  # the body could not even be decoded: as invalid as bad JSON, so 422 too
+        return error_response(422, "invalid_request", _unparsable_body_message(exc.__cause__), "body")
+    field = "body" if status in (400, 413) else None
+    if status == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"method {request.method} not allowed on {request.url.path}"
+    elif status == 413:
+        message = "`body`: request body is larger than the configured limit (RNNLM_MAX_BODY_BYTES)"
+        limit = getattr(request.app.state, "settings", None)
+        if limit is not None:
+            message = f"`body`: request body is larger than the limit of {limit.max_body_bytes} bytes " \
+                      "(RNNLM_MAX_BODY_BYTES)"
+    elif status == 400:
+        message = "`body`: could not be parsed (send UTF-8 JSON with Content-Type: application/json)"
+    else:
+        message = str(exc.detail)
+    return error_response(status, _HTTP_TYPES.get(status, "http_error"), message, field,
+                          getattr(exc, "headers", None))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error; the server log has the details "
+                                                 f"(request id {current_request_id()})")
+
+
+async def _on_overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+    return error_response(503, "overloaded", f"model busy: {exc.queued} requests are already waiting; "
+                          "retry later", headers=retry_after(exc.retry_after_s))
+
+
+async def _on_deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
+    return error_response(504, "timeout", "the request did not finish before its deadline")
+
+
+async def _on_engine_stopped(request: Request, exc: EngineStopped) -> JSONResponse:
+    return error_response(503, "shutting_down", "the model is stopping and takes no new work",
+                          headers=retry_after(5))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Overloaded, _on_overloaded)
+    app.add_exception_handler(DeadlineExceeded, _on_deadline)
+    app.add_exception_handler(EngineStopped, _on_engine_stopped)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,150 @@
+"""Configured limits: one marker on a schema field drives both the 413 check and the OpenAPI schema.
+
+A request field declares which setting bounds it::
+
+    candidates: list[str] = Field(..., json_schema_extra=limit("max_candidates"))
+
+:func:`check_limits` measures the field (a list by its length, a number by its value) against
+that setting, and every string in the body against ``max_text_chars``; past a limit the request
+gets 413 naming the field (:class:`BodyLimitMiddleware` does the same for the body's size, before
+it is parsed). :func:`document_limits` writes the values in force into the OpenAPI
+schema (``maxItems``/``maximum``/``maxLength``), so /docs shows what the server will accept.
+Validity bounds that never change (``top_k >= 1``, ``0 <= top_p <= 1``) stay plain pydantic
+``Field`` bounds and answer 422.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_response, invalid, too_large
+from .settings import Settings
+
+LIMIT_KEY = "x-rnnlm-limit"
+TEXT_LIMIT = "max_text_chars"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def limit(setting: str) -> dict[str, str]:
+    """``json_schema_extra`` for a field bounded by the named setting."""
+    if setting not in Settings.model_fields:
+        raise ValueError(f"no setting named {setting!r}")
+    return {LIMIT_KEY: setting}
+
+
+def env_name(setting: str) -> str:
+    return f"RNNLM_{setting.upper()}"
+
+
+def check_limits(body: BaseModel, settings: Settings) -> None:
+    """Raise 413 for the first field of ``body`` past its configured limit.
+
+    A default the client did not set (``max_new_tokens=50``) is lowered to a smaller limit instead.
+    """
+    for name, info in type(body).model_fields.items():
+        value = getattr(body, name)
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        setting = extra.get(LIMIT_KEY)
+        if setting is not None:
+            cap = getattr(settings, setting)
+            if isinstance(value, list) and len(value) > cap:
+                raise too_large(name, f"{len(value)} items is more than the limit of {cap} "
+                                      f"({env_name(setting)})")
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > cap:
+                if name not in body.model_fields_set:  # a default past the limit is lowered to it
+                    setattr(body, name, cap)
+                else:
+                    raise too_large(name, f"{value} is more than the limit of {cap} ({env_name(setting)})")
+        for path, text in _strings(name, value):
+            if len(text) > settings.max_text_chars:
+                raise too_large(path, f"{len(text)} characters is more than the limit of "
+                                      f"{settings.max_text_chars} ({env_name(TEXT_LIMIT)})")
+            if _SURROGATE.search(text):  # JSON allows "\ud800"; it is not text and cannot be echoed
+                raise invalid(path, "contains an unpaired surrogate (\\ud800-\\udfff); send valid Unicode")
+
+
+def _strings(path: str, value: Any):
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(f"{path}.{i}", item)
+
+
+def document_limits(openapi: dict, settings: Settings) -> dict:
+    """Write the configured limits into the request schemas of an OpenAPI document (in place)."""
+    schemas = openapi.get("components", {}).get("schemas", {})
+    for name, schema in schemas.items():
+        if not name.endswith("Request"):
+            continue
+        for prop in schema.get("properties", {}).values():
+            setting = prop.get(LIMIT_KEY)
+            if setting is not None:
+                cap = getattr(settings, setting)
+                for branch in _branches(prop):
+                    if branch.get("type") == "array":
+                        branch["maxItems"] = cap
+                    elif branch.get("type") in ("integer", "number"):
+                        branch["maximum"] = cap
+                prop["description"] = (prop.get("description", "") +
+                                        f" Limit: {cap} ({env_name(setting)}); past it: 413.").strip()
+            _cap_strings(prop, settings.max_text_chars)
+    return openapi
+
+
+def _branches(schema: dict) -> list[dict]:
+    return [schema, *schema.get("anyOf", []), *schema.get("oneOf", [])]
+
+
+def _cap_strings(schema: dict, max_chars: int) -> None:
+    for branch in _branches(schema):
+        if branch.get("type") == "string" and "enum" not in branch:
+            branch["maxLength"] = min(branch.get("maxLength", max_chars), max_chars)
+        if isinstance(branch.get("items"), dict):
+            _cap_strings(branch["items"], max_chars)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self) -> None:
+        super().__init__(413, "request body is larger than the configured limit")
+
+
+class BodyLimitMiddleware:
+    """413 for a body past ``max_body_bytes``: at once from Content-Length, or while it streams in."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            response = error_response(413, "payload_too_large", body_too_large_message(self.max_body_bytes),
+                                      "body", {"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise BodyTooLarge()  # routes re-raise HTTP errors: the error handler answers 413
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def body_too_large_message(max_body_bytes: int) -> str:
+    return (f"`body`: request body is larger than the limit of {max_body_bytes} bytes "
+            f"({env_name('max_body_bytes')})")

@@ -1,0 +1,1 @@
+"""One router per file: ops (health, ready, models, metrics), next-token, score, generate."""

@@ -1,0 +1,68 @@
+"""GET /health, /ready, /models and /metrics: what an operator (or a load balancer) asks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..deps import MetricsDep, RegistryDep
+from ..errors import ErrorResponse
+from ..runner import ModelRunner
+from ..schemas import HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="The process is alive")
+async def health() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get("/ready", summary="Models are loaded and requests are served",
+            responses={503: {"model": ErrorResponse, "description": "Still loading"}})
+async def ready(registry: RegistryDep) -> ReadyResponse:
+    return ReadyResponse(status="ready", models=list(registry.runners))
+
+
+@router.get("/models", summary="The served models, with their training data and test figures",
+            responses={503: {"model": ErrorResponse, "description": "Still loading"}})
+async def models(registry: RegistryDep) -> ModelsResponse:
+    return ModelsResponse(models=[model_info(r, r.name == registry.default)
+                                  for r in registry.runners.values()])
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(content=metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+_GENERAL = ("kind", "vocab_size", "tokenizer", "parameters", "device")
+
+
+def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
+    """What /models says about one model: its description plus figures from its metrics.json."""
+    described = runner.describe()
+    m = getattr(runner.lm, "metrics", None) or {}
+    data = {k: v for k, v in (m.get("data") or {}).items() if k != "dir"}  # no server paths
+    if (m.get("data") or {}).get("dir"):
+        data["corpus"] = Path(m["data"]["dir"]).name
+    training = {"data": data} if data else {}
+    for key in ("total_steps", "steps", "tokens_seen", "train_time_s", "best", "train_config"):
+        if key in m:
+            training[key] = m[key]
+    if "hardware" in m:
+        training["device"] = m["hardware"].get("device")
+    return ModelInfo(
+        name=runner.name,
+        default=default,
+        kind=described["kind"],
+        tokenizer=described["tokenizer"],
+        vocab_size=described["vocab_size"],
+        parameters=described.get("parameters"),
+        device=str(described.get("device", "cpu")),
+        architecture={k: v for k, v in described.items() if k not in _GENERAL},
+        training=training,
+        metrics={split: m[split] for split in ("valid", "test") if isinstance(m.get(split), dict)},
+    )

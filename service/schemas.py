@@ -1,0 +1,216 @@
+"""Request and response bodies. Every field has a description and its bounds, which FastAPI turns
+into both the validation (422 naming the field) and the OpenAPI schema at /docs. Fields marked
+with :func:`~service.limits.limit` are also bounded by a configured limit (413).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from .limits import limit
+
+MAX_ABS_WEIGHT = 1e6  # lm_weight, length_bonus
+MAX_ABS_EXTERNAL = 1e15  # external scores: any finite score a pipeline produces
+MAX_SEED = 2**32 - 1
+
+ModelName = Annotated[str | None, Field(
+    default=None, min_length=1, max_length=200,
+    description="Which served model to use (a name from GET /models). Default: the first.")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
+
+# -- /next-token ------------------------------------------------------------------------------------
+class NextTokenRequest(_Request):
+    model: ModelName
+    text: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="The context (the model starts from <bos>), or a non-empty list of contexts "
+                    "scored as a batch. Any text is valid: empty, whitespace, unknown characters "
+                    "(read as <unk>), emoji, mixed scripts.",
+        json_schema_extra=limit("max_batch_texts"))
+    top_k: int = Field(default=10, ge=1, description="How many of the most likely next tokens to return.",
+                       json_schema_extra=limit("max_top_k"))
+
+
+class TokenProbOut(BaseModel):
+    token: str = Field(description="the token's text; specials by name (<eos>, <unk>)")
+    id: int = Field(description="vocabulary id")
+    prob: float = Field(description="probability under the raw model")
+    logprob: float = Field(description="natural log of prob")
+    special: bool = Field(description="one of <pad> <unk> <bos> <eos>, not text to append")
+
+
+class NextTokenResult(BaseModel):
+    tokens: list[str] = Field(description="the context as the model sees it, one piece per token")
+    oov: int = Field(description="context pieces unknown to the vocabulary (read as <unk>)")
+    next: list[TokenProbOut] = Field(description="the top_k most likely next tokens, most likely first")
+    entropy: float = Field(description="entropy of the full next-token distribution, in nats")
+
+
+class NextTokenResponse(NextTokenResult):
+    model: str
+
+
+class NextTokenBatchResponse(BaseModel):
+    model: str
+    results: list[NextTokenResult] = Field(description="one result per input text, in input order")
+
+
+# -- /score -----------------------------------------------------------------------------------------
+class ScoreRequest(_Request):
+    model: ModelName
+    candidates: list[str] = Field(
+        min_length=1, description="Texts to score and rank (e.g. an n-best list). Any text is valid.",
+        json_schema_extra=limit("max_candidates"))
+    context: str = Field(default="",
+                         description="A prefix that conditions every candidate but is not scored.")
+    bos: bool = Field(default=True, description=(
+        "The text starts a sentence: its first token is scored from the <bos> start state. With false "
+        "(and no context) the first token only conditions: an RNN has no state for 'anywhere in a "
+        "sentence', so it is not scored."))
+    eos: bool = Field(default=True,
+                      description="The text ends a sentence: score P(<eos>) after it, like KenLM.")
+    per_token: bool = Field(default=False, description="Return each scored token's log-prob.")
+    external_scores: list[Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_EXTERNAL,
+                                                   le=MAX_ABS_EXTERNAL)]] | None = Field(
+        default=None, description="One score per candidate (e.g. acoustic or translation model), "
+                                  "added to the combined score.")
+    lm_weight: Finite = Field(default=1.0, ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT,
+                              description="Weight of the LM term in the combined score.")
+    length_bonus: Finite = Field(default=0.0, ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT,
+                                 description="Added to the score per scored token (negative: a penalty).")
+    normalize: Literal["none", "token"] = Field(
+        default="none", description="LM term: the log-prob sum (none) or its mean per token (token).")
+
+    @field_validator("external_scores")
+    @classmethod
+    def _one_per_candidate(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        candidates = info.data.get("candidates")
+        if value is not None and candidates is not None and len(value) != len(candidates):
+            raise ValueError(f"has {len(value)} values for {len(candidates)} candidates; "
+                             "give exactly one per candidate")
+        return value
+
+
+class TokenLogprob(BaseModel):
+    token: str = Field(description="the token's text; <eos> for the end of the sentence")
+    logprob: float = Field(description="natural log-prob of this token given everything before it")
+
+
+class CandidateResult(BaseModel):
+    text: str
+    logprob: float = Field(description="sum of the scored tokens' log-probs (natural log)")
+    num_tokens: int = Field(description="scored tokens, <eos> included when eos is true")
+    oov: int = Field(description="pieces unknown to the vocabulary (scored as <unk>)")
+    perplexity: float | None = Field(description="exp(-logprob / num_tokens); null when nothing was scored")
+    score: float = Field(description="lm_weight × LM term + external score + length_bonus × num_tokens")
+    rank: int = Field(description="1 = best; equal scores keep input order")
+    token_logprobs: list[TokenLogprob] | None = Field(
+        default=None, description="per scored token, when per_token is true (they sum to logprob)")
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    results: list[CandidateResult] = Field(description="one per candidate, in input order")
+    ranking: list[int] = Field(description="candidate indices, best first")
+
+
+# -- /generate --------------------------------------------------------------------------------------
+class GenerateRequest(_Request):
+    model: ModelName
+    prompt: str = Field(default="", description="Text to continue (the model starts from <bos>).")
+    max_new_tokens: int = Field(default=50, ge=1, description="Most tokens to generate per sample.",
+                                json_schema_extra=limit("max_new_tokens"))
+    temperature: Finite = Field(default=1.0, ge=0.0, le=100.0, description="0 means greedy.")
+    top_k: int = Field(default=0, ge=0, description="Sample from the k most likely tokens (0: off).",
+                       json_schema_extra=limit("max_top_k"))
+    top_p: Finite = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off).")
+    repetition_penalty: Finite = Field(default=1.0, gt=0.0, le=100.0,
+                                       description="> 1 discourages tokens already generated (1: off).")
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Stop when the text contains one of these; the text returned "
+                                          "ends just before it. A single string is accepted too.",
+        json_schema_extra=limit("max_stop_strings"))
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description=(
+        "Same seed, same output. Default: drawn at random and returned. Sample i uses seed + i."))
+    n: int = Field(default=1, ge=1, description="Independent samples of the same prompt.",
+                   json_schema_extra=limit("max_n"))
+    return_logprobs: bool = Field(default=False, description="Return each generated token's log-prob.")
+    stream: bool = Field(default=False, description=(
+        "Answer as server-sent events: one `token` event per generated token, then a `done` event "
+        "with the whole response (the same body as without streaming)."))
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _single_stop(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class GeneratedSample(BaseModel):
+    index: int = Field(description="which of the n samples")
+    text: str = Field(description="the continuation (ends before the stop string, if one was hit)")
+    finish_reason: Literal["length", "stop", "eos"]
+    num_tokens: int = Field(description="tokens generated, <eos> and the stop string's tokens included")
+    seed: int = Field(description="the seed this sample used")
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None, description="per generated token, raw model log-probs (when return_logprobs)")
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    text: str = Field(description="the first sample's continuation")
+    finish_reason: Literal["length", "stop", "eos"] = Field(description="the first sample's")
+    num_tokens: int = Field(description="the first sample's generated token count")
+    seed: int = Field(description="the seed used (given or drawn); sample i used seed + i")
+    logprobs: list[TokenLogprob] | None = Field(default=None, description="the first sample's, if asked")
+    prompt_tokens: int = Field(description="tokens in the prompt")
+    samples: list[GeneratedSample] = Field(description="all n samples, the first included")
+
+
+class TokenEventData(BaseModel):
+    """The data of one ``token`` server-sent event."""
+
+    sample: int = Field(description="which of the n samples")
+    index: int = Field(description="position of the token within its sample")
+    id: int
+    token: str = Field(description="the token's text (<eos> by name)")
+    logprob: float
+    text: str = Field(description="text to append to the sample's output now; the text of a possible "
+                                  "stop string is held back until it is ruled out. Concatenated, "
+                                  "a sample's `text` values give its final text.")
+    finish_reason: Literal["length", "stop", "eos"] | None = None
+
+
+# -- /models ----------------------------------------------------------------------------------------
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str = Field(description="the value to pass as `model`")
+    default: bool = Field(description="used when a request names no model")
+    kind: str = Field(description="model family, e.g. rnn")
+    tokenizer: str = Field(description="tokenizer kind: char or word")
+    vocab_size: int
+    parameters: int | None = None
+    device: str
+    architecture: dict = Field(default_factory=dict, description="cell, layers, widths")
+    training: dict = Field(default_factory=dict,
+                           description="training data, steps and time, from the checkpoint")
+    metrics: dict = Field(default_factory=dict, description="validation and test figures from the checkpoint")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    status: str
+    models: list[str]

@@ -1,0 +1,93 @@
+"""Runtime settings of the service, from the environment (prefix ``RNNLM_``).
+
+``get_settings()`` is cached; tests build their own ``Settings(...)`` and hand it to
+``create_app``, or override the ``get_settings`` dependency. Every limit a request is checked
+against lives here, so an operator tunes them without touching code, and the OpenAPI schema at
+/docs shows the values in force.
+
+::
+
+    RNNLM_MODEL_DIRS=weights/pd98-char-lstm,weights/other   # or a JSON list; the first is the default
+    RNNLM_DEVICE=auto                                       # auto | cpu | cuda | cuda:N
+    RNNLM_MAX_CANDIDATES=1000                               # ... one variable per field below
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RNNLM_", extra="ignore")
+
+    # -- what to serve, where ---------------------------------------------------------------------
+    model_dirs: Annotated[list[str], NoDecode] = Field(
+        default=["weights/pd98-char-lstm"], min_length=1,
+        description="Checkpoint directories to serve (relative to the working directory); the first "
+                    "is the default model. Comma-separated or a JSON list.")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto: CUDA when available, else CPU")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads (0: torch default)")
+    log_level: str = Field(default="info", pattern=r"^(?i:critical|error|warning|info|debug)$")
+
+    # -- limits: past them a request gets 413 naming the field ------------------------------------
+    max_body_bytes: int = Field(default=1_000_000, ge=1, description="request body size")
+    max_text_chars: int = Field(default=10_000, ge=1, description="characters in any one string")
+    max_candidates: int = Field(default=1000, ge=1, description="candidates per /score request")
+    max_batch_texts: int = Field(default=256, ge=1, description="texts per /next-token request")
+    max_top_k: int = Field(default=1000, ge=1, description="top_k of /next-token and /generate")
+    max_new_tokens: int = Field(default=1024, ge=1, description="max_new_tokens of /generate")
+    max_n: int = Field(default=16, ge=1, description="samples per /generate request")
+    max_stop_strings: int = Field(default=16, ge=0, description="stop strings per /generate request")
+    sse_ping_s: float = Field(default=15.0, ge=0, description="keep-alive comment interval of streams")
+
+    # -- overload, deadlines, shutdown (service/admission.py, service/guard.py) ----------------------
+    max_in_flight: int = Field(default=64, ge=1, description=(
+        "requests admitted per model at once, running or queued, streams included; past it: 503 + "
+        "Retry-After at once"))
+    max_streams: int = Field(default=32, ge=1, description="open /generate streams, all models together")
+    request_timeout_s: float = Field(default=60.0, ge=0, description=(
+        "deadline of a model request, streams included: past it the work is cancelled and the answer "
+        "is 504 (or a final `error` event on a stream). 0: no deadline"))
+    shutdown_grace_s: float = Field(default=10.0, ge=0, description=(
+        "on SIGTERM: how long in-flight requests and streams may take to finish before they are ended"))
+    start_on_load_error: bool = Field(default=False, description=(
+        "a model that fails to load: start anyway and answer /ready 503 with the reason (default: exit 1)"))
+
+    # -- security and logs (service/auth.py, service/context.py, service/logs.py) --------------------
+    api_key: SecretStr | None = Field(default=None, description="one bearer token every route except "
+                                      "/health, /docs and the playground requires")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list, description=(
+        "more accepted bearer tokens, comma-separated or a JSON list (e.g. one per client, for rotation)"))
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
+        "origins allowed to call the API from a browser (CORS), comma-separated; `*` for any. Default: none"))
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one object per line")
+    log_request_text: bool = Field(default=False, description=(
+        "log the first 2000 characters of each request body (off: logs never contain request text)"))
+
+    @field_validator("model_dirs", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def accepted_keys(self) -> list[str]:
+        """Every bearer token the service accepts (empty: authentication is off)."""
+        keys = [self.api_key, *self.api_keys] if self.api_key is not None else self.api_keys
+        return [k.get_secret_value() for k in keys if k.get_secret_value()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,63 @@
+"""Loading the served models at startup, with one clear line when it cannot be done.
+
+::
+
+    rnnlm serve ─▶ load_registry(settings) ──ok──▶ uvicorn (the lifespan reuses what was loaded)
+                        │
+                        └─ StartupError ─▶ "error: cannot start: weights/x/model.safetensors: sha256
+                                             … does not match config.json; the file is truncated or
+                                             was modified"   on stderr, exit status 1, no traceback
+                           (RNNLM_START_ON_LOAD_ERROR=true: serve anyway; /ready answers 503 with the
+                            reason, paths shortened to the model directory's name)
+
+Loading happens before uvicorn starts, so a broken checkpoint never reaches uvicorn's lifespan
+error path (which prints a traceback). Under ``TestClient`` the lifespan calls the same function.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from model.checkpoint import CheckpointError
+
+from .runner import ModelRegistry
+from .settings import Settings
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^/\s:'\"]+/)+([^/\s:'\"]+)")
+
+
+class StartupError(RuntimeError):
+    """The models cannot be served; the message is one line naming the path and the problem."""
+
+
+def load_registry(settings: Settings) -> ModelRegistry:
+    """Resolve the device and load every configured model, or raise :class:`StartupError`."""
+    try:
+        return ModelRegistry.load(settings.model_dirs, settings.device)
+    except CheckpointError as e:
+        raise StartupError(one_line(str(e))) from e
+    except Exception as e:  # a device that does not exist, duplicate names, a loader's own error
+        raise StartupError(one_line(_describe(e))) from e
+
+
+def _describe(e: Exception) -> str:
+    """Our own errors say what is wrong; anything else also says what kind of error it is."""
+    if isinstance(e, RuntimeError | ValueError | OSError) and str(e):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def public_reason(message: str, model_dirs: Sequence[str]) -> str:
+    """The message for HTTP clients: server paths shortened to the model directory's name."""
+    for d in sorted(model_dirs, key=len, reverse=True):
+        path = Path(d)
+        for form in {str(path.resolve()), str(path)}:
+            if form not in (".", "/"):
+                message = message.replace(form, path.resolve().name)
+    return _ABSOLUTE_PATH.sub(r"\1", message)

@@ -1,0 +1,102 @@
+"""Table-style tests for the sampling parts and stopping criteria (after TGI's test_tokens.py)."""
+
+import math
+
+import pytest
+import torch
+
+from model.sampling import (
+    Greedy,
+    RepetitionPenalty,
+    SamplingParams,
+    StoppingCriteria,
+    Temperature,
+    TokenChooser,
+    TopK,
+    TopP,
+    build_processors,
+)
+from model.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+NEG = float("-inf")
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (SamplingParams(), []),
+        (SamplingParams(temperature=0.0), []),
+        (SamplingParams(temperature=0.7), [Temperature]),
+        (SamplingParams(top_k=5), [TopK]),
+        (SamplingParams(top_p=0.9), [TopP]),
+        (SamplingParams(repetition_penalty=1.3, temperature=2.0, top_k=3, top_p=0.5),
+         [RepetitionPenalty, Temperature, TopK, TopP]),
+    ],
+)
+def test_only_non_default_processors_are_built(params, expected):
+    assert [type(p) for p in build_processors(params)] == expected
+
+
+@pytest.mark.parametrize(
+    ("proc", "scores", "expected"),
+    [
+        (Temperature(2.0), [2.0, -4.0], [1.0, -2.0]),
+        (TopK(2), [1.0, 3.0, 2.0, 0.0], [NEG, 3.0, 2.0, NEG]),
+        (TopK(10), [1.0, 2.0], [1.0, 2.0]),
+        # probs ~ [0.665, 0.245, 0.090]: p=0.6 keeps the first only, p=0.8 the first two
+        (TopP(0.6), [2.0, 1.0, 0.0], [2.0, NEG, NEG]),
+        (TopP(0.8), [2.0, 1.0, 0.0], [2.0, 1.0, NEG]),
+        (TopP(0.01), [0.0, 5.0], [NEG, 5.0]),  # the most likely token always survives
+    ],
+)
+def test_processor_table(proc, scores, expected):
+    out = proc(torch.tensor(scores), history=[])
+    assert out.tolist() == expected
+
+
+def test_repetition_penalty_only_touches_seen_tokens():
+    out = RepetitionPenalty(2.0)(torch.tensor([2.0, -2.0, 2.0]), history=[0, 1, 1])
+    assert out.tolist() == [1.0, -4.0, 2.0]
+
+
+def test_greedy_and_chooser_never_emit_non_text_tokens():
+    logprobs = torch.full((8,), -10.0)
+    logprobs[PAD_ID] = logprobs[BOS_ID] = logprobs[UNK_ID] = 0.0
+    logprobs[6] = -1.0
+    assert TokenChooser(SamplingParams(temperature=0)).next_id(logprobs, []) == 6
+    assert Greedy()(logprobs) == PAD_ID  # the bare chooser does not know about specials
+    allow = TokenChooser(SamplingParams(temperature=0, allow_unk=True))
+    assert allow.next_id(logprobs, []) == UNK_ID
+
+
+def test_seeded_sampling_is_reproducible_and_follows_the_distribution():
+    logprobs = torch.log(torch.tensor([0.0, 0.0, 0.0, 0.2, 0.8]))
+    a = TokenChooser(SamplingParams(seed=7))
+    b = TokenChooser(SamplingParams(seed=7))
+    draws_a = [a.next_id(logprobs, []) for _ in range(400)]
+    draws_b = [b.next_id(logprobs, []) for _ in range(400)]
+    assert draws_a == draws_b
+    share = draws_a.count(4) / len(draws_a)
+    assert abs(share - 0.8) < 0.08
+    assert set(draws_a) <= {EOS_ID, 4}
+
+
+@pytest.mark.parametrize(
+    ("last_id", "count", "text", "expected"),
+    [
+        (EOS_ID, 1, "", (True, "eos")),
+        (9, 1, "你好。", (True, "stop")),
+        (9, 5, "你好", (True, "length")),
+        (9, 2, "你好", (False, None)),
+        (EOS_ID, 5, "你好。", (True, "eos")),  # eos wins over the others
+    ],
+)
+def test_stopping_table(last_id, count, text, expected):
+    assert StoppingCriteria(max_new_tokens=5, stop=["。"])(last_id, count, text) == expected
+
+
+def test_stop_trim_cuts_at_the_earliest_stop_string():
+    crit = StoppingCriteria(10, stop=["了", "。"])
+    assert crit.trim("用完了。再") == "用完"
+    assert crit.trim("没有") == "没有"
+    assert math.isfinite(len(crit.trim("")))
