@@ -232,9 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         table(["endpoint", "concurrency", "p50 ms", "p95 ms", "p99 ms", "requests/s", "peak RSS MiB",
                "statuses"], latency_rows),
     ]
+    lines.append("")
     top = [r for r in score_rows if r[0] == 32]
     if top:
-        lines += ["", f"- target: /score at concurrency 32 ≥ 60% of the library rate: "
+        lines += [f"- target: /score at concurrency 32 ≥ 60% of the library rate: "
                       f"{100 * top[0][3]:.0f}% — {mark(top[0][3] >= 0.6)}"]
     one = [r for r in latency_rows if r[0] == "/next-token" and r[1] == 1]
     if one:

@@ -94,15 +94,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
     app.state.drain.bind(asyncio.get_running_loop())
     registry = await _open_registry(app, settings)
-    app.state.registry = registry
     if registry is not None:
+        await registry.start(settings.engine_config(), app.state.metrics.engine_observer())
         log.info("ready: %s", ", ".join(registry.runners))
+    app.state.registry = registry
     try:
         yield
     finally:
         app.state.registry = None
         if registry is not None:
-            registry.close()
+            await registry.stop(settings.shutdown_grace_s)
 
 
 def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) -> FastAPI:

@@ -13,6 +13,10 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from model.engine import EngineObserver
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -31,6 +35,23 @@ class ServiceMetrics:
                                      ["model"], registry=r)
         self.tokens_generated = Counter("rnnlm_tokens_generated", "Tokens /generate produced",
                                         ["model"], registry=r)
+
+        # batching: is it working under this traffic? (kind: score | next_token | generate)
+        self.batch_requests = Histogram("rnnlm_batch_requests", "Requests served by one engine batch",
+                                        ["kind"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_rows = Histogram("rnnlm_batch_rows", "Sequences in one engine batch (generate: rows "
+                                    "advanced by one decoding step)", ["kind"], buckets=BATCH_BUCKETS, registry=r)
+        self.queue_wait = Histogram("rnnlm_queue_wait_seconds", "Time a request waited for its batch",
+                                    ["kind"], buckets=WAIT_BUCKETS, registry=r)
+        self.positions_computed = Counter("rnnlm_positions_computed", "Token positions the model ran "
+                                          "(prefix sharing computes each distinct prefix once)", registry=r)
+        self.positions_requested = Counter("rnnlm_positions_requested", "Token positions the requests "
+                                           "asked for (candidates scored in full)", registry=r)
+        self.engine_rejected = Counter("rnnlm_engine_rejected", "Requests the engine refused or dropped",
+                                       ["kind", "reason"], registry=r)
+
+    def engine_observer(self) -> EngineObserver:
+        return _PrometheusObserver(self)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -69,3 +90,24 @@ class MetricsMiddleware:
             in_flight.dec()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
             self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
+
+
+class _PrometheusObserver(EngineObserver):
+    """Engine hooks -> Prometheus (prometheus_client metrics are thread-safe)."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.m = metrics
+
+    def on_queue_wait(self, kind: str, seconds: float) -> None:
+        self.m.queue_wait.labels(kind).observe(seconds)
+
+    def on_batch(self, kind: str, requests: int, rows: int) -> None:
+        self.m.batch_requests.labels(kind).observe(requests)
+        self.m.batch_rows.labels(kind).observe(rows)
+
+    def on_positions(self, computed: int, requested: int) -> None:
+        self.m.positions_computed.inc(computed)
+        self.m.positions_requested.inc(requested)
+
+    def on_rejected(self, kind: str, reason: str) -> None:
+        self.m.engine_rejected.labels(kind, reason).inc()

@@ -1,77 +1,79 @@
-"""The served models, each behind a runner that owns one worker thread.
+"""The served models, each behind a runner that owns one batching engine.
 
 ::
 
     route (event loop) ──await──▶ ModelRunner.score / next_token / generate / generate_stream
-                                       │ submit                         (one worker thread per model:
-                                       ▼                                  torch work never runs on
-                                  model library (model/)                  the event loop, and calls
-                                                                          to one model never overlap)
+                                       │
+                                       ▼
+                              model.engine.Engine (one worker thread per model: dynamic batching
+                                       │           of score/next-token, prefix-shared scoring,
+                                       ▼           continuous batching of every generation)
+                                  model library (model/)
 
-A runner is the seam where the batching engine (model/engine*.py) plugs in: it must offer the
-same four coroutines. Streaming advances the generator one token per worker call, so other
-requests interleave between tokens and a client that goes away stops the work at once.
+Torch work never runs on the event loop, and concurrent requests to one model share batches.
+A client that goes away leaves the ``async with`` of its stream, which frees its rows at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
 
-from model.generation import GenerationRequest, Sample, TokenEvent, generate, generate_stream
+from model.engine import Engine, EngineConfig, EngineObserver
+from model.engine.text import next_token_distribution, score_candidates
+from model.generation import GenerationRequest, Sample, TokenEvent
 from model.lm import LanguageModel
 from model.loading import load_model
-from model.scoring import NextToken, Ranking, ScoreOptions, next_token_distribution, score_candidates
+from model.scoring import NextToken, Ranking, ScoreOptions
 
 from .errors import ApiError
 
 log = logging.getLogger("rnnlm.service")
-T = TypeVar("T")
-_END = object()
 
 
 class ModelRunner:
-    """One model and the single thread that touches it."""
+    """One model and the engine that runs all of its work."""
 
     def __init__(self, name: str, lm: LanguageModel) -> None:
         self.name = name
         self.lm = lm
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rnnlm-{name}")
+        self._engine: Engine | None = None
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self._executor.submit(fn, *args))
+    async def start(self, config: EngineConfig, observer: EngineObserver | None = None) -> None:
+        self._engine = Engine(self.lm, config, observer)
+        await self._engine.start()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        if self._engine is not None:
+            await self._engine.stop(grace_s)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError(f"model {self.name}: engine not started")
+        return self._engine
 
     async def score(self, candidates: Sequence[str], options: ScoreOptions,
                     external_scores: Sequence[float] | None = None) -> Ranking:
-        return await self._run(score_candidates, self.lm, list(candidates), options, external_scores)
+        return await score_candidates(self.engine, list(candidates), options, external_scores)
 
     async def next_token(self, texts: Sequence[str], top_k: int) -> list[NextToken]:
-        return await self._run(next_token_distribution, self.lm, list(texts), top_k)
+        return await next_token_distribution(self.engine, list(texts), top_k)
 
     async def generate(self, request: GenerationRequest) -> list[Sample]:
-        return await self._run(generate, self.lm, request)
+        return await self.engine.generate(request).collect()
 
     async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        events: Iterator[TokenEvent] = await self._run(generate_stream, self.lm, request)
-        try:
-            while (event := await self._run(next, events, _END)) is not _END:
+        stream = self.engine.generate(request)  # raises Overloaded at once when the queue is full
+        async with stream:
+            async for event in stream:
                 yield event
-        finally:
-            with contextlib.suppress(RuntimeError):  # the executor is already shut down
-                self._executor.submit(events.close)  # runs in the worker, after any step in flight
 
     def describe(self) -> dict:
         return self.lm.describe()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def resolve_device(requested: str) -> str:
@@ -121,6 +123,10 @@ class ModelRegistry:
                            field="model")
         return runner
 
-    def close(self) -> None:
+    async def start(self, config: EngineConfig, observer: EngineObserver | None = None) -> None:
         for runner in self.runners.values():
-            runner.close()
+            await runner.start(config, observer)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        for runner in self.runners.values():
+            await runner.stop(grace_s)

@@ -18,6 +18,8 @@ import json
 from functools import lru_cache
 from typing import Annotated, Literal
 
+from model.engine import EngineConfig
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -36,6 +38,17 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads (0: torch default)")
     log_level: str = Field(default="info", pattern=r"^(?i:critical|error|warning|info|debug)$")
+
+    # -- batching engine (model/engine): one per served model ------------------------------------
+    batch_wait_ms: float = Field(default=2.0, ge=0, le=100, description=(
+        "how long the first /score or /next-token request waits for others to share its batch"))
+    max_batch_tokens: int = Field(default=32_768, ge=1, description="tokens in one scoring batch")
+    max_generation_rows: int = Field(default=128, ge=1, description=(
+        "samples decoded together in the running generation batch; more wait their turn"))
+    engine_queue: int = Field(default=256, ge=1, description=(
+        "requests waiting to start per model; past it: 503 + Retry-After"))
+    prefix_sharing: bool = Field(default=True, description=(
+        "score each distinct prefix of a candidate list once (false: every candidate in full)"))
 
     # -- limits: past them a request gets 413 naming the field ------------------------------------
     max_body_bytes: int = Field(default=1_000_000, ge=1, description="request body size")
@@ -81,6 +94,11 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(max_wait_ms=self.batch_wait_ms, max_batch_tokens=self.max_batch_tokens,
+                            max_rows=self.max_generation_rows, max_queue=self.engine_queue,
+                            threads=self.torch_threads or None, prefix_sharing=self.prefix_sharing)
 
     def accepted_keys(self) -> list[str]:
         """Every bearer token the service accepts (empty: authentication is off)."""
