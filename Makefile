@@ -52,3 +52,8 @@ bench: setup  ## run the benchmarks and rewrite docs/BENCHMARKS.md (minutes; nee
 	$(BIN)/python -m bench.scoring $(BENCH_ARGS)
 	$(BIN)/python -m bench.generation $(BENCH_ARGS)
 	$(BIN)/python -m bench.http $(BENCH_ARGS)
+
+.PHONY: reliability
+reliability: setup  ## long fuzz + load runs; rewrite their results in docs/RELIABILITY.md (minutes; idle machine)
+	$(BIN)/python -m bench.fuzz --examples 500
+	$(BIN)/python -m bench.load --seconds 60

@@ -99,6 +99,8 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 }
 
 
+MAX_LISTED_FIELDS = 10  # other invalid fields named in a 422 message
+
 # Names pydantic adds to a location for the branch of a union (``text: str | list[str]``).
 _UNION_TAGS = {"str", "int", "float", "bool", "bytes", "none", "list", "dict"}
 
@@ -131,6 +133,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
         message = "`body`: expected a JSON object, sent with Content-Type: application/json"
     if len(errors) > 1:
         others = sorted({field_path(e.get("loc", ())) or "body" for e in errors[1:]} - {field})
+        if len(others) > MAX_LISTED_FIELDS:  # a body with 10,000 unknown keys gets a short answer
+            others = [*others[:MAX_LISTED_FIELDS], "…"]
         message += f" (and {len(errors) - 1} more error(s)" + (f": {', '.join(others)})" if others else ")")
     return error_response(422, "invalid_request", message, field)
 

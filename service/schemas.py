@@ -14,6 +14,7 @@ from .limits import limit
 MAX_ABS_WEIGHT = 1e6  # lm_weight, length_bonus
 MAX_ABS_EXTERNAL = 1e15  # external scores: any finite score a pipeline produces
 MAX_SEED = 2**32 - 1
+MIN_SCALE = 1e-4  # smallest temperature (other than 0) and repetition penalty: logits are divided by it
 
 ModelName = Annotated[str | None, Field(
     default=None, min_length=1, max_length=200,
@@ -126,11 +127,12 @@ class GenerateRequest(_Request):
     prompt: str = Field(default="", description="Text to continue (the model starts from <bos>).")
     max_new_tokens: int = Field(default=50, ge=1, description="Most tokens to generate per sample.",
                                 json_schema_extra=limit("max_new_tokens"))
-    temperature: Finite = Field(default=1.0, ge=0.0, le=100.0, description="0 means greedy.")
+    temperature: Finite = Field(default=1.0, ge=0.0, le=100.0,
+                                description="0 means greedy; otherwise at least 0.0001.")
     top_k: int = Field(default=0, ge=0, description="Sample from the k most likely tokens (0: off).",
                        json_schema_extra=limit("max_top_k"))
     top_p: Finite = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off).")
-    repetition_penalty: Finite = Field(default=1.0, gt=0.0, le=100.0,
+    repetition_penalty: Finite = Field(default=1.0, ge=MIN_SCALE, le=100.0,
                                        description="> 1 discourages tokens already generated (1: off).")
     stop: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="Stop when the text contains one of these; the text returned "
@@ -149,6 +151,13 @@ class GenerateRequest(_Request):
     @classmethod
     def _single_stop(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_or_scaled(cls, value: float) -> float:
+        if 0 < value < MIN_SCALE:  # logits / 1e-300 overflow float32: NaN probabilities
+            raise ValueError(f"must be 0 (greedy) or at least {MIN_SCALE}")
+        return value
 
 
 class GeneratedSample(BaseModel):

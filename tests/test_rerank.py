@@ -301,7 +301,9 @@ def test_loglinear_option_reranks_with_the_weighted_sum(quality_run, capsys):
         for kind in ("homophone", "wordorder"):
             pick = (combined[kind]["top1"], combined[kind]["mrr"])
             assert pick == (alone[kind]["top1"], alone[kind]["mrr"])
-    assert main([*base[:4], "--loglinear", "0.5", "--data", str(root / "data")]) == 2
+    assert main([*base[:4], *base[6:], "--loglinear", "0.5"]) == 2  # one model
+    assert "exactly two" in capsys.readouterr().err
+    assert main([*base, "--loglinear", "1.5"]) == 2
     assert "exactly two" in capsys.readouterr().err
 
 

@@ -83,6 +83,9 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if args.items is None and args.data is None:
         print("error: --data (to build the sets) or --items (a saved set) is required", file=sys.stderr)
         return 2
+    if args.loglinear is not None and (len(args.model) != 2 or not 0 <= args.loglinear <= 1):
+        print("error: --loglinear needs exactly two --model and a weight in [0, 1]", file=sys.stderr)
+        return 2
     sets = {}
     try:
         if args.items:
@@ -93,9 +96,6 @@ def cmd_rerank(args: argparse.Namespace) -> int:
                 sets[spec.kind] = (items, str(path))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.loglinear is not None and (len(args.model) != 2 or not 0 <= args.loglinear <= 1):
-        print("error: --loglinear needs exactly two --model and a weight in [0, 1]", file=sys.stderr)
         return 2
     per_token: dict[str, list] = {name: [] for name in sets}
     for model_dir in args.model:
