@@ -132,6 +132,7 @@ class RequestGuardMiddleware:
                 await client_gone.wait()
                 return {"type": "http.disconnect"}
             message = await receive()
+            print("DEBUGR", message.get("type"), message.get("more_body"), len(message.get("body", b"")), flush=True)
             if message["type"] == "http.disconnect":
                 client_gone.set()
             elif not message.get("more_body", False):
@@ -149,8 +150,11 @@ class RequestGuardMiddleware:
 
         async def watch_disconnect() -> None:
             await body_done.wait()
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            while True:
+                m = await receive()
+                print("DEBUGW", m.get("type"), m.get("more_body"), len(m.get("body", b"")), exchange.started, exchange.finished, flush=True)
+                if m["type"] == "http.disconnect":
+                    break
             client_gone.set()
 
         app_task = asyncio.ensure_future(self.app(scope, guarded_receive, guarded_send))

@@ -18,10 +18,10 @@ import json
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from model.engine import EngineConfig
-
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model.engine import EngineConfig
 
 
 class Settings(BaseSettings):

@@ -32,7 +32,11 @@ from ..streaming import StreamedText
 log = logging.getLogger("rnnlm.service")
 router = APIRouter(tags=["model"])
 
-STREAM_DOC = {"content": {"text/event-stream": {"schema": {"type": "string"}, "example": (
+SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {  # one server-sent event
+    "event": {"type": "string", "enum": ["token", "done", "error"]},
+    "data": {"type": "string", "description": "JSON: TokenEventData (token), GenerateResponse (done), "
+                                              "ErrorResponse (error)"}}}
+STREAM_DOC = {"content": {"text/event-stream": {"schema": SSE_EVENT, "example": (
     'event: token\ndata: {"sample": 0, "index": 0, "id": 17, "token": "天", "logprob": -1.2, '
     '"text": "天", "finish_reason": null}\n\nevent: done\ndata: {"model": "...", "text": "天气", ...}\n\n')}},
     "description": "with stream: true, server-sent events (token events, then done)"}
