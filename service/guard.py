@@ -152,7 +152,8 @@ class RequestGuardMiddleware:
             await body_done.wait()
             while True:
                 m = await receive()
-                print("DEBUGW", m.get("type"), m.get("more_body"), len(m.get("body", b"")), exchange.started, exchange.finished, flush=True)
+                cyc = getattr(receive, "__self__", None)
+                print("DEBUGW", m.get("type"), exchange.started, exchange.finished, receive, getattr(cyc, "disconnected", "?"), getattr(cyc, "response_complete", "?"), flush=True)
                 if m["type"] == "http.disconnect":
                     break
             client_gone.set()
