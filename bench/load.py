@@ -105,6 +105,7 @@ def rss_mib(pid: int) -> float:
 def server(model_dir: Path, capacity: int, log_path: Path, threads: int):
     port = free_port()
     env = {**os.environ, "RNNLM_MAX_IN_FLIGHT": str(capacity), "RNNLM_MAX_STREAMS": str(capacity),
+           "RNNLM_KEEP_ALIVE_S": "30",  # far beyond the clients' 2 s: no keep-alive race
            "RNNLM_TORCH_THREADS": str(threads), "RNNLM_SSE_PING_S": "0", "RNNLM_LOG_LEVEL": "warning"}
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
            "--model-dir", str(model_dir)]
@@ -245,23 +246,34 @@ async def run_phase(base: str, phase: Phase, pools: dict, refs: dict, seconds: f
             abandon = rng.random() < phase.abandon
             phase.by_kind[kind] += 1
             t0 = time.monotonic()
+            if abandon:  # a client of its own: a request cancelled mid-way can wedge a shared pool
+                async with httpx.AsyncClient(base_url=base, timeout=client_timeout) as own:
+                    await one_abandoned(own, kind, body, ref, rid, t0)
+                return
             if kind == "stream":
-                await one_stream(client, body, ref, rid, abandon, t0)
+                await one_stream(client, body, ref, rid, False, t0)
                 return
             try:
-                if abandon:
-                    await asyncio.wait_for(client.post(PATHS[kind], json=body, headers={"X-Request-ID": rid}),
-                                           timeout=rng.uniform(0.001, 0.05))
-                    phase.abandoned += 1  # answered before we gave up: fine, but not checked
-                    return
                 r = await client.post(PATHS[kind], json=body, headers={"X-Request-ID": rid})
-            except TimeoutError:
-                phase.abandoned += 1
-                return
             except httpx.TransportError as e:
                 phase.transport_errors[f"{kind}: {type(e).__name__} {e}"] += 1
                 return
             record(kind, r.status_code, r.headers, r.content, t0, rid, ref)
+
+        async def one_abandoned(own: httpx.AsyncClient, kind: str, body: dict, ref: dict, rid: str,
+                                t0: float) -> None:
+            if kind == "stream":
+                await one_stream(own, body, ref, rid, True, t0)
+                return
+            try:
+                await asyncio.wait_for(own.post(PATHS[kind], json=body, headers={"X-Request-ID": rid}),
+                                       timeout=rng.uniform(0.001, 0.05))
+            except TimeoutError:
+                pass
+            except httpx.TransportError as e:
+                phase.transport_errors[f"{kind}: {type(e).__name__} {e}"] += 1
+                return
+            phase.abandoned += 1  # given up on (or answered before we gave up: fine, not checked)
 
         def record(kind: str, status: int, headers: httpx.Headers, content: bytes, t0: float, rid: str,
                    ref: dict) -> None:

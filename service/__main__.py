@@ -55,6 +55,7 @@ def serve(host: str | None = None, port: int | None = None,
     AppStatus.disable_automatic_graceful_drain()
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             log_config=None, access_log=False,  # service/logs.py and context.py do both
+                            timeout_keep_alive=settings.keep_alive_s,
                             timeout_graceful_shutdown=settings.shutdown_grace_s + 5)  # a backstop
     server = _draining_server(config, app.state.drain)
     for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises the signal once it has shut down

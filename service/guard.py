@@ -132,7 +132,6 @@ class RequestGuardMiddleware:
                 await client_gone.wait()
                 return {"type": "http.disconnect"}
             message = await receive()
-            print("DEBUGR", message.get("type"), message.get("more_body"), len(message.get("body", b"")), flush=True)
             if message["type"] == "http.disconnect":
                 client_gone.set()
             elif not message.get("more_body", False):
@@ -150,12 +149,8 @@ class RequestGuardMiddleware:
 
         async def watch_disconnect() -> None:
             await body_done.wait()
-            while True:
-                m = await receive()
-                cyc = getattr(receive, "__self__", None)
-                print("DEBUGW", m.get("type"), exchange.started, exchange.finished, receive, getattr(cyc, "disconnected", "?"), getattr(cyc, "response_complete", "?"), flush=True)
-                if m["type"] == "http.disconnect":
-                    break
+            while (await receive())["type"] != "http.disconnect":
+                pass
             client_gone.set()
 
         app_task = asyncio.ensure_future(self.app(scope, guarded_receive, guarded_send))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .limits import limit
 
@@ -22,18 +22,16 @@ ModelName = Annotated[str | None, Field(
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-def _json_integer(value: object) -> object:
-    """JSON Schema's integer is 2 or 2.0; with the strict models below, never true or "2"."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-
-
 class _Request(BaseModel):
     # A misspelt field is an error, not silently ignored; so is a value of the wrong JSON type
     # (strict: `"lm_weight": false` or `"n": 2.0` is a 422, not a silent 0.0 or 2; an int is a float).
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_floats_are_integers(cls, value: object) -> object:
+        """JSON Schema's integer is 2 or 2.0 (strict mode alone would refuse 2.0 for an int)."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 # -- /next-token ------------------------------------------------------------------------------------
@@ -44,7 +42,7 @@ class NextTokenRequest(_Request):
                     "scored as a batch. Any text is valid: empty, whitespace, unknown characters "
                     "(read as <unk>), emoji, mixed scripts.",
         json_schema_extra=limit("max_batch_texts"))
-    top_k: JsonInt = Field(default=10, ge=1, description="How many of the most likely next tokens to return.",
+    top_k: int = Field(default=10, ge=1, description="How many of the most likely next tokens to return.",
                        json_schema_extra=limit("max_top_k"))
 
 
@@ -135,11 +133,11 @@ class ScoreResponse(BaseModel):
 class GenerateRequest(_Request):
     model: ModelName
     prompt: str = Field(default="", description="Text to continue (the model starts from <bos>).")
-    max_new_tokens: JsonInt = Field(default=50, ge=1, description="Most tokens to generate per sample.",
+    max_new_tokens: int = Field(default=50, ge=1, description="Most tokens to generate per sample.",
                                 json_schema_extra=limit("max_new_tokens"))
     temperature: Finite = Field(default=1.0, ge=0.0, le=100.0,
-                                description="0 means greedy; otherwise at least 0.0001.")
-    top_k: JsonInt = Field(default=0, ge=0, description="Sample from the k most likely tokens (0: off).",
+                                description="0 means greedy (so does anything below 0.0001).")
+    top_k: int = Field(default=0, ge=0, description="Sample from the k most likely tokens (0: off).",
                        json_schema_extra=limit("max_top_k"))
     top_p: Finite = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off).")
     repetition_penalty: Finite = Field(default=1.0, ge=MIN_SCALE, le=100.0,
@@ -148,9 +146,9 @@ class GenerateRequest(_Request):
         default_factory=list, description="Stop when the text contains one of these; the text returned "
                                           "ends just before it. A single string is accepted too.",
         json_schema_extra=limit("max_stop_strings"))
-    seed: JsonInt | None = Field(default=None, ge=0, le=MAX_SEED, description=(
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description=(
         "Same seed, same output. Default: drawn at random and returned. Sample i uses seed + i."))
-    n: JsonInt = Field(default=1, ge=1, description="Independent samples of the same prompt.",
+    n: int = Field(default=1, ge=1, description="Independent samples of the same prompt.",
                    json_schema_extra=limit("max_n"))
     return_logprobs: bool = Field(default=False, description="Return each generated token's log-prob.")
     stream: bool = Field(default=False, description=(
@@ -164,10 +162,9 @@ class GenerateRequest(_Request):
 
     @field_validator("temperature")
     @classmethod
-    def _greedy_or_scaled(cls, value: float) -> float:
-        if 0 < value < MIN_SCALE:  # logits / 1e-300 overflow float32: NaN probabilities
-            raise ValueError(f"must be 0 (greedy) or at least {MIN_SCALE}")
-        return value
+    def _tiny_temperature_is_greedy(cls, value: float) -> float:
+        # logits / 1e-300 overflow float32 into NaN probabilities; the limit is greedy anyway (as in vLLM)
+        return 0.0 if value < MIN_SCALE else value
 
 
 class GeneratedSample(BaseModel):

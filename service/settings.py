@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads (0: torch default)")
     log_level: str = Field(default="info", pattern=r"^(?i:critical|error|warning|info|debug)$")
+    keep_alive_s: int = Field(default=5, ge=1, description=(
+        "how long an idle HTTP connection stays open; behind a load balancer, more than its idle timeout"))
 
     # -- batching engine (model/engine): one per served model ------------------------------------
     batch_wait_ms: float = Field(default=2.0, ge=0, le=100, description=(

@@ -73,8 +73,6 @@ def fuzz_model(tiny_model_dir):
 
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@pytest.mark.xfail(strict=False, reason="flaky in the full suite: a schemathesis case on the SSE "
-                   "response does not always validate (open issue; the endpoint itself answers 2xx/4xx)")
 def test_every_operation_against_its_schema(case):
     response = case.call()
     # Schema-valid bodies are accepted, except where a rule JSON Schema cannot state is broken:
@@ -127,7 +125,7 @@ HOSTILE = [
     ("/generate", b'{"temperature": NaN}', 422, "temperature"),
     ("/generate", b'{"top_p": Infinity}', 422, "top_p"),
     ("/score", b'{"candidates": ["a"], "lm_weight": 1e999}', 422, "lm_weight"),
-    ("/generate", b'{"temperature": 5e-324}', 422, "temperature"),  # tiny divisors: NaN in float32
+    ("/generate", b'{"temperature": 5e-324, "max_new_tokens": 3}', 200, None),  # tiny: greedy, no NaN
     ("/generate", b'{"repetition_penalty": 1e-300}', 422, "repetition_penalty"),
     ("/generate", b'{"temperature": 0.0001, "repetition_penalty": 0.0001, "max_new_tokens": 3}', 200, None),
     ("/next-token", b'{"text": "a", "top_k": -1}', 422, "top_k"),  # negative and huge numbers
@@ -174,7 +172,8 @@ def test_nul_bytes_come_back_exactly(client):
 
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/score"), ("PUT", "/generate"), ("DELETE", "/health"), ("GET", "/../../etc/passwd"),
-    ("GET", "/static/%2e%2e/%2e%2e/etc/passwd"), ("GET", "/%00"), ("GET", "/" + "a" * 8000), ("POST", "/metrics"),
+    ("GET", "/static/%2e%2e/%2e%2e/etc/passwd"), ("GET", "/%00"), ("GET", "/" + "a" * 8000),
+    ("POST", "/metrics"),
 ])
 def test_odd_methods_and_paths(client, method, path):
     r = client.request(method, path)

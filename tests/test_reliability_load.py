@@ -1,4 +1,3 @@
-import pytest
 """The short load run of CI: ``bench.load --quick`` against a real ``rnnlm serve`` on the tiny model.
 
 Mixed traffic at and beyond capacity and with abandoning clients, 4 s per phase: it must end
@@ -14,12 +13,13 @@ import json
 from bench import load
 
 
-@pytest.mark.xfail(strict=False, reason="flaky on a loaded machine: client 'no_transport' errors seen in a clean-clone CI run; open issue")
 def test_quick_load_run_has_no_crash_no_mixup_and_no_leak(tiny_model_dir, tmp_path):
     out = tmp_path / "load.json"
     rc = load.main(["--quick", "--model-dir", str(tiny_model_dir), "--capacity", "4", "--json", str(out)])
     result = json.loads(out.read_text())
-    assert rc == 0 and all(result["ok"].values()), result
+    failures = {ph["name"]: (ph["transport_errors"], ph["mismatches"][:3], ph["leaked"])
+                for ph in result["phases"]}
+    assert rc == 0 and all(result["ok"].values()), (result["ok"], failures)
     _at_capacity, beyond, abandoning = result["phases"]
     for phase in result["phases"]:
         assert phase["statuses"].get("200", 0) > 0, phase
