@@ -9,17 +9,22 @@ shows up as a gap between the two). A model figure becomes a ratio of it through
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
 import random
 import re
+import socket
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import torch
 
 from model.config import ModelConfig
@@ -258,3 +263,42 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
 
 def mark(ok: bool) -> str:
     return "met" if ok else "**not met**"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(model_dir: Path, log_path: Path, env: dict[str, str],
+                  ready_timeout_s: float = 300) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real ``python -m service`` on a free loopback port: ``(base_url, process)`` once /ready
+    answers 200; terminated (then killed) on exit. Its output goes to ``log_path``."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+           "--model-dir", str(model_dir)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=log,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited with {proc.returncode}; see {log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the server was not ready within {ready_timeout_s:.0f} s; see {log_path}")
+            time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

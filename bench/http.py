@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,7 +29,6 @@ import httpx
 from model.lm import RNNLanguageModel
 
 from .common import (
-    REPO,
     SHIPPED,
     Ceiling,
     base_parser,
@@ -48,16 +43,11 @@ from .common import (
     nbest_lists,
     percentile,
     resolve_out,
+    serve_process,
     table,
     write_section,
 )
 from .scoring import engine_rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RssSampler:
@@ -91,34 +81,8 @@ class RssSampler:
         self._stop.set()
 
 
-@contextlib.contextmanager
 def server(model_dir: Path, device: str, log_path: Path):
-    port = free_port()
-    env = {**os.environ, "RNNLM_DEVICE": device}
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-           "--model-dir", str(model_dir)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited with {proc.returncode}; see {log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the server was not ready within 600 s; see {log_path}")
-            time.sleep(0.2)
-        yield base, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return serve_process(model_dir, log_path, {"RNNLM_DEVICE": device}, ready_timeout_s=600)
 
 
 async def load(base: str, path: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:

@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import json
 import math
 import os
 import random
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -45,8 +42,8 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "weights" / "pd98-char-lstm"
+from .common import REPO, SHIPPED, serve_process
+
 DOC = REPO / "docs" / "RELIABILITY.md"
 MIX = {"score": 0.40, "next_token": 0.25, "generate": 0.15, "stream": 0.20}
 PATHS = {"score": "/score", "next_token": "/next-token", "generate": "/generate", "stream": "/generate"}
@@ -88,12 +85,6 @@ def request_pools(rng: random.Random, size: int) -> dict[str, list[dict]]:
 
 
 # -- the server -----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -101,36 +92,11 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-@contextlib.contextmanager
 def server(model_dir: Path, capacity: int, log_path: Path, threads: int):
-    port = free_port()
-    env = {**os.environ, "RNNLM_MAX_IN_FLIGHT": str(capacity), "RNNLM_MAX_STREAMS": str(capacity),
-           "RNNLM_KEEP_ALIVE_S": "30",  # far beyond the clients' 2 s: no keep-alive race
-           "RNNLM_TORCH_THREADS": str(threads), "RNNLM_SSE_PING_S": "0", "RNNLM_LOG_LEVEL": "warning"}
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-           "--model-dir", str(model_dir)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited with {proc.returncode}; see {log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the server was not ready within 300 s; see {log_path}")
-            time.sleep(0.1)
-        yield base, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return serve_process(model_dir, log_path, {
+        "RNNLM_MAX_IN_FLIGHT": str(capacity), "RNNLM_MAX_STREAMS": str(capacity),
+        "RNNLM_KEEP_ALIVE_S": "30",  # far beyond the clients' 2 s: no keep-alive race
+        "RNNLM_TORCH_THREADS": str(threads), "RNNLM_SSE_PING_S": "0", "RNNLM_LOG_LEVEL": "warning"})
 
 
 # -- checking answers -----------------------------------------------------------------------------

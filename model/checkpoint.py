@@ -101,12 +101,17 @@ def save_rnn(
             "weights_sha256": sha256_file(d / WEIGHTS),
         }
         write_json(d / CONFIG, config)
-        tokenizer.save(d / TOKENIZER)
-        write_json(d / METRICS, metrics or {})
-        if card is not None:
-            (d / CARD).write_text(card, encoding="utf-8")
+        write_shared_files(d, tokenizer, metrics, card)
 
     return write_dir_atomically(out_dir, fill)
+
+
+def write_shared_files(d: Path, tokenizer: Tokenizer, metrics: dict | None, card: str | None) -> None:
+    """What every kind of checkpoint holds besides its config and weights."""
+    tokenizer.save(d / TOKENIZER)
+    write_json(d / METRICS, metrics or {})
+    if card is not None:
+        (d / CARD).write_text(card, encoding="utf-8")
 
 
 def read_config(model_dir: str | Path) -> dict:
@@ -157,9 +162,8 @@ def load_rnn(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         tensors = load_file(str(d / WEIGHTS))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{d / WEIGHTS}: not a valid safetensors file ({e})") from e
-    if mconf.tie_weights:
-        if "embedding.weight" in tensors:
-            tensors["decoder.weight"] = tensors["embedding.weight"]
+    if mconf.tie_weights and "embedding.weight" in tensors:
+        tensors["decoder.weight"] = tensors["embedding.weight"]
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

@@ -30,16 +30,15 @@ from torch import Tensor
 
 from .batching import with_boundaries
 from .checkpoint import (
-    CARD,
     CONFIG,
     FORMAT_VERSION,
     METRICS,
-    TOKENIZER,
     CheckpointError,
     read_config,
     read_json,
     write_dir_atomically,
     write_json,
+    write_shared_files,
 )
 from .data import sha256_file
 from .lm import LanguageModel, State
@@ -143,10 +142,7 @@ def save_mixture(out_dir: str | Path, components: Sequence[str | Path], mixture:
     def fill(d: Path) -> None:
         write_json(d / CONFIG, {"format_version": FORMAT_VERSION, "model_type": "mixture",
                                 "components": rel, "lambda": mixture.lam, "component_sha256": shas})
-        mixture.tokenizer.save(d / TOKENIZER)
-        write_json(d / METRICS, metrics or {})
-        if card is not None:
-            (d / CARD).write_text(card, encoding="utf-8")
+        write_shared_files(d, mixture.tokenizer, metrics, card)
 
     return write_dir_atomically(out, fill)
 

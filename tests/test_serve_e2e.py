@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .reliability_support import wait_ready
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "weights" / "pd98-char-lstm"
 START_TIMEOUT_S = 90
@@ -33,20 +35,6 @@ def start_server(port: int, log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_ready(proc: subprocess.Popen, base: str) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not (SHIPPED / "config.json").exists():
@@ -56,7 +44,7 @@ def server(tmp_path_factory):
         port = free_port()
         proc = start_server(port, log)
         base = f"http://127.0.0.1:{port}"
-        if wait_ready(proc, base):
+        if wait_ready(proc, base, START_TIMEOUT_S):
             break
         proc.kill()
         proc.wait(timeout=10)

@@ -21,7 +21,6 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from ..checkpoint import (
-    CARD,
     CONFIG,
     FORMAT_VERSION,
     METRICS,
@@ -32,6 +31,7 @@ from ..checkpoint import (
     verify_file,
     write_dir_atomically,
     write_json,
+    write_shared_files,
 )
 from ..data import sha256_file
 from ..tokenizer import Tokenizer
@@ -78,10 +78,7 @@ def save_ngram(out_dir: str | Path, lm: NGramLanguageModel, metrics: dict | None
             "tables_file": TABLES,
             "tables_sha256": sha256_file(d / TABLES),
         })
-        lm.tokenizer.save(d / TOKENIZER)
-        write_json(d / METRICS, metrics or {})
-        if card is not None:
-            (d / CARD).write_text(card, encoding="utf-8")
+        write_shared_files(d, lm.tokenizer, metrics, card)
 
     return write_dir_atomically(out_dir, fill)
 
