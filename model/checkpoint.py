@@ -86,21 +86,44 @@ def save_rnn(
     tokenizer: Tokenizer,
     metrics: dict | None = None,
     card: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write a complete RNN checkpoint directory (atomically)."""
+    return save_network(out_dir, model, model.config, tokenizer, metrics, card, dtype=dtype)
+
+
+def save_network(
+    out_dir: str | Path,
+    net: torch.nn.Module,
+    config: Any,
+    tokenizer: Tokenizer,
+    metrics: dict | None = None,
+    card: str | None = None,
+    model_type: str = "rnn",
+    extra: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write any network built from a config dataclass (the RNN, the hybrid, the window model).
+
+    ``dtype`` (e.g. ``torch.float16``) stores the floating-point weights smaller; they are read
+    back into float32. ``extra`` adds fields to ``config.json`` (the hybrid's n-gram reference).
+    """
 
     def fill(d: Path) -> None:
         # A tied decoder shares the embedding's tensor: store it once.
-        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                   if not (model.config.tie_weights and k == "decoder.weight")}
-        save_file(tensors, str(d / WEIGHTS), metadata={"format": "rnnlm-rnn"})
-        config = {
+        tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()
+                   if not (config.tie_weights and k.endswith("decoder.weight"))}
+        if dtype is not None:
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        save_file(tensors, str(d / WEIGHTS), metadata={"format": f"rnnlm-{model_type}"})
+        cfg = {
             "format_version": FORMAT_VERSION,
-            "model_type": "rnn",
-            "model": model.config.to_dict(),
+            "model_type": model_type,
+            "model": config.to_dict(),
             "weights_sha256": sha256_file(d / WEIGHTS),
+            **(extra or {}),
         }
-        write_json(d / CONFIG, config)
+        write_json(d / CONFIG, cfg)
         write_shared_files(d, tokenizer, metrics, card)
 
     return write_dir_atomically(out_dir, fill)
@@ -138,10 +161,23 @@ def verify_file(path: Path, expected_sha256: str | None) -> None:
 
 def load_rnn(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[RNNLM, Tokenizer, dict]:
     """Load an RNN checkpoint: ``(model in eval mode, tokenizer, metrics)``."""
+    net, tokenizer, metrics, _ = load_network(model_dir, "rnn", RNNLM, device)
+    return net, tokenizer, metrics
+
+
+def load_network(
+    model_dir: str | Path,
+    model_type: str,
+    build: Callable[[Any], torch.nn.Module],
+    device: str | torch.device = "cpu",
+    config_cls: Any = ModelConfig,
+) -> tuple[Any, Tokenizer, dict, dict]:
+    """Load a network written by :func:`save_network`: ``(net in eval mode, tokenizer, metrics,
+    config.json)``. ``build`` makes the empty network from its :class:`ModelConfig`."""
     d = Path(model_dir)
     config = read_config(d)
-    if config["model_type"] != "rnn":
-        raise CheckpointError(f"{d / CONFIG}: model_type is {config['model_type']!r}, not 'rnn'")
+    if config["model_type"] != model_type:
+        raise CheckpointError(f"{d / CONFIG}: model_type is {config['model_type']!r}, not {model_type!r}")
     verify_file(d / WEIGHTS, config.get("weights_sha256"))
     try:
         tokenizer = Tokenizer.load(d / TOKENIZER)
@@ -150,23 +186,24 @@ def load_rnn(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"{d / TOKENIZER}: invalid tokenizer ({e})") from e
     try:
-        mconf = ModelConfig.from_dict(config["model"])
+        mconf = config_cls.from_dict(config["model"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{d / CONFIG}: invalid model config ({e})") from e
     if mconf.vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
             f"{d}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
             f"{mconf.vocab_size}; the vocabulary does not match the weights")
-    model = RNNLM(mconf)
+    model = build(mconf)
     try:
         tensors = load_file(str(d / WEIGHTS))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{d / WEIGHTS}: not a valid safetensors file ({e})") from e
-    if mconf.tie_weights and "embedding.weight" in tensors:
-        tensors["decoder.weight"] = tensors["embedding.weight"]
+    if mconf.tie_weights:
+        for key in [k for k in tensors if k.endswith("embedding.weight")]:
+            tensors[key[: -len("embedding.weight")] + "decoder.weight"] = tensors[key]
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{d / WEIGHTS}: weights do not match config.json ({e})") from e
     metrics = read_json(d / METRICS) if (d / METRICS).exists() else {}
-    return model.to(device).eval(), tokenizer, metrics
+    return model.to(device).eval(), tokenizer, metrics, config

@@ -104,6 +104,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_args(p: argparse.ArgumentParser) -> None:
+    from .fit import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand("fit", _fit_args)
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Train an rnn, hybrid or window model on the stream, then on sentences (the shipped recipe)."""
+    from .fit import fit, job_from_args
+
+    job = job_from_args(args, _command_line("fit"))
+    metrics = fit(job, args.device, final_eval=not args.no_final_eval)
+    print(json.dumps({"out": args.out, "valid": metrics.get("valid", {}).get("perplexity"),
+                      "test": metrics.get("test", {}).get("perplexity")}))
+    return 0
+
+
+def _publish_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="a trained checkpoint directory (e.g. from a GPU run)")
+    p.add_argument("--to", required=True, help="where to put it, e.g. weights/pd98-char-hybrid")
+    p.add_argument("--data", required=True, help="corpus directory: valid and test are evaluated here")
+    p.add_argument("--ngram", help="hybrid: the n-gram checkpoint it is served with")
+
+
+@subcommand("publish", _publish_args)
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Copy a trained checkpoint into place, evaluate it here, write its metrics and model card."""
+    from .fit import publish
+
+    metrics = publish(args.src, args.to, args.data, args.ngram)
+    print(json.dumps({"out": args.to, "valid": metrics["valid"]["perplexity"],
+                      "test": metrics["test"]["perplexity"]}))
+    return 0
+
+
 # -- n-gram models and mixtures ---------------------------------------------------------------
 def _train_ngram_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="corpus directory from prepare-data")

@@ -18,6 +18,8 @@ class ModelConfig:
     hidden_dim: int = 512  # width of each recurrent layer
     num_layers: int = 2  # stacked recurrent layers (>1 is a "deep RNN")
     dropout: float = 0.2  # on the embedding, between layers and before the output layer
+    emb_dropout: float = 0.0  # drop whole rows of the embedding matrix per batch (AWD-LSTM)
+    variational: bool = False  # one dropout mask per sequence, not per step (locked dropout)
     tie_weights: bool = True  # share the embedding matrix with the output layer
     pad_id: int = 0  # id of <pad>; its embedding row stays zero
     never_predict: tuple[int, ...] = (0, 2)  # <pad>, <bos>: never a next token (probability 0)
@@ -29,6 +31,8 @@ class ModelConfig:
             raise ValueError("num_layers must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if not 0.0 <= self.emb_dropout < 1.0:
+            raise ValueError("emb_dropout must be in [0, 1)")
 
     @property
     def state_width(self) -> int:

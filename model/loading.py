@@ -38,9 +38,22 @@ def _open_arpa_file(path: Path) -> LanguageModel:
         raise CheckpointError(f"{path}: not a readable ARPA file ({e})") from e
 
 
+def _open_hybrid(model_dir: Path, device: str) -> LanguageModel:
+    from .hybrid import load_hybrid
+
+    return load_hybrid(model_dir, device)
+
+
+def _open_window(model_dir: Path, device: str) -> LanguageModel:
+    from .window import load_window
+
+    return load_window(str(model_dir), device)
+
+
 # model_type in config.json -> opener. Other model kinds register themselves here.
 OPENERS: dict[str, Callable[[Path, str], LanguageModel]] = {
-    "rnn": _open_rnn, "ngram": _open_ngram, "mixture": _open_mixture}
+    "rnn": _open_rnn, "ngram": _open_ngram, "mixture": _open_mixture, "hybrid": _open_hybrid,
+    "window": _open_window}
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> LanguageModel:

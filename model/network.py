@@ -78,12 +78,30 @@ class RNNLM(nn.Module):
         """Top-layer features (B, T, D) feeding the output layer, and the new state (L, B, S)."""
         if state is None:
             state = self.initial_state(ids.size(0), ids.device)
-        x = self.drop(self.embedding(ids))  # (B, T, E)
+        x = self._dropout(self._embed(ids))  # (B, T, E)
         out, new_state = self.rnn(x, self._split(state))  # (B, T, H)
-        out = self.drop(out)
+        out = self._dropout(out)
         if self.proj is not None:
             out = self.proj(out)  # (B, T, E)
         return out, self._join(new_state)
+
+    def _embed(self, ids: Tensor) -> Tensor:
+        """Embedding lookup; in training, ``emb_dropout`` hides whole token types (every use of a
+        dropped character in the batch sees zeros), which regularizes rare tokens."""
+        p = self.config.emb_dropout
+        if not (self.training and p > 0):
+            return self.embedding(ids)
+        weight = self.embedding.weight
+        keep = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)  # (V, 1)
+        return F.embedding(ids, weight * keep, self.config.pad_id)
+
+    def _dropout(self, x: Tensor) -> Tensor:
+        """Dropout on (B, T, D); ``variational`` draws one mask per sequence for all T steps."""
+        p = self.config.dropout
+        if not (self.training and p > 0 and self.config.variational):
+            return self.drop(x)
+        keep = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p) / (1 - p)  # (B, 1, D)
+        return x * keep
 
     def output(self, feats: Tensor) -> Tensor:
         """Logits (..., V) from top-layer features (..., D) (scoring runs it chunk by chunk)."""

@@ -170,14 +170,17 @@ def ensure_ngram(spec: NGramSpec, data_dir: str | Path, cache_dir: str | Path, l
     return out
 
 
-def rnn_dirs(weights_dir: str | Path) -> list[Path]:
-    """Every RNN checkpoint directly under ``weights_dir``."""
+NEURAL_FAMILIES = {"window": "fixed-window neural", "rnn": "RNN", "hybrid": "RNN + n-gram, one model"}
+
+
+def rnn_dirs(weights_dir: str | Path, kinds: Sequence[str] = ("rnn",)) -> list[Path]:
+    """Every checkpoint of the given kinds directly under ``weights_dir``."""
     from .checkpoint import CheckpointError, read_config
 
     found = []
     for d in sorted(Path(weights_dir).iterdir()) if Path(weights_dir).is_dir() else []:
         try:
-            if d.is_dir() and not d.name.startswith(".") and read_config(d)["model_type"] == "rnn":
+            if d.is_dir() and not d.name.startswith(".") and read_config(d)["model_type"] in kinds:
                 found.append(d)
         except CheckpointError:
             continue
@@ -188,8 +191,13 @@ def rnn_label(model_dir: Path) -> str:
     """``pd98-char-lstm (LSTM 2×512)``, from the checkpoint's config."""
     from .checkpoint import read_config
 
-    m = read_config(model_dir).get("model", {})
+    config = read_config(model_dir)
+    m = config.get("model", {})
+    if config["model_type"] == "window":
+        return f"{model_dir.name} (window {m.get('context')}×{m.get('emb_dim')} → tanh {m.get('hidden_dim')})"
     shape = f"{str(m.get('cell', 'rnn')).upper()} {m.get('num_layers')}×{m.get('hidden_dim')}"
+    if config["model_type"] == "hybrid":
+        shape += " + " + Path(config.get("ngram", {}).get("path", "n-gram")).name
     return f"{model_dir.name} ({shape})"
 
 
@@ -283,6 +291,13 @@ def run_quality(data_dir: str, out: str | Path, weights_dir: str = "weights", ex
         rows.append(measure_model(ng.label, "n-gram", d, texts, log, keep_valid=ng.label == REFERENCE,
                                   device=device))
     ref = next(r for r in rows if r.name == REFERENCE)
+    for kind in ("window", "hybrid"):
+        for d in rnn_dirs(weights_dir, (kind,)):
+            row = measure_model(rnn_label(d), NEURAL_FAMILIES[kind], d, texts, log, keep_valid=False,
+                                device=device)
+            if kind == "hybrid":
+                row.note = "one normalized model; size excludes the n-gram checkpoint it points at"
+            rows.append(row)
     rnns = [(measure_model(rnn_label(d), "RNN", d, texts, log, keep_valid=True, device=device), d)
             for d in [*rnn_dirs(weights_dir), *map(Path, extra_rnns)]]
     rows += [row for row, _ in rnns]

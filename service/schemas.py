@@ -214,6 +214,8 @@ class ModelInfo(BaseModel):
     parameters: int | None = None
     device: str
     architecture: dict = Field(default_factory=dict, description="cell, layers, widths")
+    components: dict | list = Field(default_factory=dict,
+                             description="what a hybrid or mixture is made of (e.g. its rnn and n-gram)")
     training: dict = Field(default_factory=dict,
                            description="training data, steps and time, from the checkpoint")
     metrics: dict = Field(default_factory=dict, description="validation and test figures from the checkpoint")
@@ -221,6 +223,9 @@ class ModelInfo(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    default_choice: dict | None = Field(default=None, description=(
+        "how the default model was chosen: the valid-split reranking figures of each candidate "
+        "(weights/DEFAULT.json, written by `rnnlm benchmark choose-default`)"))
 
 
 class HealthResponse(BaseModel):

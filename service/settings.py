@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -23,15 +24,38 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.engine import EngineConfig
 
+DEFAULT_CHOICE = Path("weights/DEFAULT.json")
+FALLBACK_MODEL_DIRS = ["weights/pd98-char-lstm"]
+
+
+def read_default_choice(choice: Path = DEFAULT_CHOICE) -> dict | None:
+    """weights/DEFAULT.json as recorded, or None when there is none (or it is unreadable)."""
+    try:
+        record = json.loads(choice.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def default_model_dirs(choice: Path = DEFAULT_CHOICE) -> list[str]:
+    """The models `rnnlm benchmark choose-default` chose to serve, best reranker first."""
+    try:
+        serve = json.loads(choice.read_text(encoding="utf-8"))["serve"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return list(FALLBACK_MODEL_DIRS)
+    dirs = [d for d in serve if isinstance(d, str) and Path(d).is_dir()]
+    return dirs or list(FALLBACK_MODEL_DIRS)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RNNLM_", extra="ignore")
 
     # -- what to serve, where ---------------------------------------------------------------------
     model_dirs: Annotated[list[str], NoDecode] = Field(
-        default=["weights/pd98-char-lstm"], min_length=1,
+        default_factory=lambda: default_model_dirs(), min_length=1,
         description="Checkpoint directories to serve (relative to the working directory); the first "
-                    "is the default model. Comma-separated or a JSON list.")
+                    "is the default model. Comma-separated or a JSON list. Default: the list in "
+                    "weights/DEFAULT.json (written by `rnnlm benchmark choose-default`).")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
                         description="auto: CUDA when available, else CPU")
     host: str = "127.0.0.1"

@@ -205,9 +205,14 @@ def test_page_assets_are_all_local():
     """No CDN, no web fonts, no external scripts: every URL the page names is relative."""
     html = (STATIC / "index.html").read_text(encoding="utf-8")
     css = (STATIC / "style.css").read_text(encoding="utf-8")
-    js = (STATIC / "app.js").read_text(encoding="utf-8")
+    modules = sorted((STATIC / "js").glob("*.js"))
+    js = "\n".join(m.read_text(encoding="utf-8") for m in modules)
     refs = re.findall(r'(?:src|href)="([^"]*)"', html)
-    assert {"static/style.css", "static/app.js"} <= set(refs)
+    assert {"static/style.css", "static/js/main.js"} <= set(refs)
+    # ES modules, no build step: every import names a sibling module that exists.
+    imports = re.findall(r'^\s*(?:import|export)\b[^;]*?\bfrom\s+"([^"]+)"', js, flags=re.M)
+    assert imports and all(re.fullmatch(r"\./[\w-]+\.js", spec) for spec in imports), imports
+    assert {spec[2:] for spec in imports} <= {m.name for m in modules}
     for ref in refs:
         assert not re.match(r"^(https?:)?//", ref), ref
         assert not ref.startswith("/"), f"{ref}: keep URLs relative so a proxy sub-path works"
@@ -348,17 +353,25 @@ def rerank_rows(page) -> list[dict]:
     return rows
 
 
+def shown(text: str) -> float:
+    return float(text.replace(MINUS, "-"))
+
+
 def check_ranking(page, want: dict) -> None:
+    """The page shows what /score returns. Not to the last bit: the engine batches the page's
+    request with whatever else is queued (the page sends /next-token at the same moment), and a
+    float32 matrix product over a different batch can differ in the 7th significant digit. So
+    numbers are compared to 1e-5 relative, and the display to its 2 decimals (±1 in the last)."""
     rows = rerank_rows(page)
     assert [r["index"] for r in rows] == want["ranking"]
     for row in rows:
         result = want["results"][row["index"]]
-        assert row["logprob"] == fmt(result["logprob"])
-        assert row["perplexity"] == fmt(result["perplexity"])
-        assert row["token_logprobs"] == [t["logprob"] for t in result["token_logprobs"]]
+        assert shown(row["logprob"]) == pytest.approx(result["logprob"], abs=0.0051)
+        assert shown(row["perplexity"]) == pytest.approx(result["perplexity"], abs=0.0051)
+        assert row["token_logprobs"] == pytest.approx([t["logprob"] for t in result["token_logprobs"]],
+                                                      rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.xfail(strict=False, reason="flaky on a loaded machine (seen failing in a clean-clone CI run at 22:12; passed alone); open issue")
 def test_rerank_order_and_heat_map_match_score(page, service):
     open_page(page, service, "rerank")  # the first visit ranks the prefilled homophones
     page.wait_for_selector("#rerank-rows tr")
@@ -454,7 +467,9 @@ def test_page_loads_only_from_the_service(page, service):
     page.wait_for_selector("#rerank-rows tr")
     outside = [u for u in requested if not (u.startswith(service) or u.startswith("data:"))]
     assert requested and not outside
-    assert {service + "static/app.js", service + "static/style.css", service + "models"} <= set(requested)
+    modules = {service + "static/js/" + m.name for m in (STATIC / "js").glob("*.js")}
+    assert modules <= set(requested)  # every module is loaded (and from the service)
+    assert {service + "static/style.css", service + "models"} <= set(requested)
 
 
 def test_tabs_work_from_the_keyboard(page, service):

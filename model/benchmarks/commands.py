@@ -122,6 +122,35 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- choose-default ---------------------------------------------------------------------------
+def _choose_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", required=True, metavar="DIR",
+                   help="candidate checkpoint directory (repeat for several)")
+    p.add_argument("--data", required=True, help="corpus directory (from prepare-data)")
+    p.add_argument("--out", default="weights/DEFAULT.json", help="where the choice is recorded")
+    p.add_argument("--device", default="cpu")
+    add_set_args(p)
+
+
+@benchmark("choose-default", _choose_args)
+def cmd_choose_default(args: argparse.Namespace) -> int:
+    """Pick the served default: the best reranker on the valid split (homophone + word order)."""
+    import shlex
+
+    from ..checkpoint import CheckpointError
+    from .choose import choose_default
+
+    command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "choose-default"] else ""
+    try:
+        record = choose_default(args.model, args.data, set_specs(args, ["homophone", "wordorder"], "valid"),
+                                args.sets_dir, args.out, args.device, command)
+    except (CheckpointError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(record, ensure_ascii=False, indent=2))
+    return 0
+
+
 # -- quality -----------------------------------------------------------------------------------
 def _quality_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="corpus directory (from prepare-data)")

@@ -11,6 +11,7 @@ from ..deps import MetricsDep, RegistryDep
 from ..errors import ErrorResponse
 from ..runner import ModelRunner
 from ..schemas import HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
+from ..settings import read_default_choice
 
 router = APIRouter(tags=["operations"])
 
@@ -30,7 +31,8 @@ async def ready(registry: RegistryDep) -> ReadyResponse:
             responses={503: {"model": ErrorResponse, "description": "Still loading"}})
 async def models(registry: RegistryDep) -> ModelsResponse:
     return ModelsResponse(models=[model_info(r, r.name == registry.default)
-                                  for r in registry.runners.values()])
+                                  for r in registry.runners.values()],
+                          default_choice=read_default_choice())
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -49,7 +51,8 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
     if (m.get("data") or {}).get("dir"):
         data["corpus"] = Path(m["data"]["dir"]).name
     training = {"data": data} if data else {}
-    for key in ("total_steps", "steps", "tokens_seen", "train_time_s", "best", "train_config"):
+    for key in ("total_steps", "steps", "tokens_seen", "train_time_s", "best", "train_config", "fit_config",
+                "init_from"):
         if key in m:
             training[key] = m[key]
     if "hardware" in m:
@@ -62,7 +65,8 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
         vocab_size=described["vocab_size"],
         parameters=described.get("parameters"),
         device=str(described.get("device", "cpu")),
-        architecture={k: v for k, v in described.items() if k not in _GENERAL},
+        architecture={k: v for k, v in described.items() if k not in _GENERAL and k != "components"},
+        components=described.get("components", {}),
         training=training,
         metrics={split: m[split] for split in ("valid", "test") if isinstance(m.get(split), dict)},
     )

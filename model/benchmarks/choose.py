@@ -1,0 +1,48 @@
+"""Which model the service serves by default, decided on valid data by a command, not by hand.
+
+Every candidate reranks the homophone and word-order sets drawn from the *valid* split; the one
+with the best mean top-1 wins (ties: the lower valid perplexity). The choice and the figures
+behind it go to ``weights/DEFAULT.json``, which the service reads for its default model list::
+
+    {"default": "weights/pd98-char-hybrid", "serve": ["weights/pd98-char-hybrid", …],
+     "measured_on": "valid", "candidates": {…}, "command": "rnnlm benchmark choose-default …"}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..data import load_split
+from ..evaluate import evaluate_lines
+from ..loading import load_model
+from .rerank import SetSpec, build_and_save_set, rerank
+
+
+def choose_default(models: Sequence[str], data_dir: str, specs: Sequence[SetSpec], sets_dir: str,
+                   out: str, device: str = "cpu", command: str = "") -> dict:
+    if any(spec.split != "valid" for spec in specs):
+        raise ValueError("the default is chosen on the valid split only")
+    sets = {spec.kind: build_and_save_set(data_dir, spec, sets_dir)[0] for spec in specs}
+    sets = {kind: items for kind, items in sets.items() if items}  # a tiny corpus may yield none
+    if not sets:
+        raise ValueError(f"{data_dir}: no reranking item could be drawn from the valid split")
+    valid = load_split(data_dir, "valid")
+    candidates = {}
+    for model_dir in models:
+        lm = load_model(model_dir, device=device)
+        figures = {kind: rerank(lm, items)[0].summary()["top1"] for kind, items in sets.items()}
+        figures["mean_top1"] = sum(figures.values()) / len(sets)
+        figures["valid_perplexity"] = evaluate_lines(lm, valid)["perplexity"]
+        figures["kind"] = lm.kind
+        candidates[model_dir] = figures
+    best = max(candidates, key=lambda m: (candidates[m]["mean_top1"], -candidates[m]["valid_perplexity"]))
+    record = {"default": best, "serve": [best, *[m for m in models if m != best]], "measured_on": "valid",
+              "sets": {spec.kind: spec.name for spec in specs if spec.kind in sets}, "candidates": candidates, "command": command}
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return record

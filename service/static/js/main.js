@@ -1,0 +1,39 @@
+// rnnlm playground: three panels over the service's own JSON API (the same calls as /docs).
+//
+//   Next token  ─ POST next-token  (debounced as you type)  ─▶ bar chart + entropy    next-token.js
+//   Generate    ─ POST generate    (stream: true, SSE read through fetch) ─▶ heat-shaded tokens  generate.js
+//   Rerank      ─ POST score       (per_token: true) ─▶ ranked table + per-token heat map      rerank.js
+//   header      ─ GET  models      ─▶ model picker (when several are served) + summary        models.js
+//
+// Native ES modules, no build step, no dependencies, nothing fetched from outside the service:
+// api.js talks to the service, format.js formats numbers and tokens, dom.js holds the shared
+// DOM helpers, tabs.js the tab strip. The only shared state is the object createState() makes
+// here, handed to each panel explicitly. URLs are relative, so the page also works behind a
+// reverse proxy under a sub-path (module imports resolve against this file's URL).
+
+import { setupGenerate } from "./generate.js";
+import { loadModels, renderModels, setupModels } from "./models.js";
+import { setupNextToken } from "./next-token.js";
+import { setupRerank } from "./rerank.js";
+import { createState, setModels } from "./state.js";
+import { setupTabs } from "./tabs.js";
+
+async function main() {
+  const state = createState();
+  setupModels(state);
+  const updateNext = setupNextToken(state);
+  setupGenerate(state);
+  const rerank = setupRerank(state);
+  const ready = loadModels().then((models) => {
+    setModels(state, models);
+    renderModels(state);
+  });
+  const firstOpen = new Map([
+    ["panel-rerank", () => ready.then(rerank)], // first visit: the homophones, ranked
+  ]);
+  setupTabs(firstOpen);
+  await ready;
+  updateNext();
+}
+
+main();
