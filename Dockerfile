@@ -34,6 +34,7 @@ RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" \
 COPY README.md ./
 COPY model ./model
 COPY service ./service
+COPY rnnlm ./rnnlm
 RUN pip install --no-cache-dir --no-deps .
 
 # The trained checkpoints (config, safetensors weights, vocabulary, metrics, model card), readable

@@ -49,11 +49,11 @@ BENCH_ARGS ?=
 
 .PHONY: bench
 bench: setup  ## run the benchmarks and rewrite docs/BENCHMARKS.md (minutes; needs an idle machine)
-	$(BIN)/python -m bench.scoring $(BENCH_ARGS)
-	$(BIN)/python -m bench.generation $(BENCH_ARGS)
-	$(BIN)/python -m bench.http $(BENCH_ARGS)
+	$(BIN)/python -m rnnlm.bench.scoring $(BENCH_ARGS)
+	$(BIN)/python -m rnnlm.bench.generation $(BENCH_ARGS)
+	$(BIN)/python -m rnnlm.bench.http $(BENCH_ARGS)
 
 .PHONY: reliability
 reliability: setup  ## long fuzz + load runs; rewrite their results in docs/RELIABILITY.md (minutes; idle machine)
-	$(BIN)/python -m bench.fuzz --examples 500
-	$(BIN)/python -m bench.load --seconds 60
+	$(BIN)/python -m rnnlm.bench.fuzz --examples 500
+	$(BIN)/python -m rnnlm.bench.load --seconds 60

@@ -78,3 +78,40 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+FIT_KINDS = ("rnn", "hybrid", "window")
+
+
+@dataclass
+class FitConfig:
+    """How :func:`model.fit.fit` trains a model; recorded in its ``metrics.json``."""
+
+    kind: str = "rnn"  # rnn | hybrid (RNN residual over a KN n-gram) | window (Bengio 2003)
+    ngram_order: int = 5  # hybrid: order of the Kneser-Ney n-gram
+    folds: int = 5  # hybrid: train positions see an n-gram counted without their fold
+    max_minutes: float = 10.0  # wall-clock budget for training and its validations (0 = none)
+    max_tokens: int = 0  # token budget (0 = none); the schedule follows whichever ends first
+    sentence_fraction: float = 0.25  # last part of the budget on whole sentences (1 = sentences only)
+    batch_size: int = 64  # stream rows, or sentences per batch
+    bptt: int = 128  # window length in the stream phase (and longest sentence window)
+    lr: float = 2e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.02  # the cosine ends at lr * min_lr_ratio
+    clip: float = 0.5  # max global gradient norm
+    unk_replace: float = 0.5  # chance a train-singleton token is shown as <unk>
+    precision: str = "bf16"  # bf16 (autocast) | fp32
+    eval_every_tokens: int = 2_000_000  # tokens between validations
+    save_dtype: str = "float16"  # float32 | float16: stored weights
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.kind not in FIT_KINDS:
+            raise ValueError(f"kind must be one of {FIT_KINDS}, got {self.kind!r}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
+        if not 0.0 <= self.sentence_fraction <= 1.0:
+            raise ValueError("sentence_fraction must be in [0, 1]")
+        if self.max_minutes <= 0 and self.max_tokens <= 0:
+            raise ValueError("give a budget: max_minutes or max_tokens")

@@ -40,47 +40,12 @@ from torch import Tensor, nn
 
 from . import __version__
 from .batching import length_sorted_batches, pad_batch, with_boundaries
-from .config import ModelConfig
+from .config import FitConfig, ModelConfig
 from .data import corpus_checksums, load_split
+from .device import pick_device
 from .evaluate import evaluate_lines
 from .ngram.torch_tables import TorchBackoffTables, histories_of
 from .tokenizer import PAD_ID, UNK_ID, Tokenizer
-
-KINDS = ("rnn", "hybrid", "window")
-
-
-@dataclass
-class FitConfig:
-    """How a model is trained by :func:`fit`; recorded in its ``metrics.json``."""
-
-    kind: str = "rnn"  # rnn | hybrid (RNN residual over a KN n-gram) | window (Bengio 2003)
-    ngram_order: int = 5  # hybrid: order of the Kneser-Ney n-gram
-    folds: int = 5  # hybrid: train positions see an n-gram counted without their fold
-    max_minutes: float = 10.0  # wall-clock budget for training and its validations (0 = none)
-    max_tokens: int = 0  # token budget (0 = none); the schedule follows whichever ends first
-    sentence_fraction: float = 0.25  # last part of the budget on whole sentences (1 = sentences only)
-    batch_size: int = 64  # stream rows, or sentences per batch
-    bptt: int = 128  # window length in the stream phase (and longest sentence window)
-    lr: float = 2e-3  # peak learning rate (AdamW)
-    weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.02  # the cosine ends at lr * min_lr_ratio
-    clip: float = 0.5  # max global gradient norm
-    unk_replace: float = 0.5  # chance a train-singleton token is shown as <unk>
-    precision: str = "bf16"  # bf16 (autocast) | fp32
-    eval_every_tokens: int = 2_000_000  # tokens between validations
-    save_dtype: str = "float16"  # float32 | float16: stored weights
-    seed: int = 1234
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
-        if not 0.0 <= self.sentence_fraction <= 1.0:
-            raise ValueError("sentence_fraction must be in [0, 1]")
-        if self.max_minutes <= 0 and self.max_tokens <= 0:
-            raise ValueError("give a budget: max_minutes or max_tokens")
 
 
 @dataclass
@@ -445,12 +410,6 @@ class Fitter:
         return p
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 def fit(job: FitJob, device: str = "auto", log=print, final_eval: bool = True) -> dict:
     """Train ``job`` to its budget, keep the best checkpoint on valid, evaluate it on valid and test."""
     from .loading import load_model
@@ -525,60 +484,3 @@ def publish(src: str | Path, dst: str | Path, data_dir: str | Path, ngram_dir: s
     tmp.chmod(0o644)
     tmp.replace(dst / "MODEL_CARD.md")
     return metrics
-
-
-# -- command line ---------------------------------------------------------------------------------
-def parse_value(text: str) -> Any:
-    """``--model`` values: JSON where it parses (numbers, true/false), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--data", required=True, help="corpus directory from `rnnlm prepare-data`")
-    p.add_argument("--out", required=True, help="checkpoint directory (the best model on valid)")
-    p.add_argument("--run-dir", help="where log.jsonl goes (default: runs/<out name>)")
-    p.add_argument("--ngram-dir", default="", help="hybrid: its n-gram checkpoint (built here if missing)")
-    p.add_argument("--init-from", default="", help="start from this checkpoint's weights")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
-                   help="architecture field, e.g. --model hidden_dim=768 --model cell=lstm (repeatable)")
-    p.add_argument("--no-final-eval", action="store_true", help="skip the final valid/test evaluation")
-    g = p.add_argument_group("training (FitConfig)")
-    for f in FitConfig.__dataclass_fields__.values():
-        default = f.default
-        g.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                       help=f"(default {default})")
-
-
-def job_from_args(args, command: str = "") -> FitJob:
-    cfg = FitConfig(**{name: getattr(args, name) for name in FitConfig.__dataclass_fields__})
-    model = {}
-    for item in args.model:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--model expects KEY=VALUE, got {item!r}")
-        model[key] = parse_value(value)
-    return FitJob(data_dir=args.data, out_dir=args.out, run_dir=args.run_dir or str(Path("runs") / Path(args.out).name),
-                  model=model, fit=cfg, ngram_dir=args.ngram_dir, init_from=args.init_from, command=command)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import shlex
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m model.fit", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    job = job_from_args(args, "python -m model.fit " + shlex.join(sys.argv[1:] if argv is None else argv))
-    metrics = fit(job, args.device, final_eval=not args.no_final_eval)
-    print(json.dumps({"valid": metrics.get("valid", {}).get("perplexity"),
-                      "test": metrics.get("test", {}).get("perplexity"), "best": metrics.get("best")}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -27,6 +27,9 @@ from torch import Tensor
 from .batching import pad_batch
 from .network import RNNLM
 from .tokenizer import BOS_ID, Tokenizer
+
+if TYPE_CHECKING:
+    from .prefix import TreeResult
 
 State = Any
 
@@ -88,6 +91,15 @@ class LanguageModel(ABC):
         """(B, V) log-probs of the token after each prefix (each prefix starts with <bos>)."""
         return self.prefill(prefixes)[0]
 
+    def score_tree(self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (),
+                   **options: Any) -> TreeResult:
+        """Score ``seqs`` and, for each query prefix, the next-token log-probs (and, with
+        ``with_state=True``, the state after it), in one pass. This default runs the model's
+        own batched calls; a model that can share prefixes (the RNN) overrides it."""
+        from .prefix import score_each
+
+        return score_each(self, seqs, queries, **options)
+
     def describe(self) -> dict:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "tokenizer": self.tokenizer.kind}
 
@@ -139,8 +151,15 @@ class RNNLanguageModel(LanguageModel):
 
     @torch.inference_mode()
     def step(self, state: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-        logits, state, _ = self.net(ids.to(self.device).view(-1, 1), state)  # (B, 1, V)
-        return torch.log_softmax(logits[:, 0].float(), dim=-1), state
+        logits, state = self.net.step(ids.to(self.device).view(-1), state)  # (B, V): explicit cells
+        return torch.log_softmax(logits.float(), dim=-1), state
+
+    def score_tree(self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (),
+                   **options: Any) -> TreeResult:
+        """Prefix-shared: every distinct prefix of the batch is computed once (model/prefix.py)."""
+        from .prefix import score_rnn_tree
+
+        return score_rnn_tree(self, seqs, queries, **options)
 
     def select_state(self, state: Tensor, rows: Sequence[int] | Tensor) -> Tensor:
         index = torch.as_tensor(rows, dtype=torch.long, device=state.device)

@@ -129,6 +129,65 @@ class RNNLM(nn.Module):
             )
         return logits, new_state, loss
 
+    # -- the recurrent layers as explicit cells ---------------------------------------------------
+    # ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` run whole sequences in one fused kernel. Prefix-shared
+    # scoring (model/prefix.py) must start each row from a different parent and read inner states,
+    # and one-token decoding steps pay a fused kernel's set-up on every call; both use these cells,
+    # which do the same arithmetic with the same weights (tests check them within 1e-5).
+    def layer_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        rnn = self.rnn
+        return (getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}"),
+                getattr(rnn, f"bias_ih_l{layer}", None), getattr(rnn, f"bias_hh_l{layer}", None))
+
+    def input_gates(self, layer: int, x: Tensor) -> Tensor:
+        """The input half of every gate, for many rows in one product: (N, G·H).
+
+        LSTM and tanh-RNN fold both biases in here; a GRU keeps b_hh with the hidden half (its
+        candidate gate multiplies the hidden half by the reset gate)."""
+        w_ih, _, b_ih, b_hh = self.layer_weights(layer)
+        bias = b_ih
+        if self.config.cell != "gru" and b_hh is not None:
+            bias = b_hh if bias is None else bias + b_hh
+        return torch.addmm(bias, x, w_ih.t()) if bias is not None else x @ w_ih.t()
+
+    def cell_step(self, layer: int, gi: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One step of one layer for B rows (gate order i f g o, and r z n, as torch's), from the
+        input half ``gi`` (B, G·H) and the previous (h, c); returns the new (h, c)."""
+        _, w_hh, _, b_hh = self.layer_weights(layer)
+        cell = self.config.cell
+        if cell == "gru":
+            gh = torch.addmm(b_hh, h, w_hh.t()) if b_hh is not None else h @ w_hh.t()  # (B, 3H)
+            i_r, i_z, i_n = gi.chunk(3, 1)
+            h_r, h_z, h_n = gh.chunk(3, 1)
+            r = torch.sigmoid(i_r + h_r)
+            z = torch.sigmoid(i_z + h_z)
+            n = torch.tanh(i_n + r * h_n)
+            return n + z * (h - n), None
+        gates = torch.addmm(gi, h, w_hh.t())  # (B, G·H)
+        if cell == "rnn_tanh":
+            return torch.tanh(gates), None
+        assert c is not None
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    def top_features(self, h: Tensor) -> Tensor:
+        """Top-layer output (…, H) -> what the output layer reads (…, D)."""
+        h = self.drop(h)
+        return self.proj(h) if self.proj is not None else h
+
+    def step(self, ids: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One token per row through the explicit cells: logits (B, V) and the new state (L, B, S)."""
+        x = self.drop(self.embedding(ids))  # (B, E)
+        lstm = self.config.cell == "lstm"
+        new = []
+        for layer in range(self.config.num_layers):
+            h, c = state[layer].chunk(2, dim=-1) if lstm else (state[layer], None)
+            h, c = self.cell_step(layer, self.input_gates(layer, x), h, c)
+            new.append(torch.cat([h, c], dim=-1) if lstm else h)  # type: ignore[list-item]
+            x = self.drop(h)
+        return self.output(self.top_features(h)), torch.stack(new)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -22,28 +22,29 @@ trie bound in arithmetic. The output layer then runs chunk by chunk over the com
 each chunk keeps only the target tokens' log-probs (gather − logsumexp), so no more than
 ``max_logits`` elements of tokens × vocabulary exist at once.
 
-The cells are written out (:func:`run_tree`, :func:`rnn_step`) with the arithmetic of
-``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` and the network's own weights, because a fused sequence
-kernel can neither start each row from a different parent nor hand back the state of an inner
-position; tests check them against ``lm.sequence_logprobs`` / ``lm.prefill`` within 1e-5.
+The cells are the network's own (:meth:`model.network.RNNLM.cell_step`), because a fused
+sequence kernel can neither start each row from a different parent nor hand back the state of
+an inner position; tests check them against ``lm.sequence_logprobs`` / ``lm.prefill`` within 1e-5.
 
-Entry point: :func:`score_tree` (sequence log-probs, next-token distributions and, for
-generation prefill, states, all in one pass). Any :class:`~model.lm.LanguageModel` works; models
-other than :class:`~model.lm.RNNLanguageModel` fall back to their own ``sequence_logprobs`` /
-``prefill`` (no sharing, ``computed == requested``).
+Entry point: :meth:`LanguageModel.score_tree <model.lm.LanguageModel.score_tree>` (sequence
+log-probs, next-token distributions and, for generation prefill, states, all in one pass). The
+RNN's is :func:`score_rnn_tree`; every other model uses :func:`score_each`, its own
+``sequence_logprobs`` / ``prefill`` (no sharing, ``computed == requested``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .lm import LanguageModel, RNNLanguageModel
 from .network import RNNLM
+
+if TYPE_CHECKING:
+    from .lm import LanguageModel, RNNLanguageModel
 
 MAX_LOGITS = 1 << 22  # elements of one logits chunk (rows × vocabulary): 16 MiB of float32
 PROJECT_ROWS = 2048  # rows per input-projection product (bounds its (rows, gates × H) buffer)
@@ -143,52 +144,6 @@ def plan_depths(tree: PrefixTree) -> Plan:
     return Plan(tokens, parent_rows, row_of_node, offsets[-1])
 
 
-# -- the recurrent layers as explicit cells ---------------------------------------------------------
-def _layer(net: RNNLM, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    rnn = net.rnn
-    return (getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}"),
-            getattr(rnn, f"bias_ih_l{layer}", None), getattr(rnn, f"bias_hh_l{layer}", None))
-
-
-def _project(net: RNNLM, layer: int, x: Tensor) -> Tensor:
-    """The input half of every gate, for many rows in one product: (N, G·H).
-
-    LSTM and tanh-RNN fold both biases in here; a GRU keeps b_hh with the hidden half (its
-    candidate gate multiplies the hidden half by the reset gate)."""
-    w_ih, _, b_ih, b_hh = _layer(net, layer)
-    bias = b_ih
-    if net.config.cell != "gru" and b_hh is not None:
-        bias = b_hh if bias is None else bias + b_hh
-    return torch.addmm(bias, x, w_ih.t()) if bias is not None else x @ w_ih.t()
-
-
-def _cell(net: RNNLM, layer: int, gi: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """One step of one layer for B rows: the same arithmetic as ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``
-    (gate order i f g o, and r z n), from the input half ``gi`` (B, G·H) and the parent state."""
-    _, w_hh, _, b_hh = _layer(net, layer)
-    cell = net.config.cell
-    if cell == "gru":
-        gh = torch.addmm(b_hh, h, w_hh.t()) if b_hh is not None else h @ w_hh.t()  # (B, 3H)
-        i_r, i_z, i_n = gi.chunk(3, 1)
-        h_r, h_z, h_n = gh.chunk(3, 1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        return n + z * (h - n), None
-    gates = torch.addmm(gi, h, w_hh.t())  # (B, G·H)
-    if cell == "rnn_tanh":
-        return torch.tanh(gates), None
-    i, f, g, o = gates.chunk(4, 1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
-
-
-def _features(net: RNNLM, h: Tensor) -> Tensor:
-    """Top-layer output (…, H) -> what the output layer reads (…, D)."""
-    h = net.drop(h)
-    return net.proj(h) if net.proj is not None else h
-
-
 def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Tensor, Tensor | None]:
     """Features (N, D) of every computed node, in plan row order, and the state (L, Q, S) after
     each of ``state_rows``.
@@ -220,7 +175,7 @@ def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Te
             a, b = offsets[d], offsets[d + 1]
             if b > win_end:  # project the next window of rows: at least PROJECT_ROWS, whole depths
                 win_start, win_end = a, max(b, min(n, a + PROJECT_ROWS))
-                gi_win = _project(net, layer, x[win_start:win_end])  # (W, G·H)
+                gi_win = net.input_gates(layer, x[win_start:win_end])  # (W, G·H)
             gi = gi_win[a - win_start : b - win_start]
             if d == 0:  # the start state: zeros
                 h = torch.zeros(b - a, hidden, device=device, dtype=x.dtype)
@@ -228,7 +183,7 @@ def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Te
             else:
                 h = h_all.index_select(0, parents[d])  # (B_d, H)
                 c = c_all.index_select(0, parents[d]) if lstm else None
-            h, c = _cell(net, layer, gi, h, c)
+            h, c = net.cell_step(layer, gi, h, c)
             h_all[a:b] = h
             if lstm:
                 c_all[a:b] = c
@@ -238,28 +193,8 @@ def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Te
                 parts.append(c_all.index_select(0, state_idx))
             states.append(torch.cat(parts, dim=-1))  # (Q, S)
         x = net.drop(h_all) if layer + 1 < net.config.num_layers else h_all
-    feats = _features(net, x)
+    feats = net.top_features(x)
     return feats, (torch.stack(states) if states else None)
-
-
-@torch.inference_mode()
-def rnn_step(lm: RNNLanguageModel, state: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-    """``lm.step`` with the explicit cells: next-token log-probs (B, V) and the new state (L, B, S).
-
-    The same arithmetic, without the per-call set-up a fused sequence kernel pays on a one-token
-    step (oneDNN re-lays out the weights on every call): this is the decoding loop's step.
-    """
-    net = lm.net
-    x = net.drop(net.embedding(ids.to(lm.device)))  # (B, E)
-    lstm = net.config.cell == "lstm"
-    new = []
-    for layer in range(net.config.num_layers):
-        h, c = state[layer].chunk(2, dim=-1) if lstm else (state[layer], None)
-        h, c = _cell(net, layer, _project(net, layer, x), h, c)
-        new.append(torch.cat([h, c], dim=-1) if lstm else h)
-        x = net.drop(h)
-    logits = net.output(_features(net, h))  # (B, V)
-    return torch.log_softmax(logits.float(), dim=-1), torch.stack(new)
 
 
 @dataclass
@@ -276,9 +211,16 @@ def requested_positions(seqs: Sequence[Sequence[int]], queries: Sequence[Sequenc
     return sum(max(len(s) - 1, 0) for s in seqs) + sum(len(q) for q in queries)
 
 
+def score_tree(lm: LanguageModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (),
+               **options: Any) -> TreeResult:
+    """Score ``seqs`` and the ``queries``' next tokens (and states) in one pass: the model's own
+    :meth:`~model.lm.LanguageModel.score_tree` (prefix-shared for an RNN, per sequence otherwise)."""
+    return lm.score_tree(seqs, queries, **options)
+
+
 @torch.inference_mode()
-def score_tree(
-    lm: LanguageModel,
+def score_rnn_tree(
+    lm: RNNLanguageModel,
     seqs: Sequence[Sequence[int]],
     queries: Sequence[Sequence[int]] = (),
     *,
@@ -289,8 +231,6 @@ def score_tree(
     """Score ``seqs`` (each from its first token, as :meth:`LanguageModel.sequence_logprobs`)
     and, for each query prefix, the next-token log-probs (as ``next_token_logprobs``) and, with
     ``with_state``, the state after it (as ``prefill``), sharing every common prefix."""
-    if not isinstance(lm, RNNLanguageModel):
-        return _fallback(lm, seqs, queries, with_state)
     net, device = lm.net, lm.device
     tree = build_tree(seqs, queries, share)
     plan = plan_depths(tree)
@@ -335,9 +275,10 @@ def score_tree(
     return TreeResult(logprobs, next_lp, query_states, plan.num_rows, requested, tree)
 
 
-def _fallback(lm: LanguageModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]],
-              with_state: bool) -> TreeResult:
-    """Models without a packed recurrent core: their own batched calls, no sharing."""
+def score_each(lm: LanguageModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (),
+               *, with_state: bool = False, share: bool = True, max_logits: int = MAX_LOGITS) -> TreeResult:
+    """Any model: its own batched ``sequence_logprobs`` and ``prefill``, no sharing (the default
+    :meth:`~model.lm.LanguageModel.score_tree`)."""
     logprobs = [torch.zeros(0, dtype=torch.float64)] * len(seqs)
     scored = [i for i, s in enumerate(seqs) if len(s) > 1]
     if scored:

@@ -18,7 +18,7 @@ import math
 import platform
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from .card import render_model_card
 from .checkpoint import save_rnn
 from .config import ModelConfig, TrainConfig
 from .data import corpus_checksums, load_split
+from .device import pick_device
 from .evaluate import evaluate_lines
 from .lm import RNNLanguageModel
 from .network import RNNLM
@@ -47,12 +48,6 @@ class TrainJob:
     min_count: int = 1
     command: str = ""  # the command line, recorded in the model card
     resume: bool = True
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def lr_at(progress: float, step: int, cfg: TrainConfig) -> float:
@@ -74,160 +69,222 @@ def make_optimizer(net: RNNLM, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer must be adamw or sgd, got {cfg.optimizer!r}")
 
 
-def run_training(job: TrainJob, device: str = "auto", progress: bool = True) -> dict:
-    cfg = job.train
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    dev = pick_device(device)
-    run_dir = Path(job.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "log.jsonl"
-    state_path = run_dir / "state.pt"
+@dataclass
+class Progress:
+    """Everything a resumed run needs besides the weights and the optimizer (saved as JSON)."""
 
-    train_lines = load_split(job.data_dir, "train")
-    valid_lines = load_split(job.data_dir, "valid")
-    tokenizer = Tokenizer.build(train_lines, kind=job.tokenizer_kind, min_count=job.min_count)
-    train_seqs = [with_boundaries(tokenizer.encode(line).ids) for line in train_lines]
-    rare = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
-    rare[tokenizer.rare_ids(1)] = True
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed: float = 0.0
+    best_valid: float = math.inf
+    bad_evals: int = 0
+    tokens_seen: int = 0
+    next_eval: int = 0
+    history: list[dict] = field(default_factory=list)
 
-    torch.manual_seed(cfg.seed)
-    mconf = ModelConfig(vocab_size=tokenizer.vocab_size, **job.model)
-    net = RNNLM(mconf).to(dev)
-    opt = make_optimizer(net, cfg)
 
-    steps_per_epoch = sum(
-        math.ceil((len(train_seqs[i[-1]]) - 1) / cfg.bptt) if i else 0
-        for i in [sorted(b, key=lambda j: len(train_seqs[j]))
-                  for b in length_sorted_batches(train_seqs, cfg.batch_size, random.Random(0))]
-    )
-    total_steps = steps_per_epoch * cfg.epochs
-    eval_every = cfg.eval_every or steps_per_epoch
+class Trainer:
+    """One training run: its data, network, optimizer and :class:`Progress`, and the few things
+    it does (a step, a validation, a save), as nanoGPT's train.py reads top to bottom."""
 
-    st = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_valid": float("inf"),
-          "bad_evals": 0, "history": [], "tokens_seen": 0, "next_eval": eval_every}
-    if job.resume and state_path.exists():
-        saved = torch.load(state_path, map_location=dev, weights_only=True)
-        net.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        st = json.loads(saved["progress"])
-        print(f"resumed from {state_path} at step {st['step']} (epoch {st['epoch']})")
+    def __init__(self, job: TrainJob, device: torch.device, progress_bar: bool = True) -> None:
+        cfg = self.cfg = job.train
+        self.job, self.device = job, device
+        self.run_dir = Path(job.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path, self.state_path = self.run_dir / "log.jsonl", self.run_dir / "state.pt"
 
-    budget_s = cfg.max_minutes * 60
-    t0 = time.time() - st["elapsed"]
+        train_lines = load_split(job.data_dir, "train")
+        self.valid_lines = load_split(job.data_dir, "valid")
+        self.tokenizer = Tokenizer.build(train_lines, kind=job.tokenizer_kind, min_count=job.min_count)
+        self.train_seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in train_lines]
+        self.rare = torch.zeros(self.tokenizer.vocab_size, dtype=torch.bool)
+        self.rare[self.tokenizer.rare_ids(1)] = True
 
-    def progress_fraction() -> float:
-        by_steps = st["step"] / max(total_steps, 1)
-        by_time = (time.time() - t0) / budget_s if budget_s > 0 else 0.0
+        torch.manual_seed(cfg.seed)
+        self.config = ModelConfig(vocab_size=self.tokenizer.vocab_size, **job.model)
+        self.net = RNNLM(self.config).to(device)
+        self.opt = make_optimizer(self.net, cfg)
+        self.total_steps = self.steps_per_epoch() * cfg.epochs
+        self.eval_every = cfg.eval_every or self.steps_per_epoch()
+        self.progress = Progress(next_eval=self.eval_every)
+        if job.resume and self.state_path.exists():
+            self.resume()
+        self.budget_s = cfg.max_minutes * 60
+        self.t0 = time.time() - self.progress.elapsed
+        self.base_metrics = self.describe(len(train_lines))
+        self.bar = tqdm(total=self.total_steps, initial=self.progress.step, disable=not progress_bar,
+                        dynamic_ncols=True, mininterval=2.0)
+        self.running_loss: float | None = None
+        self.rate_tokens, self.rate_t = 0, time.time()
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one pass: one per BPTT window of each (length-sorted) batch."""
+        seqs, cfg = self.train_seqs, self.cfg
+        return sum(
+            math.ceil((len(seqs[i[-1]]) - 1) / cfg.bptt) if i else 0
+            for i in [sorted(b, key=lambda j: len(seqs[j]))
+                      for b in length_sorted_batches(seqs, cfg.batch_size, random.Random(0))]
+        )
+
+    def resume(self) -> None:
+        saved = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        self.net.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.progress = Progress(**json.loads(saved["progress"]))
+        print(f"resumed from {self.state_path} at step {self.progress.step} (epoch {self.progress.epoch})")
+
+    def describe(self, train_lines: int) -> dict:
+        job, dev = self.job, self.device
+        return {
+            "data": {"dir": str(job.data_dir), "sha256": corpus_checksums(job.data_dir),
+                     "train_lines": train_lines, "train_tokens": sum(len(s) - 1 for s in self.train_seqs)},
+            "train_config": self.cfg.to_dict(),
+            "tokenizer": {"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size,
+                          "min_count": job.min_count},
+            "parameters": self.net.num_parameters(),
+            "command": job.command,
+            "hardware": {"device": str(dev), "platform": platform.platform(),
+                         "processor": platform.processor() or platform.machine(),
+                         "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+            "rnnlm_version": __version__,
+        }
+
+    # -- budget ---------------------------------------------------------------------------------
+    def fraction_done(self) -> float:
+        by_steps = self.progress.step / max(self.total_steps, 1)
+        by_time = (time.time() - self.t0) / self.budget_s if self.budget_s > 0 else 0.0
         return max(by_steps, by_time)
 
-    def log(record: dict) -> None:
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+    def out_of_time(self) -> bool:
+        return self.budget_s > 0 and time.time() - self.t0 >= self.budget_s
 
-    def validate() -> float:
-        net.eval()
-        metrics = evaluate_lines(RNNLanguageModel(net, tokenizer), valid_lines)
-        net.train()
+    # -- training -------------------------------------------------------------------------------
+    def batch(self, rows: list[int]) -> torch.Tensor:
+        """A padded (B, L) batch, train singletons shown as <unk> with probability unk_replace."""
+        batch = pad_batch([self.train_seqs[i] for i in rows])  # (B, L)
+        if self.cfg.unk_replace > 0:
+            hide = self.rare[batch] & (torch.rand(batch.shape) < self.cfg.unk_replace)
+            batch = batch.masked_fill(hide, UNK_ID)
+        return batch.to(self.device)
+
+    def train_batch(self, batch: torch.Tensor) -> None:
+        """Every BPTT window of one batch, each sentence from the zero state, the state carried."""
+        state = None
+        for inputs, targets in bptt_windows(batch, self.cfg.bptt):
+            state = self.step(inputs, targets, state)
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        cfg, p = self.cfg, self.progress
+        lr = lr_at(self.fraction_done(), p.step, cfg)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        _, state, loss = self.net(inputs, state, targets)
+        assert loss is not None
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip)
+        self.opt.step()
+        n_tok = int((targets != self.config.pad_id).sum())
+        p.step += 1
+        p.tokens_seen += n_tok
+        self.rate_tokens += n_tok
+        value = loss.item()
+        self.running_loss = value if self.running_loss is None else 0.98 * self.running_loss + 0.02 * value
+        if p.step % 50 == 0:
+            self.report(lr, float(grad_norm))
+        self.bar.update(1)
+        return state.detach()  # truncated BPTT: carry the state, not the graph
+
+    def report(self, lr: float, grad_norm: float) -> None:
+        now = time.time()
+        tps = self.rate_tokens / max(now - self.rate_t, 1e-9)
+        self.rate_tokens, self.rate_t = 0, now
+        loss = self.running_loss or 0.0
+        self.bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(loss):.1f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
+        self.log({"event": "train", "step": self.progress.step, "epoch": self.progress.epoch, "loss": loss,
+                  "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps, "elapsed_s": now - self.t0})
+
+    # -- validation and saving ------------------------------------------------------------------
+    def validate(self) -> float:
+        self.net.eval()
+        metrics = evaluate_lines(RNNLanguageModel(self.net, self.tokenizer), self.valid_lines)
+        self.net.train()
         return metrics["perplexity"]
 
-    def save_resume_state() -> None:
-        st["elapsed"] = time.time() - t0
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(),
-                    "progress": json.dumps(st)}, tmp)
-        tmp.replace(state_path)
+    def evaluate_and_keep(self) -> bool:
+        """Validate, keep the checkpoint if it is the best so far; True when training should stop."""
+        p, cfg = self.progress, self.cfg
+        out_of_time = self.out_of_time()
+        p.next_eval = p.step + self.eval_every
+        ppl = self.validate()
+        record = {"event": "valid", "step": p.step, "epoch": p.epoch, "valid_perplexity": ppl,
+                  "elapsed_s": time.time() - self.t0, "tokens_seen": p.tokens_seen}
+        p.history.append(record)
+        self.log(record)
+        self.bar.write(json.dumps(record))
+        if ppl < p.best_valid:
+            p.best_valid, p.bad_evals = ppl, 0
+            metrics = {**self.base_metrics, "best": record, "valid": {"perplexity": ppl},
+                       "train_time_s": time.time() - self.t0, "steps": p.step}
+            save_rnn(self.job.out_dir, self.net, self.tokenizer, metrics)
+        else:
+            p.bad_evals += 1
+        self.save_resume_state()
+        stop = False
+        if p.bad_evals >= cfg.patience:
+            self.bar.write(f"early stop: no valid improvement in {cfg.patience} evaluations")
+            stop = True
+        if out_of_time:
+            self.bar.write(f"time budget of {cfg.max_minutes} min reached")
+            stop = True
+        return stop
 
-    base_metrics = {
-        "data": {"dir": str(job.data_dir), "sha256": corpus_checksums(job.data_dir),
-                 "train_lines": len(train_lines), "train_tokens": sum(len(s) - 1 for s in train_seqs)},
-        "train_config": cfg.to_dict(),
-        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
-                      "min_count": job.min_count},
-        "parameters": net.num_parameters(),
-        "command": job.command,
-        "hardware": {"device": str(dev), "platform": platform.platform(),
-                     "processor": platform.processor() or platform.machine(),
-                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
-        "rnnlm_version": __version__,
-    }
+    def save_resume_state(self) -> None:
+        self.progress.elapsed = time.time() - self.t0
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save({"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                    "progress": json.dumps(asdict(self.progress))}, tmp)
+        tmp.replace(self.state_path)
 
-    stop = False
-    net.train()
-    bar = tqdm(total=total_steps, initial=st["step"], disable=not progress, dynamic_ncols=True,
-               mininterval=2.0)
-    running, rate_tokens, rate_t = None, 0, time.time()
-    while st["epoch"] < cfg.epochs and not stop:
-        batches = list(length_sorted_batches(train_seqs, cfg.batch_size,
-                                             random.Random(cfg.seed + st["epoch"])))
-        for b_index in range(st["batch_in_epoch"], len(batches)):
-            batch = pad_batch([train_seqs[i] for i in batches[b_index]])  # (B, L)
-            if cfg.unk_replace > 0:
-                hide = rare[batch] & (torch.rand(batch.shape) < cfg.unk_replace)
-                batch = batch.masked_fill(hide, UNK_ID)
-            batch = batch.to(dev)
-            state = None
-            for inputs, targets in bptt_windows(batch, cfg.bptt):
-                lr = lr_at(progress_fraction(), st["step"], cfg)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                _, state, loss = net(inputs, state, targets)
-                state = state.detach()  # truncated BPTT: carry the state, not the graph
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-                opt.step()
-                n_tok = int((targets != mconf.pad_id).sum())
-                st["step"] += 1
-                st["tokens_seen"] += n_tok
-                rate_tokens += n_tok
-                running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-                if st["step"] % 50 == 0:
-                    now = time.time()
-                    tps = rate_tokens / max(now - rate_t, 1e-9)
-                    rate_tokens, rate_t = 0, now
-                    bar.set_postfix(loss=f"{running:.3f}", ppl=f"{math.exp(running):.1f}",
-                                    lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
-                    log({"event": "train", "step": st["step"], "epoch": st["epoch"], "loss": running,
-                         "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": tps,
-                         "elapsed_s": time.time() - t0})
-                bar.update(1)
-            st["batch_in_epoch"] = b_index + 1
-            out_of_time = budget_s > 0 and time.time() - t0 >= budget_s
-            if st["step"] >= st["next_eval"] or out_of_time:
-                st["next_eval"] = st["step"] + eval_every
-                ppl = validate()
-                record = {"event": "valid", "step": st["step"], "epoch": st["epoch"],
-                          "valid_perplexity": ppl, "elapsed_s": time.time() - t0,
-                          "tokens_seen": st["tokens_seen"]}
-                st["history"].append(record)
-                log(record)
-                bar.write(json.dumps(record))
-                if ppl < st["best_valid"]:
-                    st["best_valid"], st["bad_evals"] = ppl, 0
-                    metrics = {**base_metrics, "best": record, "valid": {"perplexity": ppl},
-                               "train_time_s": time.time() - t0, "steps": st["step"]}
-                    save_rnn(job.out_dir, net, tokenizer, metrics)
-                else:
-                    st["bad_evals"] += 1
-                save_resume_state()
-                if st["bad_evals"] >= cfg.patience:
-                    bar.write(f"early stop: no valid improvement in {cfg.patience} evaluations")
-                    stop = True
-                if out_of_time:
-                    bar.write(f"time budget of {cfg.max_minutes} min reached")
-                    stop = True
-                if stop:
-                    break
-        if not stop:
-            st["epoch"] += 1
-            st["batch_in_epoch"] = 0
-            save_resume_state()
-    bar.close()
-    return finalize(job, dev, st, time.time() - t0)
+    def log(self, record: dict) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg, p = self.cfg, self.progress
+        self.net.train()
+        stop = False
+        while p.epoch < cfg.epochs and not stop:
+            batches = list(length_sorted_batches(self.train_seqs, cfg.batch_size, random.Random(cfg.seed + p.epoch)))
+            for b_index in range(p.batch_in_epoch, len(batches)):
+                self.train_batch(self.batch(batches[b_index]))
+                p.batch_in_epoch = b_index + 1
+                if p.step >= p.next_eval or self.out_of_time():
+                    stop = self.evaluate_and_keep()
+                    if stop:
+                        break
+            if not stop:
+                p.epoch += 1
+                p.batch_in_epoch = 0
+                self.save_resume_state()
+        self.bar.close()
 
 
-def finalize(job: TrainJob, dev: torch.device, st: dict, train_time_s: float) -> dict:
+def run_training(job: TrainJob, device: str = "auto", progress: bool = True) -> dict:
+    """Train ``job`` (resuming its run if there is one), then evaluate the best checkpoint."""
+    if job.train.threads > 0:
+        torch.set_num_threads(job.train.threads)
+    dev = pick_device(device)
+    trainer = Trainer(job, dev, progress)
+    trainer.run()
+    return finalize(job, dev, trainer.progress, time.time() - trainer.t0)
+
+
+def finalize(job: TrainJob, dev: torch.device, progress: Progress, train_time_s: float) -> dict:
     """Evaluate the best checkpoint on valid and test, and write metrics and the model card."""
     from .checkpoint import load_rnn
 
@@ -236,9 +293,9 @@ def finalize(job: TrainJob, dev: torch.device, st: dict, train_time_s: float) ->
     for split in ("valid", "test"):
         metrics[split] = evaluate_lines(lm, load_split(job.data_dir, split))
     metrics["train_time_s"] = train_time_s
-    metrics["total_steps"] = st["step"]
-    metrics["tokens_seen"] = st["tokens_seen"]
-    metrics["history"] = st["history"]
+    metrics["total_steps"] = progress.step
+    metrics["tokens_seen"] = progress.tokens_seen
+    metrics["history"] = progress.history
     save_rnn(job.out_dir, net.cpu(), tokenizer, metrics, card=render_model_card(Path(job.out_dir).name,
                                                                               net.config, metrics))
     return metrics

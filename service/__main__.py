@@ -80,9 +80,14 @@ def _draining_server(config: uvicorn.Config, drain: Drain) -> uvicorn.Server:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from model.cli import main as cli_main  # one set of options for both front doors
+    import argparse
 
-    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
+    from .options import add_serve_arguments  # one set of options for both front doors
+
+    parser = argparse.ArgumentParser(prog="python -m service", description="Start the rnnlm HTTP service.")
+    add_serve_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return serve(host=args.host, port=args.port, model_dirs=args.model_dir)
 
 
 if __name__ == "__main__":

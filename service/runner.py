@@ -20,8 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import torch
-
+from model.device import resolve_device as _resolve
 from model.engine import Engine, EngineConfig, EngineObserver
 from model.engine.text import next_token_distribution, score_candidates
 from model.generation import GenerationRequest, Sample, TokenEvent
@@ -77,18 +76,8 @@ class ModelRunner:
 
 
 def resolve_device(requested: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; an explicit CUDA request must be satisfiable."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"RNNLM_DEVICE={requested} but CUDA is not available on this machine "
-                               "(use auto or cpu)")
-        index = int(requested.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise RuntimeError(f"RNNLM_DEVICE={requested} but only {torch.cuda.device_count()} "
-                               "CUDA device(s) exist")
-    return requested
+    """The served device (see :func:`model.device.resolve_device`), errors naming RNNLM_DEVICE."""
+    return _resolve(requested, "RNNLM_DEVICE")
 
 
 class ModelRegistry:

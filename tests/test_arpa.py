@@ -14,11 +14,11 @@ import torch
 
 from model.arpa import ArpaError, read_arpa, write_arpa
 from model.batching import with_boundaries
-from model.cli import main
 from model.evaluate import evaluate_lines
 from model.loading import load_model
 from model.ngram.model import NGramLanguageModel, build_ngram
 from model.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
+from rnnlm.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lmplz"
 LMPLZ_ARPA = FIXTURES / "corpus-o3.arpa.gz"  # `lmplz -o 3` on corpus.txt (see the README there)

@@ -69,7 +69,7 @@ def test_the_start_command_runs_directly():
     assert module.returncode == 0, module.stderr
     assert "--host" in module.stdout
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
-    assert scripts["rnnlm"] == "model.cli:main"
+    assert scripts["rnnlm"] == "rnnlm.cli:main"
 
 
 def test_copied_paths_exist_and_are_not_ignored():

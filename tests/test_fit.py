@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from model.cli import main
 from model.fit import Corpus, FitConfig, lr_at
 from model.loading import load_model
+from rnnlm.cli import main
 
 TINY_RNN = ["--model", "emb_dim=16", "--model", "hidden_dim=16", "--model", "dropout=0.1",
             "--model", "variational=true", "--model", "emb_dropout=0.1"]

@@ -144,3 +144,29 @@ def test_window_model_scores_equal_stepping_and_survive_a_round_trip(tok, tmp_pa
     assert again.kind == "window"
     for a, b in zip(again.sequence_logprobs(seqs(tok)), lm.sequence_logprobs(seqs(tok)), strict=True):
         assert torch.allclose(a, b)
+
+
+# -- served -----------------------------------------------------------------------------------------
+def test_the_service_serves_a_hybrid_exactly(tok, kn3, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    save_ngram(tmp_path / "kn3", kn3)
+    save_hybrid(tmp_path / "hyb", hybrid_net(tok), tok, tmp_path / "kn3", {"test": {"perplexity": 9.0}})
+    lm = load_model(tmp_path / "hyb")
+    settings = Settings(model_dirs=[str(tmp_path / "hyb"), str(tmp_path / "kn3")], device="cpu")
+    with TestClient(create_app(settings)) as client:
+        [hyb, ngram] = client.get("/models").json()["models"]
+        assert hyb["default"] and hyb["kind"] == "hybrid" and set(hyb["components"]) == {"rnn", "ngram"}
+        assert ngram["kind"] == "ngram" and not ngram["default"]
+        scored = client.post("/score", json={"candidates": SENTENCES}).json()["results"]
+        want = [float(x.sum()) for x in lm.sequence_logprobs(seqs(tok))]
+        assert [r["logprob"] for r in scored] == pytest.approx(want, abs=1e-4)
+        nxt = client.post("/next-token", json={"text": "厨房", "top_k": 3}).json()
+        assert len(nxt["next"]) == 3 and nxt["next"][0]["prob"] >= nxt["next"][-1]["prob"]
+        gen = client.post("/generate", json={"prompt": "今天", "max_new_tokens": 5, "seed": 1}).json()
+        assert gen["model"] == "hyb" and 1 <= gen["num_tokens"] <= 5 and gen["prompt_tokens"] == 2
+        again = client.post("/generate", json={"prompt": "今天", "max_new_tokens": 5, "seed": 1}).json()
+        assert again["text"] == gen["text"]  # seeded: the same sample

@@ -12,13 +12,13 @@ import torch
 
 from model.batching import with_boundaries
 from model.checkpoint import CheckpointError
-from model.cli import main
 from model.evaluate import evaluate_lines
 from model.loading import load_model
 from model.mixture import MixtureLanguageModel, mixture_loglik, tune_lambda
 from model.ngram.model import build_ngram
 from model.ngram.store import save_ngram
 from model.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
+from rnnlm.cli import main
 from tests.conftest import TINY_LINES
 
 

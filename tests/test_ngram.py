@@ -14,7 +14,6 @@ import torch
 
 from model.batching import with_boundaries
 from model.checkpoint import CheckpointError
-from model.cli import main
 from model.evaluate import evaluate_lines
 from model.loading import load_model
 from model.ngram.counts import count_ngrams
@@ -27,6 +26,7 @@ from model.ngram.smoothing import (
 )
 from model.ngram.store import TABLES, save_ngram
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from rnnlm.cli import main
 from tests.conftest import TINY_LINES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lmplz"

@@ -68,7 +68,7 @@ def free_port() -> int:
 
 def rnnlm_command() -> list[str]:
     script = Path(sys.executable).with_name("rnnlm")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "model.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "rnnlm.cli"]
 
 
 @contextmanager

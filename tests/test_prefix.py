@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from model.lm import LanguageModel, RNNLanguageModel
 from model.loading import load_model
-from model.prefix import build_tree, plan_depths, rnn_step, score_tree
+from model.prefix import build_tree, plan_depths, score_tree
 from model.tokenizer import BOS_ID, EOS_ID
 
 from .conftest import build_tiny_model
@@ -146,12 +146,14 @@ def test_nodes_run_depth_by_depth(lstm: RNNLanguageModel) -> None:
     assert plan.num_rows == 19
 
 
-def test_rnn_step_equals_lm_step(lm: RNNLanguageModel) -> None:
+def test_explicit_cell_step_equals_the_fused_kernel(lm: RNNLanguageModel) -> None:
     prefixes = [ids(lm, t)[:-1] for t in ["厨房里", "你先", "今天天气", "新华社"]]
     _, state = lm.prefill(prefixes)
     tokens = torch.tensor([5, 6, 7, 8])
-    want_lp, want_state = lm.step(state, tokens)
-    got_lp, got_state = rnn_step(lm, state, tokens)
+    with torch.inference_mode():
+        logits, want_state, _ = lm.net(tokens.view(-1, 1), state)  # nn.LSTM/GRU/RNN, one step
+    want_lp = torch.log_softmax(logits[:, 0].float(), dim=-1)
+    got_lp, got_state = lm.step(state, tokens)  # the network's explicit cells
     torch.testing.assert_close(got_lp, want_lp, atol=TOL, rtol=0)
     torch.testing.assert_close(got_state, want_state, atol=TOL, rtol=0)
 

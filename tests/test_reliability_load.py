@@ -1,4 +1,4 @@
-"""The short load run of CI: ``bench.load --quick`` against a real ``rnnlm serve`` on the tiny model.
+"""The short load run of CI: ``rnnlm.bench.load --quick`` against a real ``rnnlm serve`` on the tiny model.
 
 Mixed traffic at and beyond capacity and with abandoning clients, 4 s per phase: it must end
 with no 5xx crash, every answer matching its request, no transport error, every 503 carrying
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from bench import load
+from rnnlm.bench import load
 
 
 def test_quick_load_run_has_no_crash_no_mixup_and_no_leak(tiny_model_dir, tmp_path):

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from model.batching import with_boundaries
-from model.benchmarks.confusion import (
+from model.data import load_split, write_corpus
+from model.loading import load_model
+from model.quality.confusion import (
     HomophoneIndex,
     build_set,
     context_readings,
@@ -14,10 +16,8 @@ from model.benchmarks.confusion import (
     save_items,
     split_sentences,
 )
-from model.benchmarks.rerank import RerankResult, bootstrap_ci, paired_difference, rank_credit, rerank
-from model.cli import main
-from model.data import load_split, write_corpus
-from model.loading import load_model
+from model.quality.rerank import RerankResult, bootstrap_ci, paired_difference, rank_credit, rerank
+from rnnlm.cli import main
 
 # shi: 石 食 十 时 实 事 是 市; you: 油 有 又; le: 了
 TRAIN = ["石油价格上涨了", "食油用完了", "十个人来了", "时间到了", "实在很好", "事情很多", "这是好的",
@@ -278,7 +278,7 @@ def test_quality_reuses_cached_ngrams(quality_run, capsys):
 
 
 def test_loglinear_weights_and_mixtures_combine_per_token():
-    from model.benchmarks.combine import loglinear_logprobs, mix_logprobs
+    from model.quality.combine import loglinear_logprobs, mix_logprobs
 
     a, b = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -0.5])
     assert torch.equal(mix_logprobs(a, b, 1.0), a) and torch.equal(mix_logprobs(a, b, 0.0), b)
@@ -308,7 +308,7 @@ def test_loglinear_option_reranks_with_the_weighted_sum(quality_run, capsys):
 
 
 def test_loglinear_weight_is_tuned_for_accuracy():
-    from model.benchmarks.combine import tune_loglinear_weight
+    from model.quality.combine import tune_loglinear_weight
 
     items = build_set("wordorder", HELDOUT, size=10, distractors=2, seed=0, min_len=4)
     good = [[torch.tensor([0.0 if j == it.answer else -1.0]) for j in range(3)] for it in items]

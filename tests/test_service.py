@@ -4,6 +4,7 @@ every documented error, determinism, stop strings and well-formed server-sent ev
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import pytest
@@ -455,10 +456,24 @@ def test_settings_from_the_environment(monkeypatch):
     get_settings.cache_clear()
     try:
         assert get_settings() is get_settings()
-        assert get_settings().model_dirs == ["weights/pd98-char-lstm"]
+        # the served list that `rnnlm benchmark choose-default` recorded, the best reranker first
+        chosen = json.loads(Path("weights/DEFAULT.json").read_text(encoding="utf-8"))
+        assert get_settings().model_dirs == chosen["serve"] and chosen["serve"][0] == chosen["default"]
         assert get_settings().host == "127.0.0.1" and get_settings().port == 8000
     finally:
         get_settings.cache_clear()
+
+
+def test_default_models_come_from_the_recorded_choice(tmp_path):
+    from service.settings import FALLBACK_MODEL_DIRS, default_model_dirs
+
+    assert default_model_dirs(tmp_path / "missing.json") == FALLBACK_MODEL_DIRS
+    (tmp_path / "a").mkdir()
+    choice = tmp_path / "DEFAULT.json"
+    choice.write_text(json.dumps({"serve": [str(tmp_path / "gone"), str(tmp_path / "a")]}))
+    assert default_model_dirs(choice) == [str(tmp_path / "a")]  # directories that exist, in order
+    choice.write_text("not json")
+    assert default_model_dirs(choice) == FALLBACK_MODEL_DIRS
 
 
 def test_device_resolution():

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from model.checkpoint import CARD, load_rnn
-from model.cli import main
+from rnnlm.cli import main
 
 TINY = ["--emb-dim", "16", "--hidden-dim", "16", "--batch-size", "8", "--bptt", "6",
         "--eval-every", "0", "--warmup-steps", "1", "--lr", "0.01", "--no-progress"]

@@ -4,5 +4,5 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 OUT=${OUT:-runs/gpu-out}
-python3 -m model.sweep run docs/training/pd98-gpu-hybrid-plan.json --root /tmp/sweep2 --deadline-s "${SWEEP_DEADLINE_S:-215}"
-python3 -m model.sweep pack /tmp/sweep2 --out "$OUT" --groups final-hybrid-2
+python3 -m rnnlm.sweep run docs/training/pd98-gpu-hybrid-plan.json --root /tmp/sweep2 --deadline-s "${SWEEP_DEADLINE_S:-215}"
+python3 -m rnnlm.sweep pack /tmp/sweep2 --out "$OUT" --groups final-hybrid-2

@@ -7,7 +7,7 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 OUT=${OUT:-runs/gpu-out}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch, numpy, safetensors; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-python3 -m model.sweep run docs/training/pd98-gpu-smoke.json --root /tmp/smoke --deadline-s 90
+python3 -m rnnlm.sweep run docs/training/pd98-gpu-smoke.json --root /tmp/smoke --deadline-s 90
 if python3 - <<'PY'
 import json, sys
 s = json.load(open("/tmp/smoke/summary.json"))
@@ -19,7 +19,7 @@ then :; else
   for f in /tmp/smoke/*/stdout.txt; do echo "== $f"; tail -25 "$f"; done
   exit 1
 fi
-python3 -m model.sweep run docs/training/pd98-gpu-plan.json --root /tmp/sweep --deadline-s "${SWEEP_DEADLINE_S:-450}"
-python3 -m model.sweep pack /tmp/sweep --out "$OUT" --groups final-rnn final-hybrid
+python3 -m rnnlm.sweep run docs/training/pd98-gpu-plan.json --root /tmp/sweep --deadline-s "${SWEEP_DEADLINE_S:-450}"
+python3 -m rnnlm.sweep pack /tmp/sweep --out "$OUT" --groups final-rnn final-hybrid
 nvidia-smi --query-gpu=memory.used --format=csv,noheader || true
 ls -la "$OUT"

@@ -34,7 +34,7 @@ import torch
 
 from ..generation import GenerationRequest, sample_choosers
 from ..lm import LanguageModel
-from ..prefix import requested_positions, score_tree
+from ..prefix import requested_positions
 from ..sampling import StoppingCriteria, draw_seed
 from ..tokenizer import BOS_ID, EOS_ID
 from .decode import DecodeBatch, Row
@@ -265,7 +265,7 @@ class Engine:
         try:
             with torch.inference_mode():
                 if self.config.warmup:
-                    score_tree(self.lm, [[BOS_ID, EOS_ID]], [[BOS_ID]], with_state=True)
+                    self.lm.score_tree([[BOS_ID, EOS_ID]], [[BOS_ID]], with_state=True)
                 self._ready.set()
                 while self._iteration():
                     pass
@@ -381,7 +381,7 @@ class Engine:
         seqs = [s for item in scored for s in item.seqs]
         prefixes = [p for item in asked for p in item.seqs]
         try:
-            res = score_tree(self.lm, seqs, prefixes, share=self.config.prefix_sharing,
+            res = self.lm.score_tree(seqs, prefixes, share=self.config.prefix_sharing,
                              max_logits=self.config.max_logits)
             results = self._split_scores(scored, res) + self._split_next(asked, res.next_logprobs)
         except Exception as e:  # a failed batch fails its requests, never the engine
@@ -438,7 +438,7 @@ class Engine:
             self.observer.on_queue_wait("generate", start - stream.submitted)
         queries = [[BOS_ID, *s.prompt_ids] for s in admits]
         try:
-            res = score_tree(self.lm, [], queries, with_state=True, max_logits=self.config.max_logits)
+            res = self.lm.score_tree([], queries, with_state=True, max_logits=self.config.max_logits)
         except Exception as e:
             log.exception("prefill failed")
             for stream in admits:

@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 
 from ..generation import TokenEvent
-from ..lm import LanguageModel, RNNLanguageModel
-from ..prefix import rnn_step
+from ..lm import LanguageModel
 from ..sampling import Greedy, StoppingCriteria, TokenChooser
 from ..tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -135,8 +134,5 @@ class DecodeBatch:
         if not self.rows:
             return
         ids = torch.tensor(self.next_ids, dtype=torch.long)  # (B,)
-        if isinstance(self.lm, RNNLanguageModel):
-            logprobs, self.state = rnn_step(self.lm, self.state, ids)  # (B, V): lm.step, leaner
-        else:
-            logprobs, self.state = self.lm.step(self.state, ids)
+        logprobs, self.state = self.lm.step(self.state, ids)  # (B, V)
         self.logprobs = logprobs.float().cpu()

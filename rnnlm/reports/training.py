@@ -1,7 +1,7 @@
 """docs/TRAINING.md's run table and validation curves, drawn from the runs' JSON-lines logs.
 
-``python -m rnnlm.reports.training`` reads ``docs/training/logs/<run>.jsonl`` (the ``log.jsonl``
-each :mod:`model.fit` run writes) and ``summary.json`` (written by :mod:`model.sweep`), rewrites
+``python -m rnnlm.reports.training`` reads ``docs/training/history/<run>.jsonl`` (the ``log.jsonl``
+each :mod:`model.fit` run writes) and ``summary.json`` (written by :mod:`rnnlm.sweep`), rewrites
 the part of docs/TRAINING.md between its ``runs:begin``/``runs:end`` markers, and draws two SVG
 plots (valid perplexity against tokens seen and against minutes). Plain SVG, no plotting library.
 """
@@ -110,7 +110,7 @@ def write_report(logs: Path, doc: Path, figures: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnnlm.reports.training", description=__doc__.split("\n")[0])
-    p.add_argument("--logs", default="docs/training/logs", help="<run>.jsonl logs and summary.json")
+    p.add_argument("--logs", default="docs/training/history", help="<run>.jsonl logs and summary.json")
     p.add_argument("--doc", default="docs/TRAINING.md")
     p.add_argument("--figures", default="docs/training")
     args = p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Markdown for ``docs/RESULTS.md``, rendered from the result dictionary of :func:`model.results.run_quality`.
+"""Markdown for ``docs/RESULTS.md``, rendered from the result dictionary of :func:`rnnlm.reports.results.run_quality`.
 
 Numbers are never typed by hand: every figure below comes from the result dictionary (also
 written as ``docs/RESULTS.json``), except the section of quoted figures, which says where each
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .analysis import OFFSET_BUCKETS
-from .confusion import RerankItem
+from model.quality.analysis import OFFSET_BUCKETS
+from model.quality.confusion import RerankItem
 
 KIND_TITLES = {"homophone": "homophone", "wordorder": "word order"}
 
@@ -219,12 +219,12 @@ smooth; RNNs: the training run, on the hardware named in its model card).
 
 Evaluate any row alone with `rnnlm evaluate DIR --data {result['data']}` and
 `rnnlm benchmark rerank --model DIR --data {result['data']}`; the combinations are computed from
-their components' per-token log-probs (`model/benchmarks/combine.py`), which is what the
+their components' per-token log-probs (`model/quality/combine.py`), which is what the
 mixture checkpoint computes.
 
 ## The reranking benchmark
 
-`rnnlm benchmark rerank` (`model/benchmarks/`) draws sentences of {spec['min_len']}–{spec['max_len']}
+`rnnlm benchmark rerank` (`model/quality/`) draws sentences of {spec['min_len']}–{spec['max_len']}
 characters from the held-out split (lines cut after 。！？), one item per sentence, seed
 {spec['seed']}, and makes {spec['distractors']} distinct distractors for each:
 
@@ -250,7 +250,7 @@ saved as JSONL under `runs/rerank/`.
 
 Every distractor differs from its original at one place, so a left-to-right model scores the
 shared prefix identically; the comparison is decided by the per-position *margin*
-log P(original) − log P(distractor) at the edit and after it (`model/benchmarks/analysis.py`).
+log P(original) − log P(distractor) at the edit and after it (`model/quality/analysis.py`).
 Means over all {analysis['positions']['homophone'][ref]['pairs']} original-vs-distractor pairs of each test
 set, in nats (for word order "edit" covers the two swapped characters); "pairs won" is how often the original
 scores strictly higher; the last column is the mean margin at and after the edit over the pairs

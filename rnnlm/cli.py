@@ -1,8 +1,12 @@
-"""The ``rnnlm`` command line: prepare-data, train, evaluate, serve (and more, one subcommand each).
+"""The ``rnnlm`` command line: prepare-data, train, fit, evaluate, benchmark, serve (one subcommand each).
 
-Argument parsing lives in :func:`build_parser`, never at import time, so tests can call
-``main([...])`` directly. ``serve`` is the one subcommand that reaches into ``service/``; it is
-imported only when asked for, so the model library never loads the web stack.
+The command line sits above both the library (``model/``) and the web app (``service/``): it is the
+one place that imports both, and nothing imports it. Argument parsing lives in
+:func:`build_parser`, never at import time, so tests can call ``main([...])`` directly; each
+handler imports what it needs when it runs, so ``rnnlm --help`` stays fast.
+
+Add a subcommand with ``@subcommand("name", add_args)``; a benchmark with ``@benchmark`` in
+:mod:`rnnlm.benchmarks`.
 """
 
 from __future__ import annotations
@@ -13,8 +17,13 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .config import ModelConfig, TrainConfig
+from model.config import FitConfig, ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from model.fit import FitJob
 
 Handler = Callable[[argparse.Namespace], int]
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
@@ -39,7 +48,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 
 @subcommand("prepare-data", _prepare_args)
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .data import prepare_pd98, prepare_plain
+    from model.data import prepare_pd98, prepare_plain
 
     if args.corpus == "pd98":
         manifest = prepare_pd98(args.out, args.cache)
@@ -87,7 +96,7 @@ def _add_field(group: argparse._ArgumentGroup, f, cls) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .train import TrainJob, run_training
+    from model.train import TrainJob, run_training
 
     model_kw = {f.name: getattr(args, f.name) for f in fields(ModelConfig)
                 if f.name not in ("vocab_size", "pad_id")}
@@ -104,18 +113,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_args(p: argparse.ArgumentParser) -> None:
-    from .fit import add_arguments
+# -- fit: the stream-then-sentences recipe (model/fit.py) -------------------------------------
+def _parse_value(text: str) -> Any:
+    """``--model`` values: JSON where it parses (numbers, true/false), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
-    add_arguments(p)
+
+def _fit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="corpus directory from `rnnlm prepare-data`")
+    p.add_argument("--out", required=True, help="checkpoint directory (the best model on valid)")
+    p.add_argument("--run-dir", help="where log.jsonl goes (default: runs/<out name>)")
+    p.add_argument("--ngram-dir", default="", help="hybrid: its n-gram checkpoint (built here if missing)")
+    p.add_argument("--init-from", default="", help="start from this checkpoint's weights")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture field, e.g. --model hidden_dim=768 --model cell=lstm (repeatable)")
+    p.add_argument("--no-final-eval", action="store_true", help="skip the final valid/test evaluation")
+    g = p.add_argument_group("training (FitConfig)")
+    for f in FitConfig.__dataclass_fields__.values():
+        default = f.default
+        g.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
+                       help=f"(default {default})")
+
+
+def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
+    from model.fit import FitJob
+
+    cfg = FitConfig(**{name: getattr(args, name) for name in FitConfig.__dataclass_fields__})
+    model = {}
+    for item in args.model:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--model expects KEY=VALUE, got {item!r}")
+        model[key] = _parse_value(value)
+    run_dir = args.run_dir or str(Path("runs") / Path(args.out).name)
+    return FitJob(data_dir=args.data, out_dir=args.out, run_dir=run_dir, model=model, fit=cfg, ngram_dir=args.ngram_dir, init_from=args.init_from, command=command)
 
 
 @subcommand("fit", _fit_args)
 def cmd_fit(args: argparse.Namespace) -> int:
     """Train an rnn, hybrid or window model on the stream, then on sentences (the shipped recipe)."""
-    from .fit import fit, job_from_args
+    from model.fit import fit
 
-    job = job_from_args(args, _command_line("fit"))
+    job = _fit_job(args, _command_line("fit"))
     metrics = fit(job, args.device, final_eval=not args.no_final_eval)
     print(json.dumps({"out": args.out, "valid": metrics.get("valid", {}).get("perplexity"),
                       "test": metrics.get("test", {}).get("perplexity")}))
@@ -132,7 +175,7 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
 @subcommand("publish", _publish_args)
 def cmd_publish(args: argparse.Namespace) -> int:
     """Copy a trained checkpoint into place, evaluate it here, write its metrics and model card."""
-    from .fit import publish
+    from model.fit import publish
 
     metrics = publish(args.src, args.to, args.data, args.ngram)
     print(json.dumps({"out": args.to, "valid": metrics["valid"]["perplexity"],
@@ -167,7 +210,7 @@ def _command_line(name: str) -> str:
 @subcommand("train-ngram", _train_ngram_args)
 def cmd_train_ngram(args: argparse.Namespace) -> int:
     """Count and smooth an n-gram model (add-k, interpolation, Katz, Kneser-Ney) and evaluate it."""
-    from .ngram.train import NGramJob, train_ngram
+    from model.ngram.train import NGramJob, train_ngram
 
     job = NGramJob(data_dir=args.data, out_dir=args.out, order=args.order, smoothing=args.smoothing,
                    k=args.k, epsilon=args.epsilon, tokenizer_kind=args.tokenizer, min_count=args.min_count,
@@ -189,10 +232,10 @@ def _export_arpa_args(p: argparse.ArgumentParser) -> None:
 @subcommand("export-arpa", _export_arpa_args)
 def cmd_export_arpa(args: argparse.Namespace) -> int:
     """Write an n-gram checkpoint as an ARPA file (for KenLM, SRILM)."""
-    from .arpa import write_arpa
-    from .checkpoint import CheckpointError
-    from .loading import load_model
-    from .ngram.model import NGramLanguageModel
+    from model.arpa import write_arpa
+    from model.checkpoint import CheckpointError
+    from model.loading import load_model
+    from model.ngram.model import NGramLanguageModel
 
     try:
         lm = load_model(args.model_dir)
@@ -214,8 +257,8 @@ def _import_arpa_args(p: argparse.ArgumentParser) -> None:
 @subcommand("import-arpa", _import_arpa_args)
 def cmd_import_arpa(args: argparse.Namespace) -> int:
     """Turn an ARPA file into an n-gram checkpoint directory (served and evaluated like any other)."""
-    from .arpa import ArpaError
-    from .ngram.train import import_arpa
+    from model.arpa import ArpaError
+    from model.ngram.train import import_arpa
 
     try:
         metrics = import_arpa(args.arpa, args.out, args.data, command=_command_line("import-arpa"))
@@ -238,8 +281,8 @@ def _mix_args(p: argparse.ArgumentParser) -> None:
 @subcommand("mix", _mix_args)
 def cmd_mix(args: argparse.Namespace) -> int:
     """Interpolate two models (same vocabulary), lambda tuned on valid; report valid/test."""
-    from .checkpoint import CheckpointError
-    from .mixture import mix_models
+    from model.checkpoint import CheckpointError
+    from model.mixture import mix_models
 
     if args.lam is not None and not 0.0 <= args.lam <= 1.0:
         return _fail("--lambda must be in [0, 1]")
@@ -265,9 +308,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @subcommand("evaluate", _evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_split
-    from .evaluate import evaluate_lines
-    from .loading import load_model
+    from model.data import load_split
+    from model.evaluate import evaluate_lines
+    from model.loading import load_model
 
     lm = load_model(args.model_dir, device=args.device)
     lines = load_split(args.data, args.split)
@@ -280,23 +323,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # -- benchmark -------------------------------------------------------------------------------
 def _benchmark_args(p: argparse.ArgumentParser) -> None:
-    from .benchmarks.commands import add_benchmark_parsers  # argparse only; the work loads lazily
+    from .benchmarks import add_benchmark_parsers  # argparse only; the work loads lazily
 
     add_benchmark_parsers(p)
 
 
 @subcommand("benchmark", _benchmark_args)
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    """Quality benchmarks: n-best reranking sets, the results table (see model/benchmarks/)."""
+    """Quality benchmarks: n-best reranking sets, the results table (see model/quality/)."""
     return args.benchmark_handler(args)
 
 
 # -- serve -----------------------------------------------------------------------------------
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=None, help="bind address (default: RNNLM_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default: RNNLM_PORT or 8000)")
-    p.add_argument("--model-dir", action="append", default=None,
-                   help="checkpoint directory to serve (repeatable; default: RNNLM_MODEL_DIRS)")
+    from service.options import add_serve_arguments  # argparse only
+
+    add_serve_arguments(p)
 
 
 @subcommand("serve", _serve_args)

@@ -15,7 +15,7 @@ checkpoint in ``weights/``; each RNN combined with the KN 5-gram) the command me
 
 and writes the table, the error analysis of the best RNN against the KN 5-gram, and the command
 behind every row. Every model is run once per text; combinations are computed from the
-components' per-token log-probs (:mod:`model.benchmarks.combine`), which is exactly what a
+components' per-token log-probs (:mod:`model.quality.combine`), which is exactly what a
 mixture checkpoint computes. Published figures are quoted in their own table.
 """
 
@@ -33,20 +33,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import with_boundaries
-from .benchmarks.analysis import edit_width, frequency_profile, pairs_of, position_profile
-from .benchmarks.combine import loglinear_logprobs, mix_logprobs, sentence_scores, tune_loglinear_weight
-from .benchmarks.confusion import RerankItem
-from .benchmarks.report import render_markdown
-from .benchmarks.rerank import (
+from model.batching import with_boundaries
+from model.data import load_split, sha256_file
+from model.lm import LanguageModel
+from model.quality.analysis import edit_width, frequency_profile, pairs_of, position_profile
+from model.quality.combine import loglinear_logprobs, mix_logprobs, sentence_scores, tune_loglinear_weight
+from model.quality.confusion import RerankItem
+from model.quality.rerank import (
     RerankResult,
     SetSpec,
     build_and_save_set,
     candidate_logprobs,
     paired_difference,
 )
-from .data import load_split, sha256_file
-from .lm import LanguageModel
+
+from .results_markdown import render_markdown
 
 SET_KINDS = ("homophone", "wordorder")
 LogProbs = list[torch.Tensor]
@@ -150,8 +151,8 @@ def dir_size(path: str | Path) -> int:
 
 def ensure_ngram(spec: NGramSpec, data_dir: str | Path, cache_dir: str | Path, log: Log) -> Path:
     """The checkpoint of ``spec`` under ``cache_dir``, trained now unless one for this train split exists."""
-    from .checkpoint import CheckpointError, read_json
-    from .ngram.train import NGramJob, train_ngram
+    from model.checkpoint import CheckpointError, read_json
+    from model.ngram.train import NGramJob, train_ngram
 
     out = Path(cache_dir) / spec.slug(data_dir)
     train_sha = sha256_file(Path(data_dir) / "train.txt")
@@ -175,7 +176,7 @@ NEURAL_FAMILIES = {"window": "fixed-window neural", "rnn": "RNN", "hybrid": "RNN
 
 def rnn_dirs(weights_dir: str | Path, kinds: Sequence[str] = ("rnn",)) -> list[Path]:
     """Every checkpoint of the given kinds directly under ``weights_dir``."""
-    from .checkpoint import CheckpointError, read_config
+    from model.checkpoint import CheckpointError, read_config
 
     found = []
     for d in sorted(Path(weights_dir).iterdir()) if Path(weights_dir).is_dir() else []:
@@ -189,7 +190,7 @@ def rnn_dirs(weights_dir: str | Path, kinds: Sequence[str] = ("rnn",)) -> list[P
 
 def rnn_label(model_dir: Path) -> str:
     """``pd98-char-lstm (LSTM 2×512)``, from the checkpoint's config."""
-    from .checkpoint import read_config
+    from model.checkpoint import read_config
 
     config = read_config(model_dir)
     m = config.get("model", {})
@@ -203,7 +204,7 @@ def rnn_label(model_dir: Path) -> str:
 
 def measure_model(name: str, family: str, model_dir: Path, texts: dict, log: Log, keep_valid: bool,
                   device: str = "cpu") -> Row:
-    from .loading import load_model
+    from model.loading import load_model
 
     t0 = time.perf_counter()
     lm = load_model(model_dir, device=device)
@@ -222,7 +223,7 @@ def measure_model(name: str, family: str, model_dir: Path, texts: dict, log: Log
 def combination_rows(rnn: Row, rnn_dir: Path, ref: Row, ref_dir: Path, texts: dict, data_dir: str,
                      spec: SetSpec) -> list[Row]:
     """The RNN linearly mixed with the reference n-gram, and the log-linear combination (the fix)."""
-    from .mixture import tune_lambda
+    from model.mixture import tune_lambda
 
     a, b = rnn.scores, ref.scores
     lam = tune_lambda(torch.cat(a.valid).numpy(), torch.cat(b.valid).numpy())

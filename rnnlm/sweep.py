@@ -5,7 +5,7 @@ A plan is a JSON file: shared arguments plus one entry per run::
     {"common": ["--data", "data/pd98", "--device", "auto"],
      "runs": [{"name": "rnn-base", "group": "ablation", "args": ["--max-minutes", "3"]}, …]}
 
-``python -m model.sweep run PLAN --root runs/sweep`` starts every run at once (one process each,
+``python -m rnnlm.sweep run PLAN --root runs/sweep`` starts every run at once (one process each,
 so one GPU is shared by all of them), waits, and writes ``summary.json``: per run its best valid
 perplexity, the tokens and minutes it took, and its final valid/test figures. Choosing between
 runs uses valid only. Each run's ``log.jsonl`` is what :mod:`model.training_report` draws.
@@ -32,7 +32,7 @@ def run_plan(plan_path: str, root: str, deadline_s: float, only: list[str] | Non
             continue
         out = root_dir / run["name"]
         out.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "model.fit", *plan["common"], *run["args"],
+        args = [sys.executable, "-m", "rnnlm.cli", "fit", *plan["common"], *run["args"],
                 "--out", str(out / "model"), "--run-dir", str(out)]
         if "--ngram-dir" not in run["args"]:
             args += ["--ngram-dir", str(out / "ngram")]
@@ -114,7 +114,7 @@ def pack(root: str, out: str, groups: list[str], chunk_mb: int = 15) -> list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.sweep", description="run training plans side by side")
+    p = argparse.ArgumentParser(prog="python -m rnnlm.sweep", description="run training plans side by side")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="start every run of a plan at once and wait")
     r.add_argument("plan")

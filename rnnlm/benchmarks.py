@@ -51,7 +51,7 @@ def add_set_args(p: argparse.ArgumentParser) -> None:
 
 
 def set_specs(args: argparse.Namespace, kinds: list[str], split: str = "test") -> list:
-    from .rerank import SetSpec
+    from model.quality.rerank import SetSpec
 
     return [SetSpec(kind=k, split=split, size=args.size, distractors=args.distractors, seed=args.seed,
                     min_len=args.min_len, max_len=args.max_len, min_count=args.min_count) for k in kinds]
@@ -75,10 +75,10 @@ def _rerank_args(p: argparse.ArgumentParser) -> None:
 @benchmark("rerank", _rerank_args)
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Top-1 accuracy and MRR of picking the original sentence out of homophone / word-order n-bests."""
-    from ..checkpoint import CheckpointError
-    from ..loading import load_model
-    from .confusion import load_items
-    from .rerank import RerankResult, build_and_save_set, rerank
+    from model.checkpoint import CheckpointError
+    from model.loading import load_model
+    from model.quality.confusion import load_items
+    from model.quality.rerank import RerankResult, build_and_save_set, rerank
 
     if args.items is None and args.data is None:
         print("error: --data (to build the sets) or --items (a saved set) is required", file=sys.stderr)
@@ -137,8 +137,9 @@ def cmd_choose_default(args: argparse.Namespace) -> int:
     """Pick the served default: the best reranker on the valid split (homophone + word order)."""
     import shlex
 
-    from ..checkpoint import CheckpointError
-    from .choose import choose_default
+    from model.checkpoint import CheckpointError
+
+    from .choose_default import choose_default
 
     command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "choose-default"] else ""
     try:
@@ -167,8 +168,9 @@ def cmd_quality(args: argparse.Namespace) -> int:
     """The results table: perplexity, reranking, size and training time of every model."""
     import shlex
 
-    from ..checkpoint import CheckpointError
-    from ..results import run_quality
+    from model.checkpoint import CheckpointError
+
+    from .reports.results import run_quality
 
     spec = set_specs(args, ["homophone"])[0]
     command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "quality"] else ""

@@ -128,9 +128,9 @@ def confusion_sets(size: int) -> dict[str, list[list[str]]]:
     """The reranking benchmark's homophone and word-order sets (pd98 test), when the data exists."""
     if not (DATA / "test.txt").exists():
         return {}
-    from model.benchmarks.confusion import build_set
-    from model.benchmarks.rerank import SetSpec, homophone_index
     from model.data import load_split
+    from model.quality.confusion import build_set
+    from model.quality.rerank import SetSpec, homophone_index
 
     heldout = load_split(DATA, "test")
     out = {}

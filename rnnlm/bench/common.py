@@ -32,7 +32,7 @@ from model.lm import LanguageModel, RNNLanguageModel
 from model.network import RNNLM
 from model.tokenizer import BOS_ID, EOS_ID, Tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "weights" / "pd98-char-lstm"
 DATA = REPO / "data" / "pd98"
 DOC = REPO / "docs" / "BENCHMARKS.md"

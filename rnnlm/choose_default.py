@@ -14,10 +14,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import load_split
-from ..evaluate import evaluate_lines
-from ..loading import load_model
-from .rerank import SetSpec, build_and_save_set, rerank
+from model.data import load_split
+from model.evaluate import evaluate_lines
+from model.loading import load_model
+from model.quality.rerank import SetSpec, build_and_save_set, rerank
 
 
 def choose_default(models: Sequence[str], data_dir: str, specs: Sequence[SetSpec], sets_dir: str,
