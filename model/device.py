@@ -12,10 +12,14 @@ def resolve_device(requested: str = "auto", name: str = "device") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"{name}={requested} but CUDA is not available on this machine (use auto or cpu)")
+            raise RuntimeError(
+                f"{name}={requested} but CUDA is not available on this machine (use auto or cpu)"
+            )
         index = int(requested.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
-            raise RuntimeError(f"{name}={requested} but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise RuntimeError(
+                f"{name}={requested} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
     return requested
 
 

@@ -99,14 +99,21 @@ def noised(tokens: Tensor, rare: Tensor, p: float, gen: torch.Generator) -> Tens
 class Objective(nn.Module):
     """Summed cross-entropy of a batch of positions, whatever the kind of model."""
 
-    def __init__(self, net: nn.Module, kind: str, width: int,
-                 fold_tables: TorchBackoffTables | None, full_tables: TorchBackoffTables | None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        kind: str,
+        width: int,
+        fold_tables: TorchBackoffTables | None,
+        full_tables: TorchBackoffTables | None,
+    ) -> None:
         super().__init__()
         self.net, self.kind, self.width = net, kind, width
         self.fold_tables, self.full_tables = fold_tables, full_tables
 
-    def forward(self, x: Tensor, y: Tensor, hist: Tensor | None, fold: Tensor | None,
-                state: Tensor | None) -> tuple[Tensor, int, Tensor | None]:
+    def forward(
+        self, x: Tensor, y: Tensor, hist: Tensor | None, fold: Tensor | None, state: Tensor | None
+    ) -> tuple[Tensor, int, Tensor | None]:
         """x, y (B, T); hist (B, T, W) n-gram/window histories; fold (B, T) or None (use the
         full n-gram). Returns (sum of -log P over non-pad targets, their count, new state)."""
         mask = y != PAD_ID  # (B, T)
@@ -187,13 +194,18 @@ class Fitter:
         self.net = build_net(cfg.kind, job.model, self.tokenizer.vocab_size).to(device)
         if job.init_from:
             self._load_weights(job.init_from)
-        width = {"window": getattr(self.net.config, "context", 0), "hybrid": cfg.ngram_order - 1}.get(cfg.kind, 0)
+        width = {"window": getattr(self.net.config, "context", 0), "hybrid": cfg.ngram_order - 1}.get(
+            cfg.kind, 0
+        )
         fold_tables, full_tables = self._ngram_tables() if cfg.kind == "hybrid" else (None, None)
         self.objective = Objective(self.net, cfg.kind, width, fold_tables, full_tables)
         decay = [p for p in self.net.parameters() if p.dim() >= 2]
         rest = [p for p in self.net.parameters() if p.dim() < 2]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                      {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=(0.9, 0.99),
+        )
         self.progress = Progress(phase="stream" if cfg.sentence_fraction < 1 else "sentence")
         self.run_dir = Path(job.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,8 +231,11 @@ class Fitter:
             full = from_sequences(self.tokenizer, seqs, cfg.ngram_order, "kn")
             if not job.ngram_dir:
                 raise ValueError("a hybrid needs ngram_dir: where its n-gram is (or will be saved)")
-            save_ngram(job.ngram_dir, full, {"model_type": "ngram", "order": cfg.ngram_order,
-                                             "smoothing": "kn", "built_by": "rnnlm fit"})
+            save_ngram(
+                job.ngram_dir,
+                full,
+                {"model_type": "ngram", "order": cfg.ngram_order, "smoothing": "kn", "built_by": "rnnlm fit"},
+            )
         self.say(f"n-gram: {cfg.folds} held-out fold models and the full model, order {cfg.ngram_order}")
         return TorchBackoffTables(fold_tables, self.device), TorchBackoffTables(full.tables, self.device)
 
@@ -266,11 +281,17 @@ class Fitter:
         h = view(hist_all) if hist_all is not None else None
         for start in range(0, L, cfg.bptt):
             end = min(start + cfg.bptt, L)
-            yield (x[:, start:end], y[:, start:end], h[:, start:end] if h is not None else None,
-                   f[:, start:end], start == 0)
+            yield (
+                x[:, start:end],
+                y[:, start:end],
+                h[:, start:end] if h is not None else None,
+                f[:, start:end],
+                start == 0,
+            )
 
-    def sentence_batches(self, seqs: list[list[int]], folds: list[int] | None, rng: random.Random | None,
-                         noise: bool):
+    def sentence_batches(
+        self, seqs: list[list[int]], folds: list[int] | None, rng: random.Random | None, noise: bool
+    ):
         """(x, y, hist, fold, new_rows) windows over padded sentence batches (state reset per batch)."""
         for rows in length_sorted_batches(seqs, self.cfg.batch_size, rng):
             batch = pad_batch([seqs[i] for i in rows])  # (B, L)
@@ -280,18 +301,30 @@ class Fitter:
             x, y = batch[:, :-1], batch[:, 1:]
             B, T = x.shape
             position = torch.arange(T, device=self.device).repeat(B)
-            hist = (histories_of(x.reshape(-1), position, self.objective.width).view(B, T, -1)
-                    if self.objective.width else None)
-            fold = (torch.tensor([folds[i] for i in rows], device=self.device)[:, None].expand(B, T)
-                    if folds is not None else None)
+            hist = (
+                histories_of(x.reshape(-1), position, self.objective.width).view(B, T, -1)
+                if self.objective.width
+                else None
+            )
+            fold = (
+                torch.tensor([folds[i] for i in rows], device=self.device)[:, None].expand(B, T)
+                if folds is not None
+                else None
+            )
             for start in range(0, T, self.cfg.bptt):
                 end = min(start + self.cfg.bptt, T)
-                yield (x[:, start:end], y[:, start:end], hist[:, start:end] if hist is not None else None,
-                       fold[:, start:end] if fold is not None else None, start == 0)
+                yield (
+                    x[:, start:end],
+                    y[:, start:end],
+                    hist[:, start:end] if hist is not None else None,
+                    fold[:, start:end] if fold is not None else None,
+                    start == 0,
+                )
 
     # -- steps ------------------------------------------------------------------------------------
-    def train_step(self, x: Tensor, y: Tensor, hist: Tensor | None, fold: Tensor | None,
-                   state: Tensor | None) -> tuple[float, int, Tensor | None]:
+    def train_step(
+        self, x: Tensor, y: Tensor, hist: Tensor | None, fold: Tensor | None, state: Tensor | None
+    ) -> tuple[float, int, Tensor | None]:
         lr = lr_at(self.fraction_done(), self.progress.step, self.cfg)
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -326,8 +359,14 @@ class Fitter:
     def evaluate_and_keep(self) -> None:
         p = self.progress
         ppl = self.validate()
-        record = {"event": "valid", "step": p.step, "tokens_seen": p.tokens, "phase": p.phase,
-                  "elapsed_s": round(time.time() - self.t0, 2), "valid_perplexity": ppl}
+        record = {
+            "event": "valid",
+            "step": p.step,
+            "tokens_seen": p.tokens,
+            "phase": p.phase,
+            "elapsed_s": round(time.time() - self.t0, 2),
+            "valid_perplexity": ppl,
+        }
         p.history.append(record)
         self.log(record)
         self.say(json.dumps(record))
@@ -341,29 +380,49 @@ class Fitter:
         cfg, job = self.cfg, self.job
         dtype = {"float32": None, "float16": torch.float16}[cfg.save_dtype]
         net = self.net
-        metrics = {**self.base_metrics(), "best": best, "train_time_s": time.time() - self.t0,
-                   "steps": self.progress.step, "tokens_seen": self.progress.tokens}
+        metrics = {
+            **self.base_metrics(),
+            "best": best,
+            "train_time_s": time.time() - self.t0,
+            "steps": self.progress.step,
+            "tokens_seen": self.progress.tokens,
+        }
         if cfg.kind == "hybrid":
             from .hybrid import save_hybrid
 
             save_hybrid(job.out_dir, net, self.tokenizer, job.ngram_dir, metrics, dtype=dtype)  # type: ignore[arg-type]
         else:
-            save_network(job.out_dir, net, net.config, self.tokenizer, metrics,  # type: ignore[arg-type]
-                         model_type=cfg.kind, dtype=dtype)
+            save_network(
+                job.out_dir,
+                net,
+                net.config,
+                self.tokenizer,
+                metrics,  # type: ignore[arg-type]
+                model_type=cfg.kind,
+                dtype=dtype,
+            )
 
     def base_metrics(self) -> dict:
         return {
             "model_type": self.cfg.kind,
-            "data": {"dir": str(self.job.data_dir), "sha256": corpus_checksums(self.job.data_dir),
-                     "train_lines": len(self.train_lines), "train_tokens": len(self.corpus.inputs)},
+            "data": {
+                "dir": str(self.job.data_dir),
+                "sha256": corpus_checksums(self.job.data_dir),
+                "train_lines": len(self.train_lines),
+                "train_tokens": len(self.corpus.inputs),
+            },
             "fit_config": asdict(self.cfg),
             "tokenizer": {"kind": "char", "vocab_size": self.tokenizer.vocab_size, "min_count": 1},
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "command": self.job.command,
             "init_from": self.job.init_from,
-            "hardware": {"device": str(self.device), "platform": platform.platform(),
-                         "gpu": torch.cuda.get_device_name(0) if self.device.type == "cuda" else None,
-                         "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+            "hardware": {
+                "device": str(self.device),
+                "platform": platform.platform(),
+                "gpu": torch.cuda.get_device_name(0) if self.device.type == "cuda" else None,
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            },
             "rnnlm_version": __version__,
         }
 
@@ -390,10 +449,18 @@ class Fitter:
                 rate_tokens += n
                 if p.step % 100 == 0:
                     now = time.time()
-                    self.log({"event": "train", "step": p.step, "tokens_seen": p.tokens, "phase": p.phase,
-                              "loss": running, "lr": lr_at(self.fraction_done(), p.step, cfg),
-                              "tokens_per_s": rate_tokens / max(now - rate_t, 1e-9),
-                              "elapsed_s": round(now - self.t0, 2)})
+                    self.log(
+                        {
+                            "event": "train",
+                            "step": p.step,
+                            "tokens_seen": p.tokens,
+                            "phase": p.phase,
+                            "loss": running,
+                            "lr": lr_at(self.fraction_done(), p.step, cfg),
+                            "tokens_per_s": rate_tokens / max(now - rate_t, 1e-9),
+                            "elapsed_s": round(now - self.t0, 2),
+                        }
+                    )
                     rate_t, rate_tokens = now, 0
                 switch = p.phase == "stream" and self.fraction_done() >= 1 - cfg.sentence_fraction
                 if p.tokens >= next_eval or switch or self.fraction_done() >= 1.0:
@@ -417,8 +484,10 @@ def fit(job: FitJob, device: str = "auto", log=print, final_eval: bool = True) -
     dev = pick_device(device)
     fitter = Fitter(job, dev, log)
     params = sum(p.numel() for p in fitter.net.parameters())
-    log(f"{job.fit.kind}: {params:,} parameters on {dev}; budget {job.fit.max_minutes} min / "
-        f"{job.fit.max_tokens} tokens")
+    log(
+        f"{job.fit.kind}: {params:,} parameters on {dev}; budget {job.fit.max_minutes} min / "
+        f"{job.fit.max_tokens} tokens"
+    )
     progress = fitter.run()
     from .loading import OPENERS  # noqa: F401  (every kind registered)
 
@@ -427,8 +496,12 @@ def fit(job: FitJob, device: str = "auto", log=print, final_eval: bool = True) -
     for split in ("valid", "test") if final_eval else ():
         metrics[split] = evaluate_lines(lm, load_split(job.data_dir, split))
         log(f"{split}: perplexity {metrics[split]['perplexity']:.2f}")
-    metrics.update(train_time_s=progress.elapsed_s, total_steps=progress.step, tokens_seen=progress.tokens,
-                   history=progress.history)
+    metrics.update(
+        train_time_s=progress.elapsed_s,
+        total_steps=progress.step,
+        tokens_seen=progress.tokens,
+        history=progress.history,
+    )
     write_metrics(job.out_dir, metrics)
     return metrics
 
@@ -442,8 +515,9 @@ def write_metrics(model_dir: str | Path, metrics: dict) -> None:
     tmp.replace(path)
 
 
-def publish(src: str | Path, dst: str | Path, data_dir: str | Path, ngram_dir: str | Path | None = None,
-            log=print) -> dict:
+def publish(
+    src: str | Path, dst: str | Path, data_dir: str | Path, ngram_dir: str | Path | None = None, log=print
+) -> dict:
     """Copy a trained checkpoint to ``dst`` (e.g. from a GPU run into ``weights/``), point a
     hybrid at ``ngram_dir``, evaluate valid and test here, and write metrics and the model card.
     The copy is made next to ``dst`` and renamed into place."""

@@ -78,8 +78,15 @@ class HybridLanguageModel(LanguageModel):
 
     kind = "hybrid"
 
-    def __init__(self, net: HybridNet, ngram: NGramLanguageModel, tokenizer: Tokenizer,
-                 window: int = 256, max_batch: int = 64, chunk_rows: int = 4096) -> None:
+    def __init__(
+        self,
+        net: HybridNet,
+        ngram: NGramLanguageModel,
+        tokenizer: Tokenizer,
+        window: int = 256,
+        max_batch: int = 64,
+        chunk_rows: int = 4096,
+    ) -> None:
         if ngram.tokenizer.tokens != tokenizer.tokens:
             raise ValueError("the hybrid's n-gram must use the network's vocabulary")
         self.net = net.eval()
@@ -169,22 +176,44 @@ class HybridLanguageModel(LanguageModel):
 
     def describe(self) -> dict:
         c = self.net.config
-        return {**super().describe(), "cell": c.cell, "num_layers": c.num_layers,
-                "hidden_dim": c.hidden_dim, "parameters": self.net.num_parameters(),
-                "components": {"rnn": f"{c.num_layers}x{c.hidden_dim} {c.cell}",
-                               "ngram": f"order {self.ngram.order}, {self.ngram.smoothing}"},
-                "device": str(self.device)}
+        return {
+            **super().describe(),
+            "cell": c.cell,
+            "num_layers": c.num_layers,
+            "hidden_dim": c.hidden_dim,
+            "parameters": self.net.num_parameters(),
+            "components": {
+                "rnn": f"{c.num_layers}x{c.hidden_dim} {c.cell}",
+                "ngram": f"order {self.ngram.order}, {self.ngram.smoothing}",
+            },
+            "device": str(self.device),
+        }
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
-def save_hybrid(out_dir: str | Path, net: HybridNet, tokenizer: Tokenizer, ngram_dir: str | Path,
-                metrics: dict | None = None, card: str | None = None,
-                dtype: torch.dtype | None = None) -> Path:
+def save_hybrid(
+    out_dir: str | Path,
+    net: HybridNet,
+    tokenizer: Tokenizer,
+    ngram_dir: str | Path,
+    metrics: dict | None = None,
+    card: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write a hybrid checkpoint that refers to its n-gram by a path relative to ``out_dir``."""
     rel = os.path.relpath(Path(ngram_dir).resolve(), Path(out_dir).resolve())
     ngram = {"path": rel, "config_sha256": sha256_file(Path(ngram_dir) / CONFIG)}
-    return save_network(out_dir, net, net.config, tokenizer, metrics, card, model_type="hybrid",
-                        extra={"ngram": ngram}, dtype=dtype)
+    return save_network(
+        out_dir,
+        net,
+        net.config,
+        tokenizer,
+        metrics,
+        card,
+        model_type="hybrid",
+        extra={"ngram": ngram},
+        dtype=dtype,
+    )
 
 
 def load_hybrid(model_dir: str | Path, device: str = "cpu") -> HybridLanguageModel:
@@ -200,8 +229,9 @@ def load_hybrid(model_dir: str | Path, device: str = "cpu") -> HybridLanguageMod
     if not (path / CONFIG).exists():
         raise CheckpointError(f"{d / CONFIG}: its n-gram {path} is missing")
     if sha256_file(path / CONFIG) != sha:
-        raise CheckpointError(f"{path / CONFIG}: changed since the hybrid was trained with it "
-                              "(sha256 differs)")
+        raise CheckpointError(
+            f"{path / CONFIG}: changed since the hybrid was trained with it (sha256 differs)"
+        )
     try:
         lm = HybridLanguageModel(net, load_ngram(path), tokenizer)
     except ValueError as e:

@@ -76,8 +76,7 @@ class LanguageModel(ABC):
             order += rows
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
-        return (torch.cat(logprobs)[inverse],
-                self.select_state(self.concat_states(states), inverse))
+        return (torch.cat(logprobs)[inverse], self.select_state(self.concat_states(states), inverse))
 
     def _prefill_equal(self, prefixes: Sequence[Sequence[int]]) -> tuple[Tensor, State]:
         """Prefill rows of equal length; the default steps one token at a time."""
@@ -91,8 +90,9 @@ class LanguageModel(ABC):
         """(B, V) log-probs of the token after each prefix (each prefix starts with <bos>)."""
         return self.prefill(prefixes)[0]
 
-    def score_tree(self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (),
-                   **options: Any) -> TreeResult:
+    def score_tree(
+        self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
+    ) -> TreeResult:
         """Score ``seqs`` and, for each query prefix, the next-token log-probs (and, with
         ``with_state=True``, the state after it), in one pass. This default runs the model's
         own batched calls; a model that can share prefixes (the RNN) overrides it."""
@@ -154,8 +154,9 @@ class RNNLanguageModel(LanguageModel):
         logits, state = self.net.step(ids.to(self.device).view(-1), state)  # (B, V): explicit cells
         return torch.log_softmax(logits.float(), dim=-1), state
 
-    def score_tree(self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (),
-                   **options: Any) -> TreeResult:
+    def score_tree(
+        self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
+    ) -> TreeResult:
         """Prefix-shared: every distinct prefix of the batch is computed once (model/prefix.py)."""
         from .prefix import score_rnn_tree
 
@@ -178,9 +179,14 @@ class RNNLanguageModel(LanguageModel):
 
     def describe(self) -> dict:
         c = self.net.config
-        return {**super().describe(), "cell": c.cell, "num_layers": c.num_layers,
-                "hidden_dim": c.hidden_dim, "parameters": self.net.num_parameters(),
-                "device": str(self.device)}
+        return {
+            **super().describe(),
+            "cell": c.cell,
+            "num_layers": c.num_layers,
+            "hidden_dim": c.hidden_dim,
+            "parameters": self.net.num_parameters(),
+            "device": str(self.device),
+        }
 
 
 def bos_prefix(ids: Sequence[int]) -> list[int]:

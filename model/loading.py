@@ -52,8 +52,12 @@ def _open_window(model_dir: Path, device: str) -> LanguageModel:
 
 # model_type in config.json -> opener. Other model kinds register themselves here.
 OPENERS: dict[str, Callable[[Path, str], LanguageModel]] = {
-    "rnn": _open_rnn, "ngram": _open_ngram, "mixture": _open_mixture, "hybrid": _open_hybrid,
-    "window": _open_window}
+    "rnn": _open_rnn,
+    "ngram": _open_ngram,
+    "mixture": _open_mixture,
+    "hybrid": _open_hybrid,
+    "window": _open_window,
+}
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> LanguageModel:
@@ -64,6 +68,7 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> LanguageModel:
     model_type = read_config(d)["model_type"]
     opener = OPENERS.get(model_type)
     if opener is None:
-        raise CheckpointError(f"{d / 'config.json'}: unknown model_type {model_type!r} "
-                              f"(known: {', '.join(sorted(OPENERS))})")
+        raise CheckpointError(
+            f"{d / 'config.json'}: unknown model_type {model_type!r} (known: {', '.join(sorted(OPENERS))})"
+        )
     return opener(d, device)

@@ -89,8 +89,13 @@ class MixtureLanguageModel(LanguageModel):
         return (self.a.concat_states([s[0] for s in states]), self.b.concat_states([s[1] for s in states]))
 
     def describe(self) -> dict:
-        return {**super().describe(), "lambda": self.lam, "components": self.names,
-                "a": self.a.describe(), "b": self.b.describe()}
+        return {
+            **super().describe(),
+            "lambda": self.lam,
+            "components": self.names,
+            "a": self.a.describe(),
+            "b": self.b.describe(),
+        }
 
 
 # -- tuning λ -------------------------------------------------------------------------------------
@@ -132,16 +137,29 @@ def tune_lambda(logp_a: np.ndarray, logp_b: np.ndarray, tol: float = 1e-5) -> fl
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
-def save_mixture(out_dir: str | Path, components: Sequence[str | Path], mixture: MixtureLanguageModel,
-                 metrics: dict | None = None, card: str | None = None) -> Path:
+def save_mixture(
+    out_dir: str | Path,
+    components: Sequence[str | Path],
+    mixture: MixtureLanguageModel,
+    metrics: dict | None = None,
+    card: str | None = None,
+) -> Path:
     """Write a mixture checkpoint that refers to its components by paths relative to ``out_dir``."""
     out = Path(out_dir).resolve()
     rel = [os.path.relpath(Path(c).resolve(), out) for c in components]
     shas = [sha256_file(Path(c) / CONFIG) for c in components]
 
     def fill(d: Path) -> None:
-        write_json(d / CONFIG, {"format_version": FORMAT_VERSION, "model_type": "mixture",
-                                "components": rel, "lambda": mixture.lam, "component_sha256": shas})
+        write_json(
+            d / CONFIG,
+            {
+                "format_version": FORMAT_VERSION,
+                "model_type": "mixture",
+                "components": rel,
+                "lambda": mixture.lam,
+                "component_sha256": shas,
+            },
+        )
         write_shared_files(d, mixture.tokenizer, metrics, card)
 
     return write_dir_atomically(out, fill)
@@ -159,7 +177,8 @@ def load_mixture(model_dir: str | Path, device: str = "cpu") -> MixtureLanguageM
         shas = list(config["component_sha256"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
-            f"{d / CONFIG}: needs 'components', 'lambda' and 'component_sha256' ({e})") from e
+            f"{d / CONFIG}: needs 'components', 'lambda' and 'component_sha256' ({e})"
+        ) from e
     if len(rel) != 2 or len(shas) != 2:
         raise CheckpointError(f"{d / CONFIG}: a mixture has exactly two components")
     paths = [(d / r).resolve() for r in rel]
@@ -169,11 +188,13 @@ def load_mixture(model_dir: str | Path, device: str = "cpu") -> MixtureLanguageM
         if not (path / CONFIG).exists():
             raise CheckpointError(f"{d / CONFIG}: component {path} is missing")
         if sha256_file(path / CONFIG) != sha:
-            raise CheckpointError(f"{path / CONFIG}: changed since the mixture was tuned (sha256 differs); "
-                                  "re-run `rnnlm mix`")
+            raise CheckpointError(
+                f"{path / CONFIG}: changed since the mixture was tuned (sha256 differs); re-run `rnnlm mix`"
+            )
     try:
-        lm = MixtureLanguageModel(load_model(paths[0], device), load_model(paths[1], device), lam,
-                                  names=[str(r) for r in rel])
+        lm = MixtureLanguageModel(
+            load_model(paths[0], device), load_model(paths[1], device), lam, names=[str(r) for r in rel]
+        )
     except ValueError as e:
         raise CheckpointError(f"{d}: {e}") from e
     lm.metrics = read_json(d / METRICS) if (d / METRICS).exists() else {}
@@ -181,8 +202,16 @@ def load_mixture(model_dir: str | Path, device: str = "cpu") -> MixtureLanguageM
 
 
 # -- `rnnlm mix` ---------------------------------------------------------------------------------
-def mix_models(model_a: str | Path, model_b: str | Path, data_dir: str | Path, out_dir: str | Path,
-               lam: float | None = None, device: str = "cpu", command: str = "", log=print) -> dict:
+def mix_models(
+    model_a: str | Path,
+    model_b: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    lam: float | None = None,
+    device: str = "cpu",
+    command: str = "",
+    log=print,
+) -> dict:
     """Tune λ on valid (unless given), evaluate a, b and the mixture on valid/test, save it.
 
     Each component scores each split once; λ, the mixture's and the components' figures all come
@@ -195,8 +224,12 @@ def mix_models(model_a: str | Path, model_b: str | Path, data_dir: str | Path, o
     mixture = MixtureLanguageModel(a, b, 0.5 if lam is None else lam, names=[str(model_a), str(model_b)])
     splits = {split: load_split(data_dir, split) for split in ("valid", "test")}
     scores = {split: (token_logprobs(a, lines), token_logprobs(b, lines)) for split, lines in splits.items()}
-    metrics: dict = {"model_type": "mixture", "components": [str(model_a), str(model_b)], "command": command,
-                     "data": {"dir": str(data_dir), "sha256": corpus_checksums(data_dir)}}
+    metrics: dict = {
+        "model_type": "mixture",
+        "components": [str(model_a), str(model_b)],
+        "command": command,
+        "data": {"dir": str(data_dir), "sha256": corpus_checksums(data_dir)},
+    }
     if lam is None:
         mixture.lam = tune_lambda(*scores["valid"])
         metrics["tuned_on"] = {"split": "valid", "tokens": len(scores["valid"][0])}
@@ -206,10 +239,13 @@ def mix_models(model_a: str | Path, model_b: str | Path, data_dir: str | Path, o
         logp_a, logp_b = scores[split]
         mixed = mixture._mix(torch.from_numpy(logp_a), torch.from_numpy(logp_b)).numpy()
         metrics[split] = summarize(mixed, lines, mixture.tokenizer)
-        metrics["components_" + split] = [summarize(x, lines, mixture.tokenizer)["perplexity"]
-                                          for x in (logp_a, logp_b)]
-        log(f"{split}: mixture {metrics[split]['perplexity']:.2f}  a {metrics['components_' + split][0]:.2f}"
-            f"  b {metrics['components_' + split][1]:.2f}")
+        metrics["components_" + split] = [
+            summarize(x, lines, mixture.tokenizer)["perplexity"] for x in (logp_a, logp_b)
+        ]
+        log(
+            f"{split}: mixture {metrics[split]['perplexity']:.2f}  a {metrics['components_' + split][0]:.2f}"
+            f"  b {metrics['components_' + split][1]:.2f}"
+        )
     mixture.metrics = metrics
     save_mixture(out_dir, [model_a, model_b], mixture, metrics, render_mixture_card(out_dir, metrics))
     return metrics
@@ -220,22 +256,31 @@ def summarize(logp: np.ndarray, lines: Sequence[str], tokenizer: Tokenizer) -> d
     total, tokens = float(logp.sum()), len(logp)
     chars = sum(len(line) + 1 for line in lines)
     nll = -total / max(tokens, 1)
-    return {"perplexity": math.exp(nll), "cross_entropy_nats": nll, "bits_per_token": nll / math.log(2),
-            "bits_per_char": -total / math.log(2) / max(chars, 1), "logprob": total, "tokens": tokens,
-            "lines": len(lines), "oov": sum(tokenizer.encode(line).oov for line in lines),
-            "mode": "per-sentence"}
+    return {
+        "perplexity": math.exp(nll),
+        "cross_entropy_nats": nll,
+        "bits_per_token": nll / math.log(2),
+        "bits_per_char": -total / math.log(2) / max(chars, 1),
+        "logprob": total,
+        "tokens": tokens,
+        "lines": len(lines),
+        "oov": sum(tokenizer.encode(line).oov for line in lines),
+        "mode": "per-sentence",
+    }
 
 
 def render_mixture_card(out_dir: str | Path, metrics: dict) -> str:
     a, b = metrics["components"]
     rows = "\n".join(
         f"| {s} | {metrics[s]['perplexity']:.2f} | {metrics['components_' + s][0]:.2f} "
-        f"| {metrics['components_' + s][1]:.2f} |" for s in ("valid", "test"))
+        f"| {metrics['components_' + s][1]:.2f} |"
+        for s in ("valid", "test")
+    )
     return f"""# Model card: {Path(out_dir).name}
 
 A per-token linear interpolation of two language models over one vocabulary:
-P = λ · P_a + (1 − λ) · P_b with λ = {metrics['lambda']:.4f}
-({'tuned on valid' if 'tuned_on' in metrics else 'given'}).
+P = λ · P_a + (1 − λ) · P_b with λ = {metrics["lambda"]:.4f}
+({"tuned on valid" if "tuned_on" in metrics else "given"}).
 
 - a: `{a}`
 - b: `{b}`
@@ -245,7 +290,7 @@ relative to this one); loading refuses if either changed since λ was chosen.
 
 ## Command
 ```
-{metrics.get('command', '')}
+{metrics.get("command", "")}
 ```
 
 ## Results (perplexity per sentence, `<eos>` counted, OOVs included)

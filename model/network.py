@@ -30,21 +30,28 @@ class RNNLM(nn.Module):
         rnn_cls = {"rnn_tanh": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[c.cell]
         kwargs = {"nonlinearity": "tanh"} if c.cell == "rnn_tanh" else {}
         self.rnn = rnn_cls(
-            c.emb_dim, c.hidden_dim, num_layers=c.num_layers, batch_first=True,
-            dropout=c.dropout if c.num_layers > 1 else 0.0, **kwargs,
+            c.emb_dim,
+            c.hidden_dim,
+            num_layers=c.num_layers,
+            batch_first=True,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+            **kwargs,
         )
         self.drop = nn.Dropout(c.dropout)
         # Tied weights need the decoder input to match the embedding width: project if needed.
         self.proj = (
             nn.Linear(c.hidden_dim, c.emb_dim, bias=False)
-            if c.tie_weights and c.hidden_dim != c.emb_dim else None
+            if c.tie_weights and c.hidden_dim != c.emb_dim
+            else None
         )
-        self.decoder = nn.Linear(c.emb_dim if self.proj is not None or c.tie_weights else c.hidden_dim,
-                                 c.vocab_size)
+        self.decoder = nn.Linear(
+            c.emb_dim if self.proj is not None or c.tie_weights else c.hidden_dim, c.vocab_size
+        )
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight
-        self.register_buffer("never_predict", torch.tensor(c.never_predict, dtype=torch.long),
-                             persistent=False)
+        self.register_buffer(
+            "never_predict", torch.tensor(c.never_predict, dtype=torch.long), persistent=False
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -124,7 +131,8 @@ class RNNLM(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                logits.reshape(-1, logits.size(-1)),
+                targets.reshape(-1),
                 ignore_index=self.config.pad_id,
             )
         return logits, new_state, loss
@@ -136,8 +144,12 @@ class RNNLM(nn.Module):
     # which do the same arithmetic with the same weights (tests check them within 1e-5).
     def layer_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         rnn = self.rnn
-        return (getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}"),
-                getattr(rnn, f"bias_ih_l{layer}", None), getattr(rnn, f"bias_hh_l{layer}", None))
+        return (
+            getattr(rnn, f"weight_ih_l{layer}"),
+            getattr(rnn, f"weight_hh_l{layer}"),
+            getattr(rnn, f"bias_ih_l{layer}", None),
+            getattr(rnn, f"bias_hh_l{layer}", None),
+        )
 
     def input_gates(self, layer: int, x: Tensor) -> Tensor:
         """The input half of every gate, for many rows in one product: (N, G·H).

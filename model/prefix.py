@@ -160,8 +160,10 @@ def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Te
     offsets = [0]
     for level in plan.tokens:
         offsets.append(offsets[-1] + len(level))
-    parents = [torch.tensor(rows, dtype=torch.long, device=device) + offsets[d - 1] if d else None
-               for d, rows in enumerate(plan.parent_rows)]  # global row of each node's parent
+    parents = [
+        torch.tensor(rows, dtype=torch.long, device=device) + offsets[d - 1] if d else None
+        for d, rows in enumerate(plan.parent_rows)
+    ]  # global row of each node's parent
     state_idx = torch.tensor(list(state_rows), dtype=torch.long, device=device)
     x = net.drop(net.embedding(tokens))  # (N, E)
     lstm = net.config.cell == "lstm"
@@ -211,8 +213,9 @@ def requested_positions(seqs: Sequence[Sequence[int]], queries: Sequence[Sequenc
     return sum(max(len(s) - 1, 0) for s in seqs) + sum(len(q) for q in queries)
 
 
-def score_tree(lm: LanguageModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (),
-               **options: Any) -> TreeResult:
+def score_tree(
+    lm: LanguageModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
+) -> TreeResult:
     """Score ``seqs`` and the ``queries``' next tokens (and states) in one pass: the model's own
     :meth:`~model.lm.LanguageModel.score_tree` (prefix-shared for an RNN, per sequence otherwise)."""
     return lm.score_tree(seqs, queries, **options)
@@ -275,8 +278,15 @@ def score_rnn_tree(
     return TreeResult(logprobs, next_lp, query_states, plan.num_rows, requested, tree)
 
 
-def score_each(lm: LanguageModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (),
-               *, with_state: bool = False, share: bool = True, max_logits: int = MAX_LOGITS) -> TreeResult:
+def score_each(
+    lm: LanguageModel,
+    seqs: Sequence[Sequence[int]],
+    queries: Sequence[Sequence[int]] = (),
+    *,
+    with_state: bool = False,
+    share: bool = True,
+    max_logits: int = MAX_LOGITS,
+) -> TreeResult:
     """Any model: its own batched ``sequence_logprobs`` and ``prefill``, no sharing (the default
     :meth:`~model.lm.LanguageModel.score_tree`)."""
     logprobs = [torch.zeros(0, dtype=torch.float64)] * len(seqs)

@@ -104,13 +104,15 @@ def prepare_candidates(
         enc = tokenizer.encode(text)
         tail = [EOS_ID] if options.eos else []
         pieces = [*context.tokens, *enc.tokens, *([EOS] if options.eos else [])]
-        prepared.append(PreparedCandidate(
-            text=text,
-            ids=[BOS_ID, *context.ids, *enc.ids, *tail],
-            first_scored=first_scored,
-            pieces=pieces[first_scored:],
-            oov=enc.oov,
-        ))
+        prepared.append(
+            PreparedCandidate(
+                text=text,
+                ids=[BOS_ID, *context.ids, *enc.ids, *tail],
+                first_scored=first_scored,
+                pieces=pieces[first_scored:],
+                oov=enc.oov,
+            )
+        )
     return prepared
 
 
@@ -122,8 +124,7 @@ def combine_scores(
 ) -> Ranking:
     """Turn each candidate's per-target log-probs (``len(ids) - 1`` of them) into a ranking."""
     if external_scores is not None and len(external_scores) != len(prepared):
-        raise ValueError(f"external_scores has {len(external_scores)} values for "
-                         f"{len(prepared)} candidates")
+        raise ValueError(f"external_scores has {len(external_scores)} values for {len(prepared)} candidates")
     results = []
     for i, (cand, lps) in enumerate(zip(prepared, target_logprobs, strict=True)):
         token_lps = [float(x) for x in lps[cand.first_scored :]]
@@ -131,16 +132,18 @@ def combine_scores(
         n = len(token_lps)
         lm_term = (logprob / n if n else 0.0) if options.normalize == "token" else logprob
         external = float(external_scores[i]) if external_scores is not None else 0.0
-        results.append(CandidateScore(
-            text=cand.text,
-            logprob=logprob,
-            num_tokens=n,
-            oov=cand.oov,
-            perplexity=(math.exp(-logprob / n) if -logprob / n < 709 else math.inf) if n else None,
-            score=options.lm_weight * lm_term + external + options.length_bonus * n,
-            tokens=cand.pieces,
-            token_logprobs=token_lps,
-        ))
+        results.append(
+            CandidateScore(
+                text=cand.text,
+                logprob=logprob,
+                num_tokens=n,
+                oov=cand.oov,
+                perplexity=(math.exp(-logprob / n) if -logprob / n < 709 else math.inf) if n else None,
+                score=options.lm_weight * lm_term + external + options.length_bonus * n,
+                tokens=cand.pieces,
+                token_logprobs=token_lps,
+            )
+        )
     ranking = sorted(range(len(results)), key=lambda i: -results[i].score)  # stable: ties keep order
     for place, i in enumerate(ranking, start=1):
         results[i].rank = place
@@ -190,11 +193,11 @@ def next_token_distribution(lm: LanguageModel, texts: Sequence[str], top_k: int 
     results = []
     for row, enc in enumerate(encodings):
         nexts = [
-            TokenProb(token=lm.tokenizer.piece(i), id=i, prob=math.exp(lp), logprob=lp,
-                      special=i < len(SPECIALS))
+            TokenProb(
+                token=lm.tokenizer.piece(i), id=i, prob=math.exp(lp), logprob=lp, special=i < len(SPECIALS)
+            )
             for lp, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
             if math.isfinite(lp)  # a token the model cannot produce is not a candidate
         ]
-        results.append(NextToken(tokens=enc.tokens, oov=enc.oov, next=nexts,
-                                 entropy=float(entropy[row])))
+        results.append(NextToken(tokens=enc.tokens, oov=enc.oov, next=nexts, entropy=float(entropy[row])))
     return results

@@ -63,8 +63,10 @@ def make_optimizer(net: RNNLM, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         decay = [p for n, p in net.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in net.named_parameters() if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
     raise ValueError(f"optimizer must be adamw or sgd, got {cfg.optimizer!r}")
 
@@ -114,8 +116,13 @@ class Trainer:
         self.budget_s = cfg.max_minutes * 60
         self.t0 = time.time() - self.progress.elapsed
         self.base_metrics = self.describe(len(train_lines))
-        self.bar = tqdm(total=self.total_steps, initial=self.progress.step, disable=not progress_bar,
-                        dynamic_ncols=True, mininterval=2.0)
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=self.progress.step,
+            disable=not progress_bar,
+            dynamic_ncols=True,
+            mininterval=2.0,
+        )
         self.running_loss: float | None = None
         self.rate_tokens, self.rate_t = 0, time.time()
 
@@ -125,8 +132,10 @@ class Trainer:
         seqs, cfg = self.train_seqs, self.cfg
         return sum(
             math.ceil((len(seqs[i[-1]]) - 1) / cfg.bptt) if i else 0
-            for i in [sorted(b, key=lambda j: len(seqs[j]))
-                      for b in length_sorted_batches(seqs, cfg.batch_size, random.Random(0))]
+            for i in [
+                sorted(b, key=lambda j: len(seqs[j]))
+                for b in length_sorted_batches(seqs, cfg.batch_size, random.Random(0))
+            ]
         )
 
     def resume(self) -> None:
@@ -139,16 +148,27 @@ class Trainer:
     def describe(self, train_lines: int) -> dict:
         job, dev = self.job, self.device
         return {
-            "data": {"dir": str(job.data_dir), "sha256": corpus_checksums(job.data_dir),
-                     "train_lines": train_lines, "train_tokens": sum(len(s) - 1 for s in self.train_seqs)},
+            "data": {
+                "dir": str(job.data_dir),
+                "sha256": corpus_checksums(job.data_dir),
+                "train_lines": train_lines,
+                "train_tokens": sum(len(s) - 1 for s in self.train_seqs),
+            },
             "train_config": self.cfg.to_dict(),
-            "tokenizer": {"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size,
-                          "min_count": job.min_count},
+            "tokenizer": {
+                "kind": self.tokenizer.kind,
+                "vocab_size": self.tokenizer.vocab_size,
+                "min_count": job.min_count,
+            },
             "parameters": self.net.num_parameters(),
             "command": job.command,
-            "hardware": {"device": str(dev), "platform": platform.platform(),
-                         "processor": platform.processor() or platform.machine(),
-                         "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+            "hardware": {
+                "device": str(dev),
+                "platform": platform.platform(),
+                "processor": platform.processor() or platform.machine(),
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            },
             "rnnlm_version": __version__,
         }
 
@@ -203,9 +223,21 @@ class Trainer:
         tps = self.rate_tokens / max(now - self.rate_t, 1e-9)
         self.rate_tokens, self.rate_t = 0, now
         loss = self.running_loss or 0.0
-        self.bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(loss):.1f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
-        self.log({"event": "train", "step": self.progress.step, "epoch": self.progress.epoch, "loss": loss,
-                  "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps, "elapsed_s": now - self.t0})
+        self.bar.set_postfix(
+            loss=f"{loss:.3f}", ppl=f"{math.exp(loss):.1f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}"
+        )
+        self.log(
+            {
+                "event": "train",
+                "step": self.progress.step,
+                "epoch": self.progress.epoch,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_per_s": tps,
+                "elapsed_s": now - self.t0,
+            }
+        )
 
     # -- validation and saving ------------------------------------------------------------------
     def validate(self) -> float:
@@ -220,15 +252,26 @@ class Trainer:
         out_of_time = self.out_of_time()
         p.next_eval = p.step + self.eval_every
         ppl = self.validate()
-        record = {"event": "valid", "step": p.step, "epoch": p.epoch, "valid_perplexity": ppl,
-                  "elapsed_s": time.time() - self.t0, "tokens_seen": p.tokens_seen}
+        record = {
+            "event": "valid",
+            "step": p.step,
+            "epoch": p.epoch,
+            "valid_perplexity": ppl,
+            "elapsed_s": time.time() - self.t0,
+            "tokens_seen": p.tokens_seen,
+        }
         p.history.append(record)
         self.log(record)
         self.bar.write(json.dumps(record))
         if ppl < p.best_valid:
             p.best_valid, p.bad_evals = ppl, 0
-            metrics = {**self.base_metrics, "best": record, "valid": {"perplexity": ppl},
-                       "train_time_s": time.time() - self.t0, "steps": p.step}
+            metrics = {
+                **self.base_metrics,
+                "best": record,
+                "valid": {"perplexity": ppl},
+                "train_time_s": time.time() - self.t0,
+                "steps": p.step,
+            }
             save_rnn(self.job.out_dir, self.net, self.tokenizer, metrics)
         else:
             p.bad_evals += 1
@@ -245,8 +288,14 @@ class Trainer:
     def save_resume_state(self) -> None:
         self.progress.elapsed = time.time() - self.t0
         tmp = self.state_path.with_suffix(".tmp")
-        torch.save({"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-                    "progress": json.dumps(asdict(self.progress))}, tmp)
+        torch.save(
+            {
+                "model": self.net.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "progress": json.dumps(asdict(self.progress)),
+            },
+            tmp,
+        )
         tmp.replace(self.state_path)
 
     def log(self, record: dict) -> None:
@@ -259,7 +308,9 @@ class Trainer:
         self.net.train()
         stop = False
         while p.epoch < cfg.epochs and not stop:
-            batches = list(length_sorted_batches(self.train_seqs, cfg.batch_size, random.Random(cfg.seed + p.epoch)))
+            batches = list(
+                length_sorted_batches(self.train_seqs, cfg.batch_size, random.Random(cfg.seed + p.epoch))
+            )
             for b_index in range(p.batch_in_epoch, len(batches)):
                 self.train_batch(self.batch(batches[b_index]))
                 p.batch_in_epoch = b_index + 1
@@ -296,6 +347,11 @@ def finalize(job: TrainJob, dev: torch.device, progress: Progress, train_time_s:
     metrics["total_steps"] = progress.step
     metrics["tokens_seen"] = progress.tokens_seen
     metrics["history"] = progress.history
-    save_rnn(job.out_dir, net.cpu(), tokenizer, metrics, card=render_model_card(Path(job.out_dir).name,
-                                                                              net.config, metrics))
+    save_rnn(
+        job.out_dir,
+        net.cpu(),
+        tokenizer,
+        metrics,
+        card=render_model_card(Path(job.out_dir).name, net.config, metrics),
+    )
     return metrics

@@ -55,8 +55,9 @@ class WindowNet(nn.Module):
         self.hidden = nn.Linear(c.context * c.emb_dim, c.hidden_dim)
         self.decoder = nn.Linear(c.hidden_dim, c.vocab_size)
         self.drop = nn.Dropout(c.dropout)
-        self.register_buffer("never_predict", torch.tensor(c.never_predict, dtype=torch.long),
-                             persistent=False)
+        self.register_buffer(
+            "never_predict", torch.tensor(c.never_predict, dtype=torch.long), persistent=False
+        )
 
     def features(self, histories: Tensor) -> Tensor:
         """(N, context) left-padded ids -> hidden features (N, H)."""
@@ -98,8 +99,9 @@ class WindowLanguageModel(LanguageModel):
                 continue
             inputs, targets = ids[:-1], ids[1:]
             hist = histories_of(inputs, torch.arange(len(inputs), device=self.device), self.width)
-            logp = torch.cat([self._logprobs(hist[i : i + self.chunk_rows])
-                              for i in range(0, len(hist), self.chunk_rows)])
+            logp = torch.cat(
+                [self._logprobs(hist[i : i + self.chunk_rows]) for i in range(0, len(hist), self.chunk_rows)]
+            )
             out.append(logp.gather(1, targets.unsqueeze(1)).squeeze(1).double().cpu())
         return out
 
@@ -128,8 +130,13 @@ class WindowLanguageModel(LanguageModel):
 
     def describe(self) -> dict:
         c = self.net.config
-        return {**super().describe(), "context": c.context, "hidden_dim": c.hidden_dim,
-                "parameters": self.net.num_parameters(), "device": str(self.device)}
+        return {
+            **super().describe(),
+            "context": c.context,
+            "hidden_dim": c.hidden_dim,
+            "parameters": self.net.num_parameters(),
+            "device": str(self.device),
+        }
 
 
 def load_window(model_dir: str, device: str = "cpu") -> WindowLanguageModel:

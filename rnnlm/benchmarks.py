@@ -19,6 +19,7 @@ def benchmark(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
     def register(handler: Handler) -> Handler:
         BENCHMARKS[name] = (add_args, handler)
         return handler
+
     return register
 
 
@@ -45,29 +46,58 @@ def add_set_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="set seed (default 0)")
     g.add_argument("--min-len", type=positive_int, default=8, help="shortest sentence, chars (default 8)")
     g.add_argument("--max-len", type=positive_int, default=60, help="longest sentence, chars (default 60)")
-    g.add_argument("--min-count", type=positive_int, default=20,
-                   help="homophones: times a replacement must be read that way in train (default 20)")
+    g.add_argument(
+        "--min-count",
+        type=positive_int,
+        default=20,
+        help="homophones: times a replacement must be read that way in train (default 20)",
+    )
     g.add_argument("--sets-dir", default="runs/rerank", help="where built sets are saved as JSONL")
 
 
 def set_specs(args: argparse.Namespace, kinds: list[str], split: str = "test") -> list:
     from model.quality.rerank import SetSpec
 
-    return [SetSpec(kind=k, split=split, size=args.size, distractors=args.distractors, seed=args.seed,
-                    min_len=args.min_len, max_len=args.max_len, min_count=args.min_count) for k in kinds]
+    return [
+        SetSpec(
+            kind=k,
+            split=split,
+            size=args.size,
+            distractors=args.distractors,
+            seed=args.seed,
+            min_len=args.min_len,
+            max_len=args.max_len,
+            min_count=args.min_count,
+        )
+        for k in kinds
+    ]
 
 
 # -- rerank ------------------------------------------------------------------------------------
 def _rerank_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", required=True, metavar="DIR",
-                   help="checkpoint directory (repeat for several models)")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="checkpoint directory (repeat for several models)",
+    )
     p.add_argument("--data", help="corpus directory (from prepare-data) to build the sets from")
-    p.add_argument("--set", action="append", choices=["homophone", "wordorder"], dest="sets",
-                   help="which set (repeatable; default both)")
+    p.add_argument(
+        "--set",
+        action="append",
+        choices=["homophone", "wordorder"],
+        dest="sets",
+        help="which set (repeatable; default both)",
+    )
     p.add_argument("--split", default="test", choices=["valid", "test"], help="held-out split (default test)")
     p.add_argument("--items", metavar="JSONL", help="score this saved set instead of building one")
-    p.add_argument("--loglinear", type=float, metavar="ALPHA",
-                   help="with two --model: also rerank by ALPHA·log P_first + (1-ALPHA)·log P_second")
+    p.add_argument(
+        "--loglinear",
+        type=float,
+        metavar="ALPHA",
+        help="with two --model: also rerank by ALPHA·log P_first + (1-ALPHA)·log P_second",
+    )
     p.add_argument("--device", default="cpu")
     add_set_args(p)
 
@@ -115,8 +145,10 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         report = {"model": f"loglinear({alpha:g})", "components": args.model, "alpha": alpha}
         for name, (items, path) in sets.items():
             a, b = per_token[name]
-            scores = [[alpha * float(x.sum()) + (1 - alpha) * float(y.sum())
-                       for x, y in zip(ca, cb, strict=True)] for ca, cb in zip(a, b, strict=True)]
+            scores = [
+                [alpha * float(x.sum()) + (1 - alpha) * float(y.sum()) for x, y in zip(ca, cb, strict=True)]
+                for ca, cb in zip(a, b, strict=True)
+            ]
             report[name] = {**RerankResult.from_scores(items, scores).summary(args.seed), "set": path}
         print(json.dumps(report, ensure_ascii=False), flush=True)
     return 0
@@ -124,8 +156,13 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 # -- choose-default ---------------------------------------------------------------------------
 def _choose_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", required=True, metavar="DIR",
-                   help="candidate checkpoint directory (repeat for several)")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="candidate checkpoint directory (repeat for several)",
+    )
     p.add_argument("--data", required=True, help="corpus directory (from prepare-data)")
     p.add_argument("--out", default="weights/DEFAULT.json", help="where the choice is recorded")
     p.add_argument("--device", default="cpu")
@@ -143,8 +180,15 @@ def cmd_choose_default(args: argparse.Namespace) -> int:
 
     command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "choose-default"] else ""
     try:
-        record = choose_default(args.model, args.data, set_specs(args, ["homophone", "wordorder"], "valid"),
-                                args.sets_dir, args.out, args.device, command)
+        record = choose_default(
+            args.model,
+            args.data,
+            set_specs(args, ["homophone", "wordorder"], "valid"),
+            args.sets_dir,
+            args.out,
+            args.device,
+            command,
+        )
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -175,12 +219,24 @@ def cmd_quality(args: argparse.Namespace) -> int:
     spec = set_specs(args, ["homophone"])[0]
     command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "quality"] else ""
     try:
-        result = run_quality(args.data, args.out, weights_dir=args.weights, extra_rnns=args.rnn,
-                             ngram_dir=args.ngram_dir, sets_dir=args.sets_dir, spec=spec, device=args.device,
-                             command=command)
+        result = run_quality(
+            args.data,
+            args.out,
+            weights_dir=args.weights,
+            extra_rnns=args.rnn,
+            ngram_dir=args.ngram_dir,
+            sets_dir=args.sets_dir,
+            spec=spec,
+            device=args.device,
+            command=command,
+        )
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": args.out, "rows": [r["name"] for r in result["rows"]],
-                      "seconds": result["seconds"]}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {"out": args.out, "rows": [r["name"] for r in result["rows"]], "seconds": result["seconds"]},
+            ensure_ascii=False,
+        )
+    )
     return 0

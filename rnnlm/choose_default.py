@@ -20,8 +20,15 @@ from model.loading import load_model
 from model.quality.rerank import SetSpec, build_and_save_set, rerank
 
 
-def choose_default(models: Sequence[str], data_dir: str, specs: Sequence[SetSpec], sets_dir: str,
-                   out: str, device: str = "cpu", command: str = "") -> dict:
+def choose_default(
+    models: Sequence[str],
+    data_dir: str,
+    specs: Sequence[SetSpec],
+    sets_dir: str,
+    out: str,
+    device: str = "cpu",
+    command: str = "",
+) -> dict:
     if any(spec.split != "valid" for spec in specs):
         raise ValueError("the default is chosen on the valid split only")
     sets = {spec.kind: build_and_save_set(data_dir, spec, sets_dir)[0] for spec in specs}
@@ -38,8 +45,14 @@ def choose_default(models: Sequence[str], data_dir: str, specs: Sequence[SetSpec
         figures["kind"] = lm.kind
         candidates[model_dir] = figures
     best = max(candidates, key=lambda m: (candidates[m]["mean_top1"], -candidates[m]["valid_perplexity"]))
-    record = {"default": best, "serve": [best, *[m for m in models if m != best]], "measured_on": "valid",
-              "sets": {spec.kind: spec.name for spec in specs if spec.kind in sets}, "candidates": candidates, "command": command}
+    record = {
+        "default": best,
+        "serve": [best, *[m for m in models if m != best]],
+        "measured_on": "valid",
+        "sets": {spec.kind: spec.name for spec in specs if spec.kind in sets},
+        "candidates": candidates,
+        "command": command,
+    }
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -33,6 +33,7 @@ def subcommand(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
     def register(handler: Handler) -> Handler:
         SUBCOMMANDS[name] = (add_args, handler)
         return handler
+
     return register
 
 
@@ -86,8 +87,13 @@ def _add_field(group: argparse._ArgumentGroup, f, cls) -> None:
     flag = "--" + f.name.replace("_", "-")
     default = f.default
     if isinstance(default, bool):
-        group.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default,
-                           metavar="BOOL", help=f"(default {default})")
+        group.add_argument(
+            flag,
+            type=lambda s: s.lower() in ("1", "true", "yes"),
+            default=default,
+            metavar="BOOL",
+            help=f"(default {default})",
+        )
     else:
         group.add_argument(flag, type=type(default), default=default, help=f"(default {default})")
 
@@ -98,13 +104,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from model.train import TrainJob, run_training
 
-    model_kw = {f.name: getattr(args, f.name) for f in fields(ModelConfig)
-                if f.name not in ("vocab_size", "pad_id")}
+    model_kw = {
+        f.name: getattr(args, f.name) for f in fields(ModelConfig) if f.name not in ("vocab_size", "pad_id")
+    }
     train_cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     job = TrainJob(
-        data_dir=args.data, out_dir=args.out,
+        data_dir=args.data,
+        out_dir=args.out,
         run_dir=args.run_dir or str(Path("runs") / Path(args.out).name),
-        model=model_kw, train=train_cfg, tokenizer_kind=args.tokenizer, min_count=args.min_count,
+        model=model_kw,
+        train=train_cfg,
+        tokenizer_kind=args.tokenizer,
+        min_count=args.min_count,
         command="rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "",
         resume=not args.no_resume,
     )
@@ -129,14 +140,20 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngram-dir", default="", help="hybrid: its n-gram checkpoint (built here if missing)")
     p.add_argument("--init-from", default="", help="start from this checkpoint's weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
-                   help="architecture field, e.g. --model hidden_dim=768 --model cell=lstm (repeatable)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="architecture field, e.g. --model hidden_dim=768 --model cell=lstm (repeatable)",
+    )
     p.add_argument("--no-final-eval", action="store_true", help="skip the final valid/test evaluation")
     g = p.add_argument_group("training (FitConfig)")
     for f in FitConfig.__dataclass_fields__.values():
         default = f.default
-        g.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                       help=f"(default {default})")
+        g.add_argument(
+            "--" + f.name.replace("_", "-"), type=type(default), default=default, help=f"(default {default})"
+        )
 
 
 def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
@@ -150,7 +167,16 @@ def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
             raise ValueError(f"--model expects KEY=VALUE, got {item!r}")
         model[key] = _parse_value(value)
     run_dir = args.run_dir or str(Path("runs") / Path(args.out).name)
-    return FitJob(data_dir=args.data, out_dir=args.out, run_dir=run_dir, model=model, fit=cfg, ngram_dir=args.ngram_dir, init_from=args.init_from, command=command)
+    return FitJob(
+        data_dir=args.data,
+        out_dir=args.out,
+        run_dir=run_dir,
+        model=model,
+        fit=cfg,
+        ngram_dir=args.ngram_dir,
+        init_from=args.init_from,
+        command=command,
+    )
 
 
 @subcommand("fit", _fit_args)
@@ -160,8 +186,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     job = _fit_job(args, _command_line("fit"))
     metrics = fit(job, args.device, final_eval=not args.no_final_eval)
-    print(json.dumps({"out": args.out, "valid": metrics.get("valid", {}).get("perplexity"),
-                      "test": metrics.get("test", {}).get("perplexity")}))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "valid": metrics.get("valid", {}).get("perplexity"),
+                "test": metrics.get("test", {}).get("perplexity"),
+            }
+        )
+    )
     return 0
 
 
@@ -178,8 +211,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from model.fit import publish
 
     metrics = publish(args.src, args.to, args.data, args.ngram)
-    print(json.dumps({"out": args.to, "valid": metrics["valid"]["perplexity"],
-                      "test": metrics["test"]["perplexity"]}))
+    print(
+        json.dumps(
+            {"out": args.to, "valid": metrics["valid"]["perplexity"], "test": metrics["test"]["perplexity"]}
+        )
+    )
     return 0
 
 
@@ -188,11 +224,16 @@ def _train_ngram_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="corpus directory from prepare-data")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--order", type=int, default=5, help="n of the n-gram (default 5)")
-    p.add_argument("--smoothing", choices=["kn", "katz", "interp", "addk"], default="kn",
-                   help="modified Kneser-Ney | Katz backoff | fixed-weight interpolation | add-k")
+    p.add_argument(
+        "--smoothing",
+        choices=["kn", "katz", "interp", "addk"],
+        default="kn",
+        help="modified Kneser-Ney | Katz backoff | fixed-weight interpolation | add-k",
+    )
     p.add_argument("--k", type=float, help="addk: the added count (default: tuned on valid)")
-    p.add_argument("--epsilon", type=float,
-                   help="interp: weight of the shorter context (default: tuned on valid)")
+    p.add_argument(
+        "--epsilon", type=float, help="interp: weight of the shorter context (default: tuned on valid)"
+    )
     p.add_argument("--tokenizer", choices=["char", "word"], default="char")
     p.add_argument("--min-count", type=int, default=1, help="rarer pieces become <unk>")
 
@@ -212,15 +253,31 @@ def cmd_train_ngram(args: argparse.Namespace) -> int:
     """Count and smooth an n-gram model (add-k, interpolation, Katz, Kneser-Ney) and evaluate it."""
     from model.ngram.train import NGramJob, train_ngram
 
-    job = NGramJob(data_dir=args.data, out_dir=args.out, order=args.order, smoothing=args.smoothing,
-                   k=args.k, epsilon=args.epsilon, tokenizer_kind=args.tokenizer, min_count=args.min_count,
-                   command=_command_line("train-ngram"))
+    job = NGramJob(
+        data_dir=args.data,
+        out_dir=args.out,
+        order=args.order,
+        smoothing=args.smoothing,
+        k=args.k,
+        epsilon=args.epsilon,
+        tokenizer_kind=args.tokenizer,
+        min_count=args.min_count,
+        command=_command_line("train-ngram"),
+    )
     try:
         metrics = train_ngram(job, log=lambda line: print(line, file=sys.stderr))
     except (ValueError, FileNotFoundError) as e:
         return _fail(e)
-    print(json.dumps({"out": args.out, "valid": metrics["valid"]["perplexity"],
-                      "test": metrics["test"]["perplexity"], "build": metrics["build"]}))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "valid": metrics["valid"]["perplexity"],
+                "test": metrics["test"]["perplexity"],
+                "build": metrics["build"],
+            }
+        )
+    )
     return 0
 
 
@@ -264,8 +321,15 @@ def cmd_import_arpa(args: argparse.Namespace) -> int:
         metrics = import_arpa(args.arpa, args.out, args.data, command=_command_line("import-arpa"))
     except (ArpaError, OSError) as e:
         return _fail(e)
-    print(json.dumps({"out": args.out, "ngrams": metrics["ngrams"],
-                      **{s: metrics[s]["perplexity"] for s in ("valid", "test") if s in metrics}}))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "ngrams": metrics["ngrams"],
+                **{s: metrics[s]["perplexity"] for s in ("valid", "test") if s in metrics},
+            }
+        )
+    )
     return 0
 
 
@@ -287,13 +351,28 @@ def cmd_mix(args: argparse.Namespace) -> int:
     if args.lam is not None and not 0.0 <= args.lam <= 1.0:
         return _fail("--lambda must be in [0, 1]")
     try:
-        metrics = mix_models(args.model_a, args.model_b, args.data, args.out, args.lam, args.device,
-                             command=_command_line("mix"),
-                             log=lambda line: print(line, file=sys.stderr))
+        metrics = mix_models(
+            args.model_a,
+            args.model_b,
+            args.data,
+            args.out,
+            args.lam,
+            args.device,
+            command=_command_line("mix"),
+            log=lambda line: print(line, file=sys.stderr),
+        )
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         return _fail(e)
-    print(json.dumps({"out": args.out, "lambda": metrics["lambda"], "valid": metrics["valid"]["perplexity"],
-                      "test": metrics["test"]["perplexity"]}))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "lambda": metrics["lambda"],
+                "valid": metrics["valid"]["perplexity"],
+                "test": metrics["test"]["perplexity"],
+            }
+        )
+    )
     return 0
 
 

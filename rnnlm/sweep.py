@@ -32,8 +32,18 @@ def run_plan(plan_path: str, root: str, deadline_s: float, only: list[str] | Non
             continue
         out = root_dir / run["name"]
         out.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "rnnlm.cli", "fit", *plan["common"], *run["args"],
-                "--out", str(out / "model"), "--run-dir", str(out)]
+        args = [
+            sys.executable,
+            "-m",
+            "rnnlm.cli",
+            "fit",
+            *plan["common"],
+            *run["args"],
+            "--out",
+            str(out / "model"),
+            "--run-dir",
+            str(out),
+        ]
         if "--ngram-dir" not in run["args"]:
             args += ["--ngram-dir", str(out / "ngram")]
         log = open(out / "stdout.txt", "w", encoding="utf-8")  # noqa: SIM115 (closed below)
@@ -68,14 +78,18 @@ def summarize_run(run_dir: Path, run: dict, returncode: int | None) -> dict:
     metrics_path = run_dir / "model" / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
     best = min(valid, key=lambda r: r["valid_perplexity"]) if valid else None
-    return {"group": run.get("group", ""), "args": run["args"], "returncode": returncode,
-            "best_valid": best["valid_perplexity"] if best else None,
-            "best_at_tokens": best["tokens_seen"] if best else None,
-            "tokens_seen": records[-1].get("tokens_seen") if records else None,
-            "elapsed_s": records[-1].get("elapsed_s") if records else None,
-            "final_valid": metrics.get("valid", {}).get("perplexity"),
-            "final_test": metrics.get("test", {}).get("perplexity"),
-            "parameters": metrics.get("parameters")}
+    return {
+        "group": run.get("group", ""),
+        "args": run["args"],
+        "returncode": returncode,
+        "best_valid": best["valid_perplexity"] if best else None,
+        "best_at_tokens": best["tokens_seen"] if best else None,
+        "tokens_seen": records[-1].get("tokens_seen") if records else None,
+        "elapsed_s": records[-1].get("elapsed_s") if records else None,
+        "final_valid": metrics.get("valid", {}).get("perplexity"),
+        "final_test": metrics.get("test", {}).get("perplexity"),
+        "parameters": metrics.get("parameters"),
+    }
 
 
 def best_of(summary: dict, group: str) -> str | None:

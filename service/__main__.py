@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from .guard import Drain
 
 
-def serve(host: str | None = None, port: int | None = None,
-          model_dirs: Sequence[str] | None = None) -> int:
+def serve(host: str | None = None, port: int | None = None, model_dirs: Sequence[str] | None = None) -> int:
     import uvicorn
     from sse_starlette.sse import AppStatus
 
@@ -39,8 +38,9 @@ def serve(host: str | None = None, port: int | None = None,
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
-        problems = "; ".join(f"RNNLM_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
-                             for err in e.errors())
+        problems = "; ".join(
+            f"RNNLM_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()
+        )
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
@@ -53,10 +53,16 @@ def serve(host: str | None = None, port: int | None = None,
     # Streams stay open through the grace period and are then ended with a final event by the
     # service's own drain, instead of being cut at the signal by sse-starlette.
     AppStatus.disable_automatic_graceful_drain()
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            log_config=None, access_log=False,  # service/logs.py and context.py do both
-                            timeout_keep_alive=settings.keep_alive_s,
-                            timeout_graceful_shutdown=settings.shutdown_grace_s + 5)  # a backstop
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        access_log=False,  # service/logs.py and context.py do both
+        timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=settings.shutdown_grace_s + 5,
+    )  # a backstop
     server = _draining_server(config, app.state.drain)
     for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises the signal once it has shut down
         signal.signal(sig, _after_shutdown)

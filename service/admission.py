@@ -42,12 +42,19 @@ class Admission:
         self.in_flight: dict[str, int] = {}
         self.streams = 0
         self.mean_hold_s: dict[str, float] = {}
-        self.rejected = Counter("rnnlm_rejected", "Requests refused or ended early by the service",
-                                ["reason"], registry=metrics.registry)
-        self.admitted = Gauge("rnnlm_admitted", "Requests holding a slot now (running or queued)",
-                              ["model"], registry=metrics.registry)
-        self.open_streams = Gauge("rnnlm_streams_open", "Open /generate streams",
-                                  registry=metrics.registry)
+        self.rejected = Counter(
+            "rnnlm_rejected",
+            "Requests refused or ended early by the service",
+            ["reason"],
+            registry=metrics.registry,
+        )
+        self.admitted = Gauge(
+            "rnnlm_admitted",
+            "Requests holding a slot now (running or queued)",
+            ["model"],
+            registry=metrics.registry,
+        )
+        self.open_streams = Gauge("rnnlm_streams_open", "Open /generate streams", registry=metrics.registry)
 
     def retry_after_s(self, model: str) -> float:
         return max(1.0, self.mean_hold_s.get(model, 1.0))
@@ -57,14 +64,19 @@ class Admission:
         """Hold one of ``model``'s slots (and a stream slot) for the ``with`` block, or raise 503."""
         if self.in_flight.get(model, 0) >= self.max_in_flight:
             self.rejected.labels("overloaded").inc()
-            raise overloaded(f"model {model!r} is busy: {self.max_in_flight} requests are already "
-                             "running or queued (RNNLM_MAX_IN_FLIGHT); retry later",
-                             self.retry_after_s(model))
+            raise overloaded(
+                f"model {model!r} is busy: {self.max_in_flight} requests are already "
+                "running or queued (RNNLM_MAX_IN_FLIGHT); retry later",
+                self.retry_after_s(model),
+            )
         if stream and self.streams >= self.max_streams:
             self.rejected.labels("streams").inc()
-            raise overloaded(f"`stream`: {self.max_streams} streams are already open "
-                             "(RNNLM_MAX_STREAMS); retry later, or ask without streaming",
-                             self.retry_after_s(model), field="stream")
+            raise overloaded(
+                f"`stream`: {self.max_streams} streams are already open "
+                "(RNNLM_MAX_STREAMS); retry later, or ask without streaming",
+                self.retry_after_s(model),
+                field="stream",
+            )
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         self.admitted.labels(model).inc()
         if stream:

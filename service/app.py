@@ -131,15 +131,24 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
 
     # Innermost first: each add_middleware wraps everything added before it.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestGuardMiddleware, drain=drain, timeout_s=settings.request_timeout_s,
-                       guarded_paths=model_paths,
-                       on_end=lambda reason: admission.rejected.labels(reason).inc())
+    app.add_middleware(
+        RequestGuardMiddleware,
+        drain=drain,
+        timeout_s=settings.request_timeout_s,
+        guarded_paths=model_paths,
+        on_end=lambda reason: admission.rejected.labels(reason).inc(),
+    )
     if settings.accepted_keys():
         app.add_middleware(ApiKeyMiddleware, keys=settings.accepted_keys())
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
-                           expose_headers=[REQUEST_ID_HEADER, "Retry-After"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics, route_paths=paths)
     app.add_middleware(RequestContextMiddleware, log_request_text=settings.log_request_text)
 
@@ -157,21 +166,27 @@ def document_reliability(spec: dict, settings: Settings) -> dict:
     """Write the overload limits and, when keys are set, the bearer authentication into the schema."""
     gen = spec.get("components", {}).get("schemas", {}).get("GenerateRequest", {}).get("properties", {})
     if "stream" in gen:
-        gen["stream"]["description"] += (f" Limit: {settings.max_streams} open streams "
-                                         "(RNNLM_MAX_STREAMS); past it: 503 with Retry-After.")
+        gen["stream"]["description"] += (
+            f" Limit: {settings.max_streams} open streams (RNNLM_MAX_STREAMS); past it: 503 with Retry-After."
+        )
     if not settings.accepted_keys():
         return spec
     # ErrorResponse is in the schema already: every model route documents its errors with it.
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
     spec["components"].setdefault("securitySchemes", {})["bearer"] = {
-        "type": "http", "scheme": "bearer", "description": "RNNLM_API_KEY: `Authorization: Bearer <key>`"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "RNNLM_API_KEY: `Authorization: Bearer <key>`",
+    }
     for path, operations in spec.get("paths", {}).items():
         if is_public(path):
             continue
         for operation in operations.values():
             operation["security"] = [{"bearer": []}]
             operation.setdefault("responses", {})["401"] = {
-                "description": "Missing or invalid API key", **error}
+                "description": "Missing or invalid API key",
+                **error,
+            }
     return spec
 
 

@@ -57,7 +57,11 @@ class ApiKeyMiddleware:
             return
         problem = "missing" if not authorization else "not a valid API key"
         response = error_response(
-            401, "unauthorized", f"`Authorization`: {problem}; send the header "
+            401,
+            "unauthorized",
+            f"`Authorization`: {problem}; send the header "
             "`Authorization: Bearer <key>` with a key the server was configured with (RNNLM_API_KEY)",
-            "Authorization", {"WWW-Authenticate": 'Bearer realm="rnnlm"'})
+            "Authorization",
+            {"WWW-Authenticate": 'Bearer realm="rnnlm"'},
+        )
         await response(scope, receive, send)

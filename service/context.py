@@ -80,8 +80,13 @@ class RequestContextMiddleware:
             outcome = "error"
             raise
         finally:
-            fields = {"method": scope["method"], "path": scope["path"], "status": status or None,
-                      "duration_ms": round((time.perf_counter() - start) * 1000, 2), "bytes_sent": sent}
+            fields = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status or None,
+                "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                "bytes_sent": sent,
+            }
             if outcome != "ok" or not status:
                 fields["outcome"] = outcome if outcome != "ok" else "no_response"
             if self.log_request_text:

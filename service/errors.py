@@ -45,8 +45,9 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="what went wrong, naming the field")
     field: str | None = Field(default=None, description="the offending field (dotted path), if any")
     status: int = Field(description="the HTTP status, repeated")
-    request_id: str | None = Field(default_factory=current_request_id,
-                                   description="the request's id (also the X-Request-ID header)")
+    request_id: str | None = Field(
+        default_factory=current_request_id, description="the request's id (also the X-Request-ID header)"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -56,8 +57,14 @@ class ErrorResponse(BaseModel):
 class ApiError(Exception):
     """Raise anywhere in a request to answer with the error shape."""
 
-    def __init__(self, status: int, type: str, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.type, self.message, self.field = status, type, message, field
         self.headers = headers
@@ -83,8 +90,9 @@ def overloaded(message: str, retry_after_s: float, field: str | None = None) -> 
     return ApiError(503, "overloaded", message, field, retry_after(retry_after_s))
 
 
-def error_response(status: int, type: str, message: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, type: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorResponse(error=ErrorDetail(type=type, message=message, field=field, status=status))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -92,10 +100,13 @@ def error_response(status: int, type: str, message: str, field: str | None = Non
 # Responses every route can give, for the OpenAPI schema.
 ERROR_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorResponse, "description": text}
-    for status, text in [(413, "Past a configured limit"), (422, "Invalid input"),
-                         (404, "Unknown model"),
-                         (503, "Not ready, overloaded or shutting down (with Retry-After)"),
-                         (504, "The request passed its deadline (RNNLM_REQUEST_TIMEOUT_S)")]
+    for status, text in [
+        (413, "Past a configured limit"),
+        (422, "Invalid input"),
+        (404, "Unknown model"),
+        (503, "Not ready, overloaded or shutting down (with Retry-After)"),
+        (504, "The request passed its deadline (RNNLM_REQUEST_TIMEOUT_S)"),
+    ]
 }
 
 
@@ -139,8 +150,13 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     return error_response(422, "invalid_request", message, field)
 
 
-_HTTP_TYPES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
-               413: "payload_too_large", 415: "unsupported_media_type"}
+_HTTP_TYPES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def _unparsable_body_message(cause: BaseException | None) -> str:
@@ -169,25 +185,35 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONR
         message = "`body`: request body is larger than the configured limit (RNNLM_MAX_BODY_BYTES)"
         limit = getattr(request.app.state, "settings", None)
         if limit is not None:
-            message = f"`body`: request body is larger than the limit of {limit.max_body_bytes} bytes " \
-                      "(RNNLM_MAX_BODY_BYTES)"
+            message = (
+                f"`body`: request body is larger than the limit of {limit.max_body_bytes} bytes "
+                "(RNNLM_MAX_BODY_BYTES)"
+            )
     elif status == 400:
         message = "`body`: could not be parsed (send UTF-8 JSON with Content-Type: application/json)"
     else:
         message = str(exc.detail)
-    return error_response(status, _HTTP_TYPES.get(status, "http_error"), message, field,
-                          getattr(exc, "headers", None))
+    return error_response(
+        status, _HTTP_TYPES.get(status, "http_error"), message, field, getattr(exc, "headers", None)
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal error; the server log has the details "
-                                                 f"(request id {current_request_id()})")
+    return error_response(
+        500,
+        "internal_error",
+        f"internal error; the server log has the details (request id {current_request_id()})",
+    )
 
 
 async def _on_overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-    return error_response(503, "overloaded", f"model busy: {exc.queued} requests are already waiting; "
-                          "retry later", headers=retry_after(exc.retry_after_s))
+    return error_response(
+        503,
+        "overloaded",
+        f"model busy: {exc.queued} requests are already waiting; retry later",
+        headers=retry_after(exc.retry_after_s),
+    )
 
 
 async def _on_deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
@@ -195,8 +221,9 @@ async def _on_deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
 
 
 async def _on_engine_stopped(request: Request, exc: EngineStopped) -> JSONResponse:
-    return error_response(503, "shutting_down", "the model is stopping and takes no new work",
-                          headers=retry_after(5))
+    return error_response(
+        503, "shutting_down", "the model is stopping and takes no new work", headers=retry_after(5)
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -92,9 +92,15 @@ def _sse_error(type_: str, status: int, message: str) -> bytes:
 
 
 class RequestGuardMiddleware:
-    def __init__(self, app: ASGIApp, drain: Drain, timeout_s: float, guarded_paths: set[str],
-                 always_open: frozenset[str] = frozenset({"/health", "/metrics"}),
-                 on_end: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        drain: Drain,
+        timeout_s: float,
+        guarded_paths: set[str],
+        always_open: frozenset[str] = frozenset({"/health", "/metrics"}),
+        on_end: Callable[[str], None] | None = None,
+    ) -> None:
         self.app = app
         self.drain = drain
         self.timeout_s = timeout_s or None
@@ -109,8 +115,12 @@ class RequestGuardMiddleware:
         path = scope["path"]
         if self.drain.draining and path not in self.always_open:
             self._count("shutting_down")
-            response = error_response(503, "shutting_down", "the server is shutting down; retry on "
-                                      "another instance", headers={**retry_after(5), "Connection": "close"})
+            response = error_response(
+                503,
+                "shutting_down",
+                "the server is shutting down; retry on another instance",
+                headers={**retry_after(5), "Connection": "close"},
+            )
             await response(scope, receive, send)
             return
         if path not in self.guarded_paths:
@@ -173,8 +183,14 @@ class RequestGuardMiddleware:
             if not app_task.done():  # the guard itself was cancelled (a hard shutdown)
                 app_task.cancel()
 
-    async def _first_event(self, app_task: asyncio.Future, gone: asyncio.Future, draining: asyncio.Future,
-                           deadline: float | None, exchange: _Exchange) -> str | None:
+    async def _first_event(
+        self,
+        app_task: asyncio.Future,
+        gone: asyncio.Future,
+        draining: asyncio.Future,
+        deadline: float | None,
+        exchange: _Exchange,
+    ) -> str | None:
         """None when the app finished by itself, else why it must be ended."""
         waiting = {app_task, gone, draining}
         while True:
@@ -206,8 +222,10 @@ class RequestGuardMiddleware:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         if reason == "timeout":
-            status, message = 504, f"the request did not finish within {self.timeout_s:g} s " \
-                                   "(RNNLM_REQUEST_TIMEOUT_S)"
+            status, message = (
+                504,
+                f"the request did not finish within {self.timeout_s:g} s (RNNLM_REQUEST_TIMEOUT_S)",
+            )
         else:
             status, message = 503, "the server is shutting down and ended this request"
         log.warning("request ended: %s", reason)
@@ -219,8 +237,13 @@ class RequestGuardMiddleware:
             await response(scope, _no_receive, send)
         elif exchange.streaming and not exchange.finished:
             with contextlib.suppress(Exception):  # the client may be gone by now
-                await send({"type": "http.response.body", "body": _sse_error(reason, status, message),
-                            "more_body": False})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": _sse_error(reason, status, message),
+                        "more_body": False,
+                    }
+                )
 
 
 async def _no_receive() -> Message:

@@ -54,8 +54,9 @@ def check_limits(body: BaseModel, settings: Settings) -> None:
         if setting is not None:
             cap = getattr(settings, setting)
             if isinstance(value, list) and len(value) > cap:
-                raise too_large(name, f"{len(value)} items is more than the limit of {cap} "
-                                      f"({env_name(setting)})")
+                raise too_large(
+                    name, f"{len(value)} items is more than the limit of {cap} ({env_name(setting)})"
+                )
             if isinstance(value, int | float) and not isinstance(value, bool) and value > cap:
                 if name not in body.model_fields_set:  # a default past the limit is lowered to it
                     setattr(body, name, cap)
@@ -63,8 +64,11 @@ def check_limits(body: BaseModel, settings: Settings) -> None:
                     raise too_large(name, f"{value} is more than the limit of {cap} ({env_name(setting)})")
         for path, text in _strings(name, value):
             if len(text) > settings.max_text_chars:
-                raise too_large(path, f"{len(text)} characters is more than the limit of "
-                                      f"{settings.max_text_chars} ({env_name(TEXT_LIMIT)})")
+                raise too_large(
+                    path,
+                    f"{len(text)} characters is more than the limit of "
+                    f"{settings.max_text_chars} ({env_name(TEXT_LIMIT)})",
+                )
             if _SURROGATE.search(text):  # JSON allows "\ud800"; it is not text and cannot be echoed
                 raise invalid(path, "contains an unpaired surrogate (\\ud800-\\udfff); send valid Unicode")
 
@@ -92,8 +96,9 @@ def document_limits(openapi: dict, settings: Settings) -> dict:
                         branch["maxItems"] = cap
                     elif branch.get("type") in ("integer", "number"):
                         branch["maximum"] = cap
-                prop["description"] = (prop.get("description", "") +
-                                        f" Limit: {cap} ({env_name(setting)}); past it: 413.").strip()
+                prop["description"] = (
+                    prop.get("description", "") + f" Limit: {cap} ({env_name(setting)}); past it: 413."
+                ).strip()
             _cap_strings(prop, settings.max_text_chars)
     return openapi
 
@@ -128,8 +133,13 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            response = error_response(413, "payload_too_large", body_too_large_message(self.max_body_bytes),
-                                      "body", {"Connection": "close"})
+            response = error_response(
+                413,
+                "payload_too_large",
+                body_too_large_message(self.max_body_bytes),
+                "body",
+                {"Connection": "close"},
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -146,5 +156,7 @@ class BodyLimitMiddleware:
 
 
 def body_too_large_message(max_body_bytes: int) -> str:
-    return (f"`body`: request body is larger than the limit of {max_body_bytes} bytes "
-            f"({env_name('max_body_bytes')})")
+    return (
+        f"`body`: request body is larger than the limit of {max_body_bytes} bytes "
+        f"({env_name('max_body_bytes')})"
+    )

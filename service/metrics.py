@@ -24,31 +24,64 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("rnnlm_requests", "HTTP requests answered",
-                                ["endpoint", "method", "status"], registry=r)
-        self.latency = Histogram("rnnlm_request_duration_seconds",
-                                 "Time from request to the last byte of the response",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("rnnlm_requests_in_flight", "Requests being answered now (streams included)",
-                               ["endpoint"], registry=r)
-        self.tokens_scored = Counter("rnnlm_tokens_scored", "Tokens whose log-prob /score returned",
-                                     ["model"], registry=r)
-        self.tokens_generated = Counter("rnnlm_tokens_generated", "Tokens /generate produced",
-                                        ["model"], registry=r)
+        self.requests = Counter(
+            "rnnlm_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "rnnlm_request_duration_seconds",
+            "Time from request to the last byte of the response",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "rnnlm_requests_in_flight",
+            "Requests being answered now (streams included)",
+            ["endpoint"],
+            registry=r,
+        )
+        self.tokens_scored = Counter(
+            "rnnlm_tokens_scored", "Tokens whose log-prob /score returned", ["model"], registry=r
+        )
+        self.tokens_generated = Counter(
+            "rnnlm_tokens_generated", "Tokens /generate produced", ["model"], registry=r
+        )
 
         # batching: is it working under this traffic? (kind: score | next_token | generate)
-        self.batch_requests = Histogram("rnnlm_batch_requests", "Requests served by one engine batch",
-                                        ["kind"], buckets=BATCH_BUCKETS, registry=r)
-        self.batch_rows = Histogram("rnnlm_batch_rows", "Sequences in one engine batch (generate: rows "
-                                    "advanced by one decoding step)", ["kind"], buckets=BATCH_BUCKETS, registry=r)
-        self.queue_wait = Histogram("rnnlm_queue_wait_seconds", "Time a request waited for its batch",
-                                    ["kind"], buckets=WAIT_BUCKETS, registry=r)
-        self.positions_computed = Counter("rnnlm_positions_computed", "Token positions the model ran "
-                                          "(prefix sharing computes each distinct prefix once)", registry=r)
-        self.positions_requested = Counter("rnnlm_positions_requested", "Token positions the requests "
-                                           "asked for (candidates scored in full)", registry=r)
-        self.engine_rejected = Counter("rnnlm_engine_rejected", "Requests the engine refused or dropped",
-                                       ["kind", "reason"], registry=r)
+        self.batch_requests = Histogram(
+            "rnnlm_batch_requests",
+            "Requests served by one engine batch",
+            ["kind"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "rnnlm_batch_rows",
+            "Sequences in one engine batch (generate: rows advanced by one decoding step)",
+            ["kind"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "rnnlm_queue_wait_seconds",
+            "Time a request waited for its batch",
+            ["kind"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.positions_computed = Counter(
+            "rnnlm_positions_computed",
+            "Token positions the model ran (prefix sharing computes each distinct prefix once)",
+            registry=r,
+        )
+        self.positions_requested = Counter(
+            "rnnlm_positions_requested",
+            "Token positions the requests asked for (candidates scored in full)",
+            registry=r,
+        )
+        self.engine_rejected = Counter(
+            "rnnlm_engine_rejected", "Requests the engine refused or dropped", ["kind", "reason"], registry=r
+        )
 
     def engine_observer(self) -> EngineObserver:
         return _PrometheusObserver(self)

@@ -55,8 +55,9 @@ class ModelRunner:
             raise RuntimeError(f"model {self.name}: engine not started")
         return self._engine
 
-    async def score(self, candidates: Sequence[str], options: ScoreOptions,
-                    external_scores: Sequence[float] | None = None) -> Ranking:
+    async def score(
+        self, candidates: Sequence[str], options: ScoreOptions, external_scores: Sequence[float] | None = None
+    ) -> Ranking:
         return await score_candidates(self.engine, list(candidates), options, external_scores)
 
     async def next_token(self, texts: Sequence[str], top_k: int) -> list[NextToken]:
@@ -107,9 +108,12 @@ class ModelRegistry:
             return self.runners[self.default]
         runner = self.runners.get(name)
         if runner is None:
-            raise ApiError(404, "model_not_found",
-                           f"`model`: no served model named {name!r} (served: {', '.join(self.runners)})",
-                           field="model")
+            raise ApiError(
+                404,
+                "model_not_found",
+                f"`model`: no served model named {name!r} (served: {', '.join(self.runners)})",
+                field="model",
+            )
         return runner
 
     async def start(self, config: EngineConfig, observer: EngineObserver | None = None) -> None:

@@ -16,9 +16,15 @@ MAX_ABS_EXTERNAL = 1e15  # external scores: any finite score a pipeline produces
 MAX_SEED = 2**32 - 1
 MIN_SCALE = 1e-4  # smallest temperature (other than 0) and repetition penalty: logits are divided by it
 
-ModelName = Annotated[str | None, Field(
-    default=None, min_length=1, max_length=200,
-    description="Which served model to use (a name from GET /models). Default: the first.")]
+ModelName = Annotated[
+    str | None,
+    Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Which served model to use (a name from GET /models). Default: the first.",
+    ),
+]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -39,11 +45,16 @@ class NextTokenRequest(_Request):
     model: ModelName
     text: str | Annotated[list[str], Field(min_length=1)] = Field(
         description="The context (the model starts from <bos>), or a non-empty list of contexts "
-                    "scored as a batch. Any text is valid: empty, whitespace, unknown characters "
-                    "(read as <unk>), emoji, mixed scripts.",
-        json_schema_extra=limit("max_batch_texts"))
-    top_k: int = Field(default=10, ge=1, description="How many of the most likely next tokens to return.",
-                       json_schema_extra=limit("max_top_k"))
+        "scored as a batch. Any text is valid: empty, whitespace, unknown characters "
+        "(read as <unk>), emoji, mixed scripts.",
+        json_schema_extra=limit("max_batch_texts"),
+    )
+    top_k: int = Field(
+        default=10,
+        ge=1,
+        description="How many of the most likely next tokens to return.",
+        json_schema_extra=limit("max_top_k"),
+    )
 
 
 class TokenProbOut(BaseModel):
@@ -74,35 +85,56 @@ class NextTokenBatchResponse(BaseModel):
 class ScoreRequest(_Request):
     model: ModelName
     candidates: list[str] = Field(
-        min_length=1, description="Texts to score and rank (e.g. an n-best list). Any text is valid.",
-        json_schema_extra=limit("max_candidates"))
-    context: str = Field(default="",
-                         description="A prefix that conditions every candidate but is not scored.")
-    bos: bool = Field(default=True, description=(
-        "The text starts a sentence: its first token is scored from the <bos> start state. With false "
-        "(and no context) the first token only conditions: an RNN has no state for 'anywhere in a "
-        "sentence', so it is not scored."))
-    eos: bool = Field(default=True,
-                      description="The text ends a sentence: score P(<eos>) after it, like KenLM.")
+        min_length=1,
+        description="Texts to score and rank (e.g. an n-best list). Any text is valid.",
+        json_schema_extra=limit("max_candidates"),
+    )
+    context: str = Field(
+        default="", description="A prefix that conditions every candidate but is not scored."
+    )
+    bos: bool = Field(
+        default=True,
+        description=(
+            "The text starts a sentence: its first token is scored from the <bos> start state. With false "
+            "(and no context) the first token only conditions: an RNN has no state for 'anywhere in a "
+            "sentence', so it is not scored."
+        ),
+    )
+    eos: bool = Field(
+        default=True, description="The text ends a sentence: score P(<eos>) after it, like KenLM."
+    )
     per_token: bool = Field(default=False, description="Return each scored token's log-prob.")
-    external_scores: list[Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_EXTERNAL,
-                                                   le=MAX_ABS_EXTERNAL)]] | None = Field(
-        default=None, description="One score per candidate (e.g. acoustic or translation model), "
-                                  "added to the combined score.")
-    lm_weight: Finite = Field(default=1.0, ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT,
-                              description="Weight of the LM term in the combined score.")
-    length_bonus: Finite = Field(default=0.0, ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT,
-                                 description="Added to the score per scored token (negative: a penalty).")
+    external_scores: (
+        list[Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_EXTERNAL, le=MAX_ABS_EXTERNAL)]] | None
+    ) = Field(
+        default=None,
+        description="One score per candidate (e.g. acoustic or translation model), "
+        "added to the combined score.",
+    )
+    lm_weight: Finite = Field(
+        default=1.0,
+        ge=-MAX_ABS_WEIGHT,
+        le=MAX_ABS_WEIGHT,
+        description="Weight of the LM term in the combined score.",
+    )
+    length_bonus: Finite = Field(
+        default=0.0,
+        ge=-MAX_ABS_WEIGHT,
+        le=MAX_ABS_WEIGHT,
+        description="Added to the score per scored token (negative: a penalty).",
+    )
     normalize: Literal["none", "token"] = Field(
-        default="none", description="LM term: the log-prob sum (none) or its mean per token (token).")
+        default="none", description="LM term: the log-prob sum (none) or its mean per token (token)."
+    )
 
     @field_validator("external_scores")
     @classmethod
     def _one_per_candidate(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
         candidates = info.data.get("candidates")
         if value is not None and candidates is not None and len(value) != len(candidates):
-            raise ValueError(f"has {len(value)} values for {len(candidates)} candidates; "
-                             "give exactly one per candidate")
+            raise ValueError(
+                f"has {len(value)} values for {len(candidates)} candidates; give exactly one per candidate"
+            )
         return value
 
 
@@ -120,7 +152,8 @@ class CandidateResult(BaseModel):
     score: float = Field(description="lm_weight × LM term + external score + length_bonus × num_tokens")
     rank: int = Field(description="1 = best; equal scores keep input order")
     token_logprobs: list[TokenLogprob] | None = Field(
-        default=None, description="per scored token, when per_token is true (they sum to logprob)")
+        default=None, description="per scored token, when per_token is true (they sum to logprob)"
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -133,27 +166,53 @@ class ScoreResponse(BaseModel):
 class GenerateRequest(_Request):
     model: ModelName
     prompt: str = Field(default="", description="Text to continue (the model starts from <bos>).")
-    max_new_tokens: int = Field(default=50, ge=1, description="Most tokens to generate per sample.",
-                                json_schema_extra=limit("max_new_tokens"))
-    temperature: Finite = Field(default=1.0, ge=0.0, le=100.0,
-                                description="0 means greedy (so does anything below 0.0001).")
-    top_k: int = Field(default=0, ge=0, description="Sample from the k most likely tokens (0: off).",
-                       json_schema_extra=limit("max_top_k"))
+    max_new_tokens: int = Field(
+        default=50,
+        ge=1,
+        description="Most tokens to generate per sample.",
+        json_schema_extra=limit("max_new_tokens"),
+    )
+    temperature: Finite = Field(
+        default=1.0, ge=0.0, le=100.0, description="0 means greedy (so does anything below 0.0001)."
+    )
+    top_k: int = Field(
+        default=0,
+        ge=0,
+        description="Sample from the k most likely tokens (0: off).",
+        json_schema_extra=limit("max_top_k"),
+    )
     top_p: Finite = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off).")
-    repetition_penalty: Finite = Field(default=1.0, ge=MIN_SCALE, le=100.0,
-                                       description="> 1 discourages tokens already generated (1: off).")
+    repetition_penalty: Finite = Field(
+        default=1.0, ge=MIN_SCALE, le=100.0, description="> 1 discourages tokens already generated (1: off)."
+    )
     stop: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=list, description="Stop when the text contains one of these; the text returned "
-                                          "ends just before it. A single string is accepted too.",
-        json_schema_extra=limit("max_stop_strings"))
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description=(
-        "Same seed, same output. Default: drawn at random and returned. Sample i uses seed + i."))
-    n: int = Field(default=1, ge=1, description="Independent samples of the same prompt.",
-                   json_schema_extra=limit("max_n"))
+        default_factory=list,
+        description="Stop when the text contains one of these; the text returned "
+        "ends just before it. A single string is accepted too.",
+        json_schema_extra=limit("max_stop_strings"),
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_SEED,
+        description=(
+            "Same seed, same output. Default: drawn at random and returned. Sample i uses seed + i."
+        ),
+    )
+    n: int = Field(
+        default=1,
+        ge=1,
+        description="Independent samples of the same prompt.",
+        json_schema_extra=limit("max_n"),
+    )
     return_logprobs: bool = Field(default=False, description="Return each generated token's log-prob.")
-    stream: bool = Field(default=False, description=(
-        "Answer as server-sent events: one `token` event per generated token, then a `done` event "
-        "with the whole response (the same body as without streaming)."))
+    stream: bool = Field(
+        default=False,
+        description=(
+            "Answer as server-sent events: one `token` event per generated token, then a `done` event "
+            "with the whole response (the same body as without streaming)."
+        ),
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -174,7 +233,8 @@ class GeneratedSample(BaseModel):
     num_tokens: int = Field(description="tokens generated, <eos> and the stop string's tokens included")
     seed: int = Field(description="the seed this sample used")
     logprobs: list[TokenLogprob] | None = Field(
-        default=None, description="per generated token, raw model log-probs (when return_logprobs)")
+        default=None, description="per generated token, raw model log-probs (when return_logprobs)"
+    )
 
 
 class GenerateResponse(BaseModel):
@@ -196,9 +256,11 @@ class TokenEventData(BaseModel):
     id: int
     token: str = Field(description="the token's text (<eos> by name)")
     logprob: float
-    text: str = Field(description="text to append to the sample's output now; the text of a possible "
-                                  "stop string is held back until it is ruled out. Concatenated, "
-                                  "a sample's `text` values give its final text.")
+    text: str = Field(
+        description="text to append to the sample's output now; the text of a possible "
+        "stop string is held back until it is ruled out. Concatenated, "
+        "a sample's `text` values give its final text."
+    )
     finish_reason: Literal["length", "stop", "eos"] | None = None
 
 
@@ -214,18 +276,24 @@ class ModelInfo(BaseModel):
     parameters: int | None = None
     device: str
     architecture: dict = Field(default_factory=dict, description="cell, layers, widths")
-    components: dict | list = Field(default_factory=dict,
-                             description="what a hybrid or mixture is made of (e.g. its rnn and n-gram)")
-    training: dict = Field(default_factory=dict,
-                           description="training data, steps and time, from the checkpoint")
+    components: dict | list = Field(
+        default_factory=dict, description="what a hybrid or mixture is made of (e.g. its rnn and n-gram)"
+    )
+    training: dict = Field(
+        default_factory=dict, description="training data, steps and time, from the checkpoint"
+    )
     metrics: dict = Field(default_factory=dict, description="validation and test figures from the checkpoint")
 
 
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
-    default_choice: dict | None = Field(default=None, description=(
-        "how the default model was chosen: the valid-split reranking figures of each candidate "
-        "(weights/DEFAULT.json, written by `rnnlm benchmark choose-default`)"))
+    default_choice: dict | None = Field(
+        default=None,
+        description=(
+            "how the default model was chosen: the valid-split reranking figures of each candidate "
+            "(weights/DEFAULT.json, written by `rnnlm benchmark choose-default`)"
+        ),
+    )
 
 
 class HealthResponse(BaseModel):

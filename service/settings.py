@@ -52,29 +52,47 @@ class Settings(BaseSettings):
 
     # -- what to serve, where ---------------------------------------------------------------------
     model_dirs: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: default_model_dirs(), min_length=1,
+        default_factory=lambda: default_model_dirs(),
+        min_length=1,
         description="Checkpoint directories to serve (relative to the working directory); the first "
-                    "is the default model. Comma-separated or a JSON list. Default: the list in "
-                    "weights/DEFAULT.json (written by `rnnlm benchmark choose-default`).")
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-                        description="auto: CUDA when available, else CPU")
+        "is the default model. Comma-separated or a JSON list. Default: the list in "
+        "weights/DEFAULT.json (written by `rnnlm benchmark choose-default`).",
+    )
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when available, else CPU"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads (0: torch default)")
     log_level: str = Field(default="info", pattern=r"^(?i:critical|error|warning|info|debug)$")
-    keep_alive_s: int = Field(default=5, ge=1, description=(
-        "how long an idle HTTP connection stays open; behind a load balancer, more than its idle timeout"))
+    keep_alive_s: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "how long an idle HTTP connection stays open; behind a load balancer, more than its idle timeout"
+        ),
+    )
 
     # -- batching engine (model/engine): one per served model ------------------------------------
-    batch_wait_ms: float = Field(default=2.0, ge=0, le=100, description=(
-        "how long the first /score or /next-token request waits for others to share its batch"))
+    batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description=("how long the first /score or /next-token request waits for others to share its batch"),
+    )
     max_batch_tokens: int = Field(default=32_768, ge=1, description="tokens in one scoring batch")
-    max_generation_rows: int = Field(default=128, ge=1, description=(
-        "samples decoded together in the running generation batch; more wait their turn"))
-    engine_queue: int = Field(default=256, ge=1, description=(
-        "requests waiting to start per model; past it: 503 + Retry-After"))
-    prefix_sharing: bool = Field(default=True, description=(
-        "score each distinct prefix of a candidate list once (false: every candidate in full)"))
+    max_generation_rows: int = Field(
+        default=128,
+        ge=1,
+        description=("samples decoded together in the running generation batch; more wait their turn"),
+    )
+    engine_queue: int = Field(
+        default=256, ge=1, description=("requests waiting to start per model; past it: 503 + Retry-After")
+    )
+    prefix_sharing: bool = Field(
+        default=True,
+        description=("score each distinct prefix of a candidate list once (false: every candidate in full)"),
+    )
 
     # -- limits: past them a request gets 413 naming the field ------------------------------------
     max_body_bytes: int = Field(default=1_000_000, ge=1, description="request body size")
@@ -88,28 +106,61 @@ class Settings(BaseSettings):
     sse_ping_s: float = Field(default=15.0, ge=0, description="keep-alive comment interval of streams")
 
     # -- overload, deadlines, shutdown (service/admission.py, service/guard.py) ----------------------
-    max_in_flight: int = Field(default=64, ge=1, description=(
-        "requests admitted per model at once, running or queued, streams included; past it: 503 + "
-        "Retry-After at once"))
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "requests admitted per model at once, running or queued, streams included; past it: 503 + "
+            "Retry-After at once"
+        ),
+    )
     max_streams: int = Field(default=32, ge=1, description="open /generate streams, all models together")
-    request_timeout_s: float = Field(default=60.0, ge=0, description=(
-        "deadline of a model request, streams included: past it the work is cancelled and the answer "
-        "is 504 (or a final `error` event on a stream). 0: no deadline"))
-    shutdown_grace_s: float = Field(default=10.0, ge=0, description=(
-        "on SIGTERM: how long in-flight requests and streams may take to finish before they are ended"))
-    start_on_load_error: bool = Field(default=False, description=(
-        "a model that fails to load: start anyway and answer /ready 503 with the reason (default: exit 1)"))
+    request_timeout_s: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "deadline of a model request, streams included: past it the work is cancelled and the answer "
+            "is 504 (or a final `error` event on a stream). 0: no deadline"
+        ),
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "on SIGTERM: how long in-flight requests and streams may take to finish before they are ended"
+        ),
+    )
+    start_on_load_error: bool = Field(
+        default=False,
+        description=(
+            "a model that fails to load: start anyway and answer /ready 503 with the reason (default: exit 1)"
+        ),
+    )
 
     # -- security and logs (service/auth.py, service/context.py, service/logs.py) --------------------
-    api_key: SecretStr | None = Field(default=None, description="one bearer token every route except "
-                                      "/health, /docs and the playground requires")
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list, description=(
-        "more accepted bearer tokens, comma-separated or a JSON list (e.g. one per client, for rotation)"))
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
-        "origins allowed to call the API from a browser (CORS), comma-separated; `*` for any. Default: none"))
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="one bearer token every route except /health, /docs and the playground requires",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "more accepted bearer tokens, comma-separated or a JSON list (e.g. one per client, for rotation)"
+        ),
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "origins allowed to call the API from a browser (CORS), comma-separated; `*` for any. Default: none"
+        ),
+    )
     log_format: Literal["json", "text"] = Field(default="json", description="json: one object per line")
-    log_request_text: bool = Field(default=False, description=(
-        "log the first 2000 characters of each request body (off: logs never contain request text)"))
+    log_request_text: bool = Field(
+        default=False,
+        description=(
+            "log the first 2000 characters of each request body (off: logs never contain request text)"
+        ),
+    )
 
     @field_validator("model_dirs", "api_keys", "cors_origins", mode="before")
     @classmethod
@@ -122,9 +173,14 @@ class Settings(BaseSettings):
         return value
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(max_wait_ms=self.batch_wait_ms, max_batch_tokens=self.max_batch_tokens,
-                            max_rows=self.max_generation_rows, max_queue=self.engine_queue,
-                            threads=self.torch_threads or None, prefix_sharing=self.prefix_sharing)
+        return EngineConfig(
+            max_wait_ms=self.batch_wait_ms,
+            max_batch_tokens=self.max_batch_tokens,
+            max_rows=self.max_generation_rows,
+            max_queue=self.engine_queue,
+            threads=self.torch_threads or None,
+            prefix_sharing=self.prefix_sharing,
+        )
 
     def accepted_keys(self) -> list[str]:
         """Every bearer token the service accepts (empty: authentication is off)."""

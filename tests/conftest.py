@@ -38,8 +38,9 @@ SHIPPED = REPO / "weights" / "pd98-char-lstm"
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("corpus")
-    write_corpus(out, {"train": TINY_LINES, "valid": TINY_LINES[:5], "test": TINY_LINES[5:10]},
-                 {"name": "tiny"})
+    write_corpus(
+        out, {"train": TINY_LINES, "valid": TINY_LINES[:5], "test": TINY_LINES[5:10]}, {"name": "tiny"}
+    )
     return out
 
 
@@ -47,8 +48,17 @@ def build_tiny_model(cell: str = "lstm", steps: int = 30, seed: int = 0) -> tupl
     """A seeded 2-layer model trained a few steps on TINY_LINES (deterministic)."""
     torch.manual_seed(seed)
     tok = Tokenizer.build(TINY_LINES, kind="char")
-    net = RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell=cell, emb_dim=16, hidden_dim=16,
-                            num_layers=2, dropout=0.0, tie_weights=True))
+    net = RNNLM(
+        ModelConfig(
+            vocab_size=tok.vocab_size,
+            cell=cell,
+            emb_dim=16,
+            hidden_dim=16,
+            num_layers=2,
+            dropout=0.0,
+            tie_weights=True,
+        )
+    )
     batch = pad_batch([with_boundaries(tok.encode(s).ids) for s in TINY_LINES])
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(steps):

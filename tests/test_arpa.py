@@ -57,8 +57,9 @@ def test_lmplz_file_scores_as_it_is(corpus, tmp_path):
     assert lm.tokenizer.kind == "char" and lm.order == 3
     ours = build_ngram(Tokenizer.build(corpus, kind="char"), corpus, 3, "kn")
     lines = [*corpus[:20], "外星人来了"]
-    assert evaluate_lines(lm, lines)["perplexity"] == pytest.approx(evaluate_lines(ours, lines)["perplexity"],
-                                                                    rel=1e-5)
+    assert evaluate_lines(lm, lines)["perplexity"] == pytest.approx(
+        evaluate_lines(ours, lines)["perplexity"], rel=1e-5
+    )
     probs = lm.next_token_logprobs([[BOS_ID], [BOS_ID, UNK_ID, 5]]).double().exp()
     assert probs.sum(dim=1).numpy() == pytest.approx(1.0, abs=1e-5)
 
@@ -118,8 +119,9 @@ def test_srilm_style_file_with_missing_unk_and_prefix(tmp_path):
     assert info["added_prefixes"] == 1  # "<s> wine", the prefix of "<s> wine </s>"
     red, wine = lm.tokenizer.token_id("red"), lm.tokenizer.token_id("wine")
     ln10 = math.log(10)
-    scores = lm.sequence_logprobs([[BOS_ID, red, wine, EOS_ID], [BOS_ID, red, red], [BOS_ID, wine, EOS_ID],
-                                   [wine, EOS_ID]])
+    scores = lm.sequence_logprobs(
+        [[BOS_ID, red, wine, EOS_ID], [BOS_ID, red, red], [BOS_ID, wine, EOS_ID], [wine, EOS_ID]]
+    )
     # "<s> red wine" is not listed: b(<s> red) · P(wine | red)
     assert scores[0].tolist() == pytest.approx([-0.1 * ln10, (-0.05 - 0.2) * ln10, -0.02 * ln10], abs=1e-6)
     # "<s> red red" and "red red" are not listed: b(<s> red) · b(red) · P(red)

@@ -64,8 +64,9 @@ def test_the_start_command_runs_directly():
     result = subprocess.run([str(rnnlm), "serve", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--host" in result.stdout and "--port" in result.stdout
-    module = subprocess.run([sys.executable, "-m", "service", "--help"], capture_output=True, text=True,
-                            timeout=120, cwd=REPO)
+    module = subprocess.run(
+        [sys.executable, "-m", "service", "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert module.returncode == 0, module.stderr
     assert "--host" in module.stdout
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
@@ -73,8 +74,11 @@ def test_the_start_command_runs_directly():
 
 
 def test_copied_paths_exist_and_are_not_ignored():
-    ignored = [p.strip() for p in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
-               if p.strip() and not p.startswith("#") and not p.startswith("!")]
+    ignored = [
+        p.strip()
+        for p in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if p.strip() and not p.startswith("#") and not p.startswith("!")
+    ]
     sources = copy_sources()
     assert {"pyproject.toml", "model", "service", "weights"} <= set(sources)
     for src in sources:
@@ -108,8 +112,11 @@ def test_layout_deps_before_code_user_port_health():
 def test_build_arg_selects_cpu_or_cuda_torch():
     args = find("ARG")
     assert any(a.startswith("TORCH_VARIANT=cpu") for a in args)
-    pin = next(d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-               if d.startswith("torch"))
+    pin = next(
+        d
+        for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith("torch")
+    )
     assert any(a == f"TORCH_VERSION={pin.split('==')[1]}" for a in args)
     install = next(a for a in find("RUN") if "torch==" in a)
     assert "download.pytorch.org/whl/${TORCH_VARIANT}" in install

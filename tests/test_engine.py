@@ -142,8 +142,9 @@ def test_batch_limits_split_the_queue(lm: RNNLanguageModel) -> None:
     assert [b for b in rec.batches if b[0] == "score"] == [("score", 2, 4)] * 3
     for t, res in zip(TEXTS[:6], results, strict=True):
         want = lm.sequence_logprobs([ids(lm, t + "吧")])[0]
-        torch.testing.assert_close(torch.tensor(res.token_logprobs[1], dtype=torch.float64), want,
-                                   atol=TOL, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(res.token_logprobs[1], dtype=torch.float64), want, atol=TOL, rtol=0
+        )
 
 
 def test_dense_mode_and_fallback_models_give_the_same_scores(lm: RNNLanguageModel) -> None:
@@ -206,8 +207,11 @@ GEN_CASES = [
     GenerationRequest("厨房里", max_new_tokens=12, sampling=SamplingParams(temperature=0)),
     GenerationRequest("你", max_new_tokens=20, sampling=SamplingParams(seed=11)),
     GenerationRequest("", max_new_tokens=15, sampling=SamplingParams(seed=3, top_k=5), n=3),
-    GenerationRequest("今天", max_new_tokens=25, sampling=SamplingParams(seed=7, temperature=0.8, top_p=0.9,
-                                                                      repetition_penalty=1.3)),
+    GenerationRequest(
+        "今天",
+        max_new_tokens=25,
+        sampling=SamplingParams(seed=7, temperature=0.8, top_p=0.9, repetition_penalty=1.3),
+    ),
     GenerationRequest("人民", max_new_tokens=30, sampling=SamplingParams(seed=5), stop=["报", "了"]),
     GenerationRequest("新华社", max_new_tokens=1, sampling=SamplingParams(seed=9), n=2),
     GenerationRequest("新华社", max_new_tokens=0, sampling=SamplingParams(seed=9)),
@@ -228,8 +232,9 @@ def test_continuous_batching_equals_reference_generate(lm: RNNLanguageModel) -> 
     results = run(main())
     for request, got in zip(GEN_CASES * 2, results, strict=True):
         want = generate(lm, request)
-        assert [(s.ids, s.text, s.finish_reason) for s in got] == \
-               [(s.ids, s.text, s.finish_reason) for s in want]
+        assert [(s.ids, s.text, s.finish_reason) for s in got] == [
+            (s.ids, s.text, s.finish_reason) for s in want
+        ]
         if request.sampling.seed is not None:
             assert [s.seed for s in got] == [s.seed for s in want]
         for g, w in zip(got, want, strict=True):
@@ -277,15 +282,18 @@ def test_stream_events_equal_generate_stream(lm: RNNLanguageModel) -> None:
 
     got = run(main())
     want = list(generate_stream(lm, request))
-    assert [(e.sample, e.token_id, e.text, e.finish_reason) for e in got] == \
-           [(e.sample, e.token_id, e.text, e.finish_reason) for e in want]
+    assert [(e.sample, e.token_id, e.text, e.finish_reason) for e in got] == [
+        (e.sample, e.token_id, e.text, e.finish_reason) for e in want
+    ]
     assert [e.logprob for e in got] == pytest.approx([e.logprob for e in want], abs=TOL)
 
 
 def test_seeded_request_is_reproducible_whatever_else_runs(lm: RNNLanguageModel) -> None:
     seeded = GenerationRequest("今天", max_new_tokens=40, sampling=SamplingParams(seed=1234, temperature=1.2))
-    noise = [GenerationRequest(t, max_new_tokens=30, sampling=SamplingParams(temperature=1.5))
-             for t in ["你", "厨房", "新华", "", "人民"]]
+    noise = [
+        GenerationRequest(t, max_new_tokens=30, sampling=SamplingParams(temperature=1.5))
+        for t in ["你", "厨房", "新华", "", "人民"]
+    ]
 
     async def main(with_traffic: bool):
         async with Engine(lm, EngineConfig(max_wait_ms=0)) as engine:
@@ -445,8 +453,10 @@ def test_generate_rejects_impossible_requests(lm: RNNLanguageModel) -> None:
             with pytest.raises(ValueError, match="n must be"):
                 engine.generate(GenerationRequest("你", n=0))
             # more rows than fit at once: the rest wait for free rows, results unchanged
-            reqs = [GenerationRequest("你", max_new_tokens=6, sampling=SamplingParams(seed=i), n=3)
-                    for i in range(3)]
+            reqs = [
+                GenerationRequest("你", max_new_tokens=6, sampling=SamplingParams(seed=i), n=3)
+                for i in range(3)
+            ]
             return await asyncio.gather(*[engine.generate(r).collect() for r in reqs]), reqs
 
     results, reqs = run(main())
@@ -461,15 +471,19 @@ def test_text_frontend_equals_model_scoring(lm: RNNLanguageModel) -> None:
     from model.scoring import next_token_distribution as plain_next
     from model.scoring import score_candidates as plain_score
 
-    options = [ScoreOptions(), ScoreOptions(context="厨房里", normalize="token", length_bonus=0.5),
-               ScoreOptions(bos=False, eos=False, lm_weight=0.3)]
+    options = [
+        ScoreOptions(),
+        ScoreOptions(context="厨房里", normalize="token", length_bonus=0.5),
+        ScoreOptions(bos=False, eos=False, lm_weight=0.3),
+    ]
     candidates = ["食油用完了", "石油用完了", "", "😀"]
     external = [0.0, -1.0, 2.5, 0.1]
 
     async def main():
         async with Engine(lm, EngineConfig(max_wait_ms=50)) as engine:
-            ranks = await asyncio.gather(*[score_candidates(engine, candidates, o, external)
-                                           for o in options])
+            ranks = await asyncio.gather(
+                *[score_candidates(engine, candidates, o, external) for o in options]
+            )
             nexts = await next_token_distribution(engine, ["厨房", "", "😀"], top_k=4)
             with pytest.raises(ValueError, match="external_scores"):
                 await score_candidates(engine, candidates, options[0], [1.0])

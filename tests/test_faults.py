@@ -75,8 +75,14 @@ def _no_directory(d: Path) -> str:
     return "does not exist"
 
 
-BROKEN = {"truncated": _truncated, "tampered": _tampered, "missing-weights": _missing_weights,
-          "pickled": _pickled, "vocabulary-mismatch": _vocabulary_mismatch, "no-directory": _no_directory}
+BROKEN = {
+    "truncated": _truncated,
+    "tampered": _tampered,
+    "missing-weights": _missing_weights,
+    "pickled": _pickled,
+    "vocabulary-mismatch": _vocabulary_mismatch,
+    "no-directory": _no_directory,
+}
 
 
 def test_each_broken_checkpoint_stops_startup_with_one_clear_line(tiny_model_dir, tmp_path):
@@ -86,8 +92,11 @@ def test_each_broken_checkpoint_stops_startup_with_one_clear_line(tiny_model_dir
         shutil.copytree(tiny_model_dir, d)
         problem = breaks(d)
         cases[name] = (d, problem, _start(["--model-dir", str(d)], {}))
-    cases["cuda-device"] = (None, "CUDA", _start(["--model-dir", str(tiny_model_dir)],
-                                                  {"RNNLM_DEVICE": f"cuda:{torch.cuda.device_count()}"}))
+    cases["cuda-device"] = (
+        None,
+        "CUDA",
+        _start(["--model-dir", str(tiny_model_dir)], {"RNNLM_DEVICE": f"cuda:{torch.cuda.device_count()}"}),
+    )
     for name, (d, problem, proc) in cases.items():  # started together: each pays torch's import
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 1, f"{name}: exit {proc.returncode}\n{err}"
@@ -99,8 +108,13 @@ def test_each_broken_checkpoint_stops_startup_with_one_clear_line(tiny_model_dir
 
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([*rnnlm_command(), "--port", "0", *args], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*rnnlm_command(), "--port", "0", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 # -- a live server whose streams never end -------------------------------------------------------------
@@ -126,8 +140,10 @@ def _raw_stream(port: int) -> socket.socket:
     """A client that opens a stream with a plain socket (so the test can kill it abruptly)."""
     body = json.dumps(STREAM).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    sock.sendall(
+        b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     return sock
 

@@ -12,16 +12,53 @@ from model.fit import Corpus, FitConfig, lr_at
 from model.loading import load_model
 from rnnlm.cli import main
 
-TINY_RNN = ["--model", "emb_dim=16", "--model", "hidden_dim=16", "--model", "dropout=0.1",
-            "--model", "variational=true", "--model", "emb_dropout=0.1"]
-BUDGET = ["--max-minutes", "0", "--max-tokens", "3000", "--batch-size", "4", "--bptt", "8",
-          "--eval-every-tokens", "1000", "--warmup-steps", "2", "--lr", "0.01", "--device", "cpu"]
+TINY_RNN = [
+    "--model",
+    "emb_dim=16",
+    "--model",
+    "hidden_dim=16",
+    "--model",
+    "dropout=0.1",
+    "--model",
+    "variational=true",
+    "--model",
+    "emb_dropout=0.1",
+]
+BUDGET = [
+    "--max-minutes",
+    "0",
+    "--max-tokens",
+    "3000",
+    "--batch-size",
+    "4",
+    "--bptt",
+    "8",
+    "--eval-every-tokens",
+    "1000",
+    "--warmup-steps",
+    "2",
+    "--lr",
+    "0.01",
+    "--device",
+    "cpu",
+]
 
 
 def fit(tmp_path, name, *extra):
     out = tmp_path / name
-    code = main(["fit", "--data", str(tmp_path.parent / "corpus"), "--out", str(out),
-                 "--run-dir", str(tmp_path / f"{name}-run"), *BUDGET, *extra])
+    code = main(
+        [
+            "fit",
+            "--data",
+            str(tmp_path.parent / "corpus"),
+            "--out",
+            str(out),
+            "--run-dir",
+            str(tmp_path / f"{name}-run"),
+            *BUDGET,
+            *extra,
+        ]
+    )
     assert code == 0
     return out
 
@@ -36,11 +73,14 @@ def corpus_link(tiny_corpus, tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("kind,extra", [
-    ("rnn", TINY_RNN),
-    ("hybrid", [*TINY_RNN, "--ngram-order", "3", "--folds", "3"]),
-    ("window", ["--model", "context=3", "--model", "emb_dim=8", "--model", "hidden_dim=16"]),
-])
+@pytest.mark.parametrize(
+    "kind,extra",
+    [
+        ("rnn", TINY_RNN),
+        ("hybrid", [*TINY_RNN, "--ngram-order", "3", "--folds", "3"]),
+        ("window", ["--model", "context=3", "--model", "emb_dim=8", "--model", "hidden_dim=16"]),
+    ],
+)
 def test_fit_each_kind_keeps_the_best_valid_checkpoint(corpus_link, capsys, kind, extra):
     tmp = corpus_link
     out = fit(tmp, kind, "--kind", kind, "--ngram-dir", str(tmp / f"{kind}-ngram"), *extra)
@@ -62,19 +102,58 @@ def test_a_hybrid_starts_from_a_trained_rnn(corpus_link, capsys):
     tmp = corpus_link
     rnn = fit(tmp, "base", *TINY_RNN)
     capsys.readouterr()
-    hybrid = fit(tmp, "hyb", "--kind", "hybrid", "--ngram-order", "3", "--folds", "2", "--init-from", str(rnn),
-                 "--ngram-dir", str(tmp / "kn3"), "--max-tokens", "200", *TINY_RNN)
+    hybrid = fit(
+        tmp,
+        "hyb",
+        "--kind",
+        "hybrid",
+        "--ngram-order",
+        "3",
+        "--folds",
+        "2",
+        "--init-from",
+        str(rnn),
+        "--ngram-dir",
+        str(tmp / "kn3"),
+        "--max-tokens",
+        "200",
+        *TINY_RNN,
+    )
     assert "initialized from" in capsys.readouterr().out
     assert json.loads((hybrid / "metrics.json").read_text())["init_from"] == str(rnn)
 
 
 def test_publish_evaluates_here_and_writes_the_card(corpus_link, capsys):
     tmp = corpus_link
-    src = fit(tmp, "src", "--kind", "hybrid", "--ngram-order", "3", "--folds", "2",
-              "--ngram-dir", str(tmp / "kn3b"), *TINY_RNN)
+    src = fit(
+        tmp,
+        "src",
+        "--kind",
+        "hybrid",
+        "--ngram-order",
+        "3",
+        "--folds",
+        "2",
+        "--ngram-dir",
+        str(tmp / "kn3b"),
+        *TINY_RNN,
+    )
     capsys.readouterr()
-    assert main(["publish", str(src), "--to", str(tmp / "weights" / "h"), "--data", str(tmp.parent / "corpus"),
-                 "--ngram", str(tmp / "kn3b")]) == 0
+    assert (
+        main(
+            [
+                "publish",
+                str(src),
+                "--to",
+                str(tmp / "weights" / "h"),
+                "--data",
+                str(tmp.parent / "corpus"),
+                "--ngram",
+                str(tmp / "kn3b"),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     card = (tmp / "weights" / "h" / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "hybrid" in card and f"{printed['test']:.2f}" in card
@@ -114,9 +193,30 @@ def test_choose_default_picks_the_best_valid_reranker(tiny_corpus, tiny_model_di
 
     save_ngram(tmp_path / "kn2", build_ngram(Tokenizer.build(TINY_LINES), TINY_LINES, order=2))
     out = tmp_path / "DEFAULT.json"
-    code = main(["benchmark", "choose-default", "--model", str(tiny_model_dir), "--model", str(tmp_path / "kn2"),
-                 "--data", str(tiny_corpus), "--out", str(out), "--size", "3", "--distractors", "2",
-                 "--min-len", "4", "--min-count", "1", "--sets-dir", str(tmp_path / "sets")])
+    code = main(
+        [
+            "benchmark",
+            "choose-default",
+            "--model",
+            str(tiny_model_dir),
+            "--model",
+            str(tmp_path / "kn2"),
+            "--data",
+            str(tiny_corpus),
+            "--out",
+            str(out),
+            "--size",
+            "3",
+            "--distractors",
+            "2",
+            "--min-len",
+            "4",
+            "--min-count",
+            "1",
+            "--sets-dir",
+            str(tmp_path / "sets"),
+        ]
+    )
     assert code == 0
     record = json.loads(out.read_text())
     figures = record["candidates"]

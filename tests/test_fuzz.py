@@ -33,9 +33,18 @@ from service.settings import Settings
 from .conftest import TINY_LINES
 
 EXAMPLES = int(os.environ.get("RNNLM_FUZZ_EXAMPLES", "25"))
-LIMITS = dict(max_body_bytes=20_000, max_text_chars=200, max_candidates=8, max_batch_texts=4, max_top_k=20,
-              max_new_tokens=16, max_n=2, max_stop_strings=3, sse_ping_s=0)
-LEAKS = ("Traceback", "/work/", "/tmp/", "site-packages", ".py\"", "File \"")
+LIMITS = dict(
+    max_body_bytes=20_000,
+    max_text_chars=200,
+    max_candidates=8,
+    max_batch_texts=4,
+    max_top_k=20,
+    max_new_tokens=16,
+    max_n=2,
+    max_stop_strings=3,
+    sse_ping_s=0,
+)
+LEAKS = ("Traceback", "/work/", "/tmp/", "site-packages", '.py"', 'File "')
 
 
 def assert_clean(status: int, body: bytes, content_type: str) -> None:
@@ -58,8 +67,9 @@ FUZZ_MODEL = Path(tempfile.mkdtemp(prefix="rnnlm-fuzz-")) / "tiny-lstm"
 APP = create_app(Settings(model_dirs=[str(FUZZ_MODEL)], **LIMITS))
 schema = schemathesis.openapi.from_dict(APP.openapi())
 schema.app = APP
-schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                                max_examples=EXAMPLES)
+schema.config.generation.update(
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=EXAMPLES
+)
 # 413 is how a configured limit rejects a value past the schema's maximum (documented).
 schema.config.checks.negative_data_rejection.expected_statuses = ["400", "404", "405", "413", "415", "422"]
 
@@ -82,15 +92,21 @@ def test_every_operation_against_its_schema(case):
     meta = case.meta
     if meta is not None and meta.generation.mode == GenerationMode.POSITIVE and response.status_code >= 400:
         err = response.json()["error"]
-        assert (response.status_code, err["field"]) in {(422, "external_scores"), (404, "model")}, \
+        assert (response.status_code, err["field"]) in {(422, "external_scores"), (404, "model")}, (
             response.text
+        )
 
 
 # -- hostile raw bodies --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client(tiny_model_dir):
-    settings_ = Settings(model_dirs=[str(tiny_model_dir)], max_body_bytes=2_000_000, max_text_chars=10_000,
-                         max_candidates=100, sse_ping_s=0)
+    settings_ = Settings(
+        model_dirs=[str(tiny_model_dir)],
+        max_body_bytes=2_000_000,
+        max_text_chars=10_000,
+        max_candidates=100,
+        sse_ping_s=0,
+    )
     with TestClient(create_app(settings_)) as c:
         yield c
 
@@ -154,8 +170,11 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize(("path", "raw", "status", "field"), HOSTILE,
-                         ids=[f"{i}-{p}-{s}" for i, (p, _, s, _f) in enumerate(HOSTILE)])
+@pytest.mark.parametrize(
+    ("path", "raw", "status", "field"),
+    HOSTILE,
+    ids=[f"{i}-{p}-{s}" for i, (p, _, s, _f) in enumerate(HOSTILE)],
+)
 def test_hostile_bodies_get_a_clean_answer(client, path, raw, status, field):
     r = client.post(path, content=raw, headers={"content-type": "application/json"})
     assert_clean(r.status_code, r.content, r.headers.get("content-type", ""))
@@ -170,11 +189,19 @@ def test_nul_bytes_come_back_exactly(client):
     assert r.json()["results"][0]["text"] == "a\x00b"
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/score"), ("PUT", "/generate"), ("DELETE", "/health"), ("GET", "/../../etc/passwd"),
-    ("GET", "/static/%2e%2e/%2e%2e/etc/passwd"), ("GET", "/%00"), ("GET", "/" + "a" * 8000),
-    ("POST", "/metrics"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/score"),
+        ("PUT", "/generate"),
+        ("DELETE", "/health"),
+        ("GET", "/../../etc/passwd"),
+        ("GET", "/static/%2e%2e/%2e%2e/etc/passwd"),
+        ("GET", "/%00"),
+        ("GET", "/" + "a" * 8000),
+        ("POST", "/metrics"),
+    ],
+)
 def test_odd_methods_and_paths(client, method, path):
     r = client.request(method, path)
     assert_clean(r.status_code, r.content, r.headers.get("content-type", ""))
@@ -183,8 +210,12 @@ def test_odd_methods_and_paths(client, method, path):
 
 # -- the library on arbitrary text (hypothesis) --------------------------------------------------------
 ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), max_size=40)
-QUICK = settings(max_examples=max(20, EXAMPLES * 2), deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+QUICK = settings(
+    max_examples=max(20, EXAMPLES * 2),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +238,13 @@ def test_tokenizers_never_fail_on_any_text(kind, text):
 
 
 @QUICK
-@given(candidates=st.lists(ANY_TEXT, min_size=1, max_size=4), context=ANY_TEXT, bos=st.booleans(),
-       eos=st.booleans(), normalize=st.sampled_from(["none", "token"]))
+@given(
+    candidates=st.lists(ANY_TEXT, min_size=1, max_size=4),
+    context=ANY_TEXT,
+    bos=st.booleans(),
+    eos=st.booleans(),
+    normalize=st.sampled_from(["none", "token"]),
+)
 def test_scoring_never_fails_and_ranks_every_candidate(lm, candidates, context, bos, eos, normalize):
     options = ScoreOptions(context=context, bos=bos, eos=eos, normalize=normalize)
     ranking = score_candidates(lm, candidates, options)

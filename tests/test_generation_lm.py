@@ -40,22 +40,28 @@ def test_next_token_logprobs_match_steps_and_sum_to_one():
 
 def test_seeded_generation_is_deterministic_and_samples_differ():
     lm = tiny_lm()
-    req = GenerationRequest(prompt="厨房", max_new_tokens=12, n=3,
-                            sampling=SamplingParams(temperature=1.0, seed=11))
+    req = GenerationRequest(
+        prompt="厨房", max_new_tokens=12, n=3, sampling=SamplingParams(temperature=1.0, seed=11)
+    )
     a, b = generate(lm, req), generate(lm, req)
     assert [s.ids for s in a] == [s.ids for s in b]
     assert [s.seed for s in a] == [11, 12, 13]
     assert len({tuple(s.ids) for s in a}) > 1
     # each sample is reproducible on its own: sample 2 of seed 11 == sample 0 of seed 13
-    alone = generate(lm, GenerationRequest(prompt="厨房", max_new_tokens=12,
-                                           sampling=SamplingParams(temperature=1.0, seed=13)))
+    alone = generate(
+        lm,
+        GenerationRequest(
+            prompt="厨房", max_new_tokens=12, sampling=SamplingParams(temperature=1.0, seed=13)
+        ),
+    )
     assert alone[0].ids == a[2].ids
 
 
 def test_generation_logprobs_are_raw_model_logprobs():
     lm = tiny_lm()
-    (sample,) = generate(lm, GenerationRequest(prompt="你", max_new_tokens=6,
-                                               sampling=SamplingParams(temperature=0.5, seed=1)))
+    (sample,) = generate(
+        lm, GenerationRequest(prompt="你", max_new_tokens=6, sampling=SamplingParams(temperature=0.5, seed=1))
+    )
     prefix = [BOS_ID, *lm.tokenizer.encode("你").ids]
     for token, lp in zip(sample.ids, sample.logprobs, strict=True):
         expected = lm.next_token_logprobs([prefix])[0, token]
@@ -71,8 +77,9 @@ def test_finish_reasons():
     (full,) = generate(lm, GenerationRequest(prompt="人民", max_new_tokens=40, sampling=greedy))
     stop_char = full.text[1] if len(full.text) > 1 else None
     if stop_char:
-        (cut,) = generate(lm, GenerationRequest(prompt="人民", max_new_tokens=40, stop=[stop_char],
-                                                sampling=greedy))
+        (cut,) = generate(
+            lm, GenerationRequest(prompt="人民", max_new_tokens=40, stop=[stop_char], sampling=greedy)
+        )
         assert cut.finish_reason == "stop"
         assert stop_char not in cut.text
         assert full.text.startswith(cut.text)

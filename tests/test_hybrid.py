@@ -114,8 +114,9 @@ def test_hybrid_prefill_matches_stepping(tok, kn3):
 def test_hybrid_checkpoint_round_trip_and_refuses_a_changed_ngram(tok, kn3, tmp_path):
     save_ngram(tmp_path / "kn3", kn3, {"note": "fixture"})
     net = hybrid_net(tok)
-    save_hybrid(tmp_path / "hyb", net, tok, tmp_path / "kn3", {"test": {"perplexity": 1.0}},
-                dtype=torch.float16)
+    save_hybrid(
+        tmp_path / "hyb", net, tok, tmp_path / "kn3", {"test": {"perplexity": 1.0}}, dtype=torch.float16
+    )
     loaded = load_model(tmp_path / "hyb")
     assert loaded.kind == "hybrid" and loaded.describe()["components"]["ngram"].startswith("order 3")
     assert json.loads((tmp_path / "hyb" / "config.json").read_text())["ngram"]["path"] == "../kn3"

@@ -107,16 +107,44 @@ def test_changed_component_is_refused(tmp_path, tiny_model_dir, ngram_dir, tiny_
     ngram_copy = tmp_path / "kn3"
     shutil.copytree(ngram_dir, ngram_copy)
     out = tmp_path / "mix"
-    assert main(["mix", str(tiny_model_dir), str(ngram_copy), "--data", str(tiny_corpus), "--out", str(out),
-                 "--lambda", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "mix",
+                str(tiny_model_dir),
+                str(ngram_copy),
+                "--data",
+                str(tiny_corpus),
+                "--out",
+                str(out),
+                "--lambda",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert load_model(out).lam == 0.5
     config = json.loads((ngram_copy / "config.json").read_text())
     config["smoothing"] = "something else"
     (ngram_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="changed since"):
         load_model(out)
-    assert main(["mix", str(tiny_model_dir), str(ngram_copy), "--data", str(tiny_corpus), "--out", str(out),
-                 "--lambda", "1.5"]) == 2
+    assert (
+        main(
+            [
+                "mix",
+                str(tiny_model_dir),
+                str(ngram_copy),
+                "--data",
+                str(tiny_corpus),
+                "--out",
+                str(out),
+                "--lambda",
+                "1.5",
+            ]
+        )
+        == 2
+    )
 
 
 def test_eos_and_unk_have_probability(mixture):

@@ -19,8 +19,11 @@ def tiny_batch():
 def test_each_cell_learns_the_tiny_corpus(cell, num_layers):
     torch.manual_seed(0)
     tok, batch = tiny_batch()
-    net = RNNLM(ModelConfig(vocab_size=len(tok), cell=cell, emb_dim=24, hidden_dim=24,
-                            num_layers=num_layers, dropout=0.1))
+    net = RNNLM(
+        ModelConfig(
+            vocab_size=len(tok), cell=cell, emb_dim=24, hidden_dim=24, num_layers=num_layers, dropout=0.1
+        )
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
     for _ in range(25):
@@ -34,8 +37,17 @@ def test_each_cell_learns_the_tiny_corpus(cell, num_layers):
 
 def test_rnn_tanh_is_the_classic_formula():
     torch.manual_seed(0)
-    net = RNNLM(ModelConfig(vocab_size=10, cell="rnn_tanh", emb_dim=4, hidden_dim=5, num_layers=1,
-                            dropout=0.0, tie_weights=False)).eval()
+    net = RNNLM(
+        ModelConfig(
+            vocab_size=10,
+            cell="rnn_tanh",
+            emb_dim=4,
+            hidden_dim=5,
+            num_layers=1,
+            dropout=0.0,
+            tie_weights=False,
+        )
+    ).eval()
     ids = torch.tensor([[2, 5, 7]])
     _, state, _ = net(ids)
     r = net.rnn

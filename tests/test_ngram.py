@@ -47,7 +47,7 @@ def zipf_tokenizer(zipf_lines) -> Tokenizer:
 def contexts(tok: Tokenizer, lines: list[str]) -> list[list[int]]:
     """Seen prefixes, unseen ones, and ones with <unk> in them (all starting with <bos>)."""
     seen = [with_boundaries(tok.encode(line).ids, eos=False) for line in lines[:4]]
-    prefixes = [[BOS_ID]] + [s[: k] for s in seen for k in range(2, len(s) + 1)]
+    prefixes = [[BOS_ID]] + [s[:k] for s in seen for k in range(2, len(s) + 1)]
     rng = random.Random(0)
     unseen = [[BOS_ID, *rng.choices(range(4, tok.vocab_size), k=k)] for k in (1, 3, 6)]
     with_unk = [[BOS_ID, UNK_ID], [BOS_ID, 5, UNK_ID, UNK_ID], [BOS_ID, UNK_ID, 6, 7]]
@@ -248,8 +248,22 @@ def test_cli_train_ngram_writes_checkpoint_and_evaluates(tmp_path, tiny_corpus, 
 
 def test_cli_train_ngram_tunes_k_on_valid(tmp_path, tiny_corpus, capsys):
     out = tmp_path / "addk"
-    assert main(["train-ngram", "--data", str(tiny_corpus), "--out", str(out), "--order", "2",
-                 "--smoothing", "addk"]) == 0
+    assert (
+        main(
+            [
+                "train-ngram",
+                "--data",
+                str(tiny_corpus),
+                "--out",
+                str(out),
+                "--order",
+                "2",
+                "--smoothing",
+                "addk",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     best = min(metrics["tuning"], key=lambda t: t["valid_perplexity"])
     assert metrics["params"]["k"] == best["k"]

@@ -42,8 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 STATIC = REPO / "service" / "static"
 CHROMIUM = Path(os.environ.get("RNNLM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 MINUS = "\u2212"
 
@@ -112,8 +118,12 @@ def chromium_context(profile_dir: Path, **context_options):
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(profile_dir), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-            **context_options)
+            str(profile_dir),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            **context_options,
+        )
         try:
             yield context
         finally:
@@ -143,8 +153,9 @@ def service(browser_ready, tiny_model_dir: Path, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="module")
 def context(browser_ready, tmp_path_factory: pytest.TempPathFactory):
-    with chromium_context(tmp_path_factory.mktemp("chromium-profile"),
-                         viewport={"width": 1280, "height": 900}) as ctx:
+    with chromium_context(
+        tmp_path_factory.mktemp("chromium-profile"), viewport={"width": 1280, "height": 900}
+    ) as ctx:
         yield ctx
 
 
@@ -155,8 +166,14 @@ def page(context, service: str):
     page.set_default_timeout(30_000)
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-            if msg.type == "error" and "status of 4" not in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error" and "status of 4" not in msg.text
+            else None
+        ),
+    )
     yield page
     page.close()
     assert not problems, problems
@@ -185,14 +202,18 @@ def open_page(page, base: str, panel: str = "") -> None:
 
 
 def bars(page) -> list[tuple[str, float]]:
-    return [(b.get_attribute("data-token"), float(b.get_attribute("data-prob")))
-            for b in page.locator("#next-bars .bar").all()]
+    return [
+        (b.get_attribute("data-token"), float(b.get_attribute("data-prob")))
+        for b in page.locator("#next-bars .bar").all()
+    ]
 
 
 def wait_for_chart(page, text: str) -> None:
-    page.wait_for_function("t => document.querySelector('#next-result').dataset.text === t "
-                           "&& document.querySelector('#next-result').getAttribute('aria-busy') === 'false'",
-                           arg=text)
+    page.wait_for_function(
+        "t => document.querySelector('#next-result').dataset.text === t "
+        "&& document.querySelector('#next-result').getAttribute('aria-busy') === 'false'",
+        arg=text,
+    )
 
 
 def expected_bars(base: str, text: str, top_k: int = 10, model: str = "tiny-lstm"):
@@ -291,16 +312,24 @@ def test_model_picker_lists_the_served_models_and_switches(page, service):
 
 
 # -- generate -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("params", [
-    {"prompt": "今天", "temperature": 0.9, "top_k": 0, "top_p": 1.0, "max_new_tokens": 40, "seed": 1234},
-    {"prompt": "人民", "temperature": 0.0, "top_k": 5, "top_p": 0.9, "max_new_tokens": 12, "seed": 7},
-    {"prompt": "", "temperature": 1.5, "top_k": 3, "top_p": 0.5, "max_new_tokens": 25, "seed": 99},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"prompt": "今天", "temperature": 0.9, "top_k": 0, "top_p": 1.0, "max_new_tokens": 40, "seed": 1234},
+        {"prompt": "人民", "temperature": 0.0, "top_k": 5, "top_p": 0.9, "max_new_tokens": 12, "seed": 7},
+        {"prompt": "", "temperature": 1.5, "top_k": 3, "top_p": 0.5, "max_new_tokens": 25, "seed": 99},
+    ],
+)
 def test_generate_streams_the_same_text_as_the_api(page, service, params):
     open_page(page, service, "generate")
     page.locator("#gen-prompt").fill(params["prompt"])
-    for field, selector in [("temperature", "#gen-temperature"), ("top_k", "#gen-topk"),
-                            ("top_p", "#gen-topp"), ("max_new_tokens", "#gen-max"), ("seed", "#gen-seed")]:
+    for field, selector in [
+        ("temperature", "#gen-temperature"),
+        ("top_k", "#gen-topk"),
+        ("top_p", "#gen-topp"),
+        ("max_new_tokens", "#gen-max"),
+        ("seed", "#gen-seed"),
+    ]:
         page.locator(selector).fill(str(params[field]))
 
     with page.expect_response(lambda r: r.url.endswith("/generate")) as answered:
@@ -344,12 +373,14 @@ def rerank_rows(page) -> list[dict]:
     rows = []
     for row in page.locator("#rerank-rows tr").all():
         cells = row.locator("td")
-        rows.append({
-            "index": int(row.get_attribute("data-index")),
-            "logprob": cells.nth(2).inner_text(),
-            "perplexity": cells.nth(3).inner_text(),
-            "token_logprobs": [float(t.get_attribute("data-logprob")) for t in row.locator(".tok").all()],
-        })
+        rows.append(
+            {
+                "index": int(row.get_attribute("data-index")),
+                "logprob": cells.nth(2).inner_text(),
+                "perplexity": cells.nth(3).inner_text(),
+                "token_logprobs": [float(t.get_attribute("data-logprob")) for t in row.locator(".tok").all()],
+            }
+        )
     return rows
 
 
@@ -368,8 +399,9 @@ def check_ranking(page, want: dict) -> None:
         result = want["results"][row["index"]]
         assert shown(row["logprob"]) == pytest.approx(result["logprob"], abs=0.0051)
         assert shown(row["perplexity"]) == pytest.approx(result["perplexity"], abs=0.0051)
-        assert row["token_logprobs"] == pytest.approx([t["logprob"] for t in result["token_logprobs"]],
-                                                      rel=1e-5, abs=1e-6)
+        assert row["token_logprobs"] == pytest.approx(
+            [t["logprob"] for t in result["token_logprobs"]], rel=1e-5, abs=1e-6
+        )
 
 
 def test_rerank_order_and_heat_map_match_score(page, service):
@@ -388,8 +420,10 @@ def test_rerank_order_and_heat_map_match_score(page, service):
         page.locator("#rerank-start").click()
     want = api(service, "score", {"candidates": reordered, "per_token": True, "model": "tiny-lstm"}).json()
     assert want["ranking"] != sorted(want["ranking"])  # precondition: the order really changes
-    page.wait_for_function("first => document.querySelector('#rerank-rows tr').dataset.index === first",
-                           arg=str(want["ranking"][0]))
+    page.wait_for_function(
+        "first => document.querySelector('#rerank-rows tr').dataset.index === first",
+        arg=str(want["ranking"][0]),
+    )
     check_ranking(page, want)
 
     # Every option reaches the request: context, no <eos>, per-token normalization; blank lines dropped.
@@ -400,8 +434,18 @@ def test_rerank_order_and_heat_map_match_score(page, service):
     page.locator("#rerank-normalize").select_option("token")
     page.locator("#rerank-start").click()
     page.wait_for_function("document.querySelectorAll('#rerank-rows tr').length === 4")
-    want = api(service, "score", {"candidates": [c for c in new if c], "context": "我们", "eos": False,
-                                  "normalize": "token", "per_token": True, "model": "tiny-lstm"}).json()
+    want = api(
+        service,
+        "score",
+        {
+            "candidates": [c for c in new if c],
+            "context": "我们",
+            "eos": False,
+            "normalize": "token",
+            "per_token": True,
+            "model": "tiny-lstm",
+        },
+    ).json()
     assert want["ranking"] != sorted(want["ranking"])
     check_ranking(page, want)
     assert page.locator("#rerank-rows .tok.special").count() == 0
@@ -426,8 +470,9 @@ def test_api_errors_are_shown_in_place(page, service):
         want = api_error(service, "next-token", {"text": "人民日报", "top_k": top_k, "model": "tiny-lstm"})
         error = page.locator("#next-error")
         error.wait_for(state="visible")
-        page.wait_for_function("m => document.querySelector('#next-error').textContent === m",
-                               arg=want["message"])
+        page.wait_for_function(
+            "m => document.querySelector('#next-error').textContent === m", arg=want["message"]
+        )
         assert want["field"] == "top_k" and page.locator("#next-topk").get_attribute("aria-invalid") == "true"
     page.locator("#next-topk").fill("4")
     page.locator("#next-error").wait_for(state="hidden")
@@ -510,4 +555,3 @@ def test_phone_width_has_no_horizontal_scroll(page, service, panel):
         wait_for_chart(page, "人民日报")
     assert page.locator(f"#panel-{panel}").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-

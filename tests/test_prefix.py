@@ -103,8 +103,13 @@ def test_dense_mode_computes_every_position(lstm: RNNLanguageModel) -> None:
 
 def test_queries_match_prefill_and_next_token(lstm: RNNLanguageModel) -> None:
     seqs = [ids(lstm, t) for t in CASES["homophones"]]
-    queries = [[BOS_ID], ids(lstm, "厨房里")[:-1], ids(lstm, "厨房里食油")[:-1], ids(lstm, "厨房里")[:-1],
-               ids(lstm, "你先走")[:-1]]
+    queries = [
+        [BOS_ID],
+        ids(lstm, "厨房里")[:-1],
+        ids(lstm, "厨房里食油")[:-1],
+        ids(lstm, "厨房里")[:-1],
+        ids(lstm, "你先走")[:-1],
+    ]
     res = score_tree(lstm, seqs, queries, with_state=True)
     want_lp, want_state = lstm.prefill(queries)
     torch.testing.assert_close(res.next_logprobs, want_lp, atol=TOL, rtol=0)

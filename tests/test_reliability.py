@@ -35,8 +35,9 @@ from .reliability_support import metric, parse_sse, save_endless_model, server_t
 ERROR_KEYS = {"type", "message", "field", "status", "request_id"}
 
 
-def error_of(response: httpx.Response, status: int, type_: str | None = None,
-             field: str | None = None) -> dict:
+def error_of(
+    response: httpx.Response, status: int, type_: str | None = None, field: str | None = None
+) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS
@@ -62,8 +63,10 @@ def client(tiny_model_dir):
 def test_every_response_has_a_request_id_and_errors_repeat_it(client):
     made = client.get("/health").headers["x-request-id"]
     assert len(made) == 32 and int(made, 16) >= 0
-    assert client.get("/health", headers={"X-Request-ID": "trace-42:a.b_c"}).headers["x-request-id"] == \
-        "trace-42:a.b_c"
+    assert (
+        client.get("/health", headers={"X-Request-ID": "trace-42:a.b_c"}).headers["x-request-id"]
+        == "trace-42:a.b_c"
+    )
     for hostile in ("has space", "x" * 129, "semi;colon", "nl\\nx"):
         rid = client.get("/health", headers={"X-Request-ID": hostile}).headers["x-request-id"]
         assert rid != hostile and len(rid) == 32
@@ -80,11 +83,18 @@ def test_api_keys_guard_every_route_but_health_docs_and_the_page(tiny_model_dir,
     with TestClient(create_app(settings, static_dir=static)) as c:
         for path in ("/health", "/", "/docs", "/openapi.json"):
             assert c.get(path).status_code == 200, path
-        for method, path in [("GET", "/ready"), ("GET", "/models"), ("GET", "/metrics"),
-                             ("POST", "/score"), ("POST", "/next-token"), ("POST", "/generate")]:
+        for method, path in [
+            ("GET", "/ready"),
+            ("GET", "/models"),
+            ("GET", "/metrics"),
+            ("POST", "/score"),
+            ("POST", "/next-token"),
+            ("POST", "/generate"),
+        ]:
             r = c.request(method, path, json={"candidates": ["a"]})
             assert error_of(r, 401, "unauthorized", "Authorization")["message"].startswith(
-                "`Authorization`: missing")
+                "`Authorization`: missing"
+            )
             assert r.headers["www-authenticate"].startswith("Bearer")
         for bad in ("Bearer nope", "Basic k-one", "Bearer", "k-one", "Bearer k-one2"):
             r = c.post("/score", json={"candidates": ["a"]}, headers={"Authorization": bad})
@@ -106,8 +116,10 @@ def test_authentication_is_off_without_keys(client):
 
 
 # -- CORS ----------------------------------------------------------------------------------------------
-PREFLIGHT = {"Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "authorization,content-type"}
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization,content-type",
+}
 
 
 def test_cors_is_closed_by_default(client):
@@ -172,14 +184,18 @@ def test_request_text_is_logged_only_when_asked(tiny_model_dir, json_log):
 
 
 # -- errors of the batching engine ---------------------------------------------------------------------
-@pytest.mark.parametrize(("raised", "status", "type_", "retry_after"), [
-    (Overloaded("score", 256, 2.2), 503, "overloaded", "3"),
-    (DeadlineExceeded("score did not finish before its deadline"), 504, "timeout", None),
-    (EngineStopped("the engine is not running"), 503, "shutting_down", "5"),
-])
+@pytest.mark.parametrize(
+    ("raised", "status", "type_", "retry_after"),
+    [
+        (Overloaded("score", 256, 2.2), 503, "overloaded", "3"),
+        (DeadlineExceeded("score did not finish before its deadline"), 504, "timeout", None),
+        (EngineStopped("the engine is not running"), 503, "shutting_down", "5"),
+    ],
+)
 def test_engine_errors_map_to_503_and_504(tiny_model_dir, monkeypatch, raised, status, type_, retry_after):
     app = create_app(Settings(model_dirs=[str(tiny_model_dir)]))
     with TestClient(app) as c:
+
         async def fail(*args, **kwargs):
             raise raised
 
@@ -221,11 +237,21 @@ class SlowApp:
             pass
         try:
             if self.stream:
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-type", b"text/event-stream")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")],
+                    }
+                )
                 while True:
-                    await send({"type": "http.response.body", "body": b"event: token\r\ndata: {}\r\n\r\n",
-                                "more_body": True})
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": b"event: token\r\ndata: {}\r\n\r\n",
+                            "more_body": True,
+                        }
+                    )
                     await asyncio.sleep(0.01)
             await asyncio.sleep(self.seconds)
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -268,8 +294,11 @@ def test_guard_ends_a_request_past_its_deadline_with_504():
     guard = RequestGuardMiddleware(app, Drain(5), timeout_s=0.2, guarded_paths={"/score"})
     start = time.monotonic()
     status, body = _json_body(asyncio.run(drive(guard)))
-    assert status == 504 and body["error"]["type"] == "timeout" and "RNNLM_REQUEST_TIMEOUT_S" in \
-        body["error"]["message"]
+    assert (
+        status == 504
+        and body["error"]["type"] == "timeout"
+        and "RNNLM_REQUEST_TIMEOUT_S" in body["error"]["message"]
+    )
     assert app.cancelled and time.monotonic() - start < 5
 
 
@@ -329,8 +358,14 @@ def test_drain_finishes_quick_work_ends_slow_work_and_refuses_new_requests():
 @pytest.fixture(scope="module")
 def live(endless_dir):
     """uvicorn in a thread: one slot per model, one stream, 4 s deadline, endless generations."""
-    settings = Settings(model_dirs=[endless_dir], max_in_flight=1, max_streams=1, request_timeout_s=4,
-                        max_new_tokens=10**6, sse_ping_s=0)
+    settings = Settings(
+        model_dirs=[endless_dir],
+        max_in_flight=1,
+        max_streams=1,
+        request_timeout_s=4,
+        max_new_tokens=10**6,
+        sse_ping_s=0,
+    )
     app = create_app(settings)
     with server_thread(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         yield c
@@ -379,8 +414,9 @@ def test_stream_past_the_deadline_ends_with_an_error_event(live):
 
 
 def test_a_second_stream_past_the_stream_limit_is_refused(endless_dir):
-    settings = Settings(model_dirs=[endless_dir], max_in_flight=8, max_streams=1, max_new_tokens=10**6,
-                        sse_ping_s=0)
+    settings = Settings(
+        model_dirs=[endless_dir], max_in_flight=8, max_streams=1, max_new_tokens=10**6, sse_ping_s=0
+    )
     with server_thread(create_app(settings)) as base, httpx.Client(base_url=base, timeout=30) as c:
         with c.stream("POST", "/generate", json=ENDLESS) as first:
             assert first.status_code == 200, first.read()
@@ -410,8 +446,12 @@ def test_start_on_load_error_serves_health_and_says_why_it_is_not_ready(tiny_mod
         err = error_of(r, 503, "not_ready")
         assert "sha256" in err["message"] and "broken-model" in err["message"]
         assert str(tmp_path) not in r.text  # server paths are not shown to clients
-        assert error_of(c.post("/score", json={"candidates": ["a"]}), 503, "not_ready")["message"] == \
-            err["message"]
-    with pytest.raises(Exception, match="sha256"), TestClient(create_app(
-            settings.model_copy(update={"start_on_load_error": False}))):
+        assert (
+            error_of(c.post("/score", json={"candidates": ["a"]}), 503, "not_ready")["message"]
+            == err["message"]
+        )
+    with (
+        pytest.raises(Exception, match="sha256"),
+        TestClient(create_app(settings.model_copy(update={"start_on_load_error": False}))),
+    ):
         pass

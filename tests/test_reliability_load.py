@@ -17,8 +17,9 @@ def test_quick_load_run_has_no_crash_no_mixup_and_no_leak(tiny_model_dir, tmp_pa
     out = tmp_path / "load.json"
     rc = load.main(["--quick", "--model-dir", str(tiny_model_dir), "--capacity", "4", "--json", str(out)])
     result = json.loads(out.read_text())
-    failures = {ph["name"]: (ph["transport_errors"], ph["mismatches"][:3], ph["leaked"])
-                for ph in result["phases"]}
+    failures = {
+        ph["name"]: (ph["transport_errors"], ph["mismatches"][:3], ph["leaked"]) for ph in result["phases"]
+    }
     assert rc == 0 and all(result["ok"].values()), (result["ok"], failures)
     _at_capacity, beyond, abandoning = result["phases"]
     for phase in result["phases"]:

@@ -20,10 +20,24 @@ from model.quality.rerank import RerankResult, bootstrap_ci, paired_difference, 
 from rnnlm.cli import main
 
 # shi: 石 食 十 时 实 事 是 市; you: 油 有 又; le: 了
-TRAIN = ["石油价格上涨了", "食油用完了", "十个人来了", "时间到了", "实在很好", "事情很多", "这是好的",
-         "市场很大", "油价又涨了", "我有油"] * 5
-HELDOUT = ["厨房里食油用完了。今天市场里石油很多！", "他们说：“是时候了。”这个事情实在很好。",
-           "油价又涨了十个", "我先走了。你走先吧"]
+TRAIN = [
+    "石油价格上涨了",
+    "食油用完了",
+    "十个人来了",
+    "时间到了",
+    "实在很好",
+    "事情很多",
+    "这是好的",
+    "市场很大",
+    "油价又涨了",
+    "我有油",
+] * 5
+HELDOUT = [
+    "厨房里食油用完了。今天市场里石油很多！",
+    "他们说：“是时候了。”这个事情实在很好。",
+    "油价又涨了十个",
+    "我先走了。你走先吧",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +45,15 @@ def index() -> HomophoneIndex:
     return HomophoneIndex.from_lines(TRAIN, min_count=5)
 
 
-@pytest.mark.parametrize("line, sentences", [
-    ("没有句号", ["没有句号"]),
-    ("你好。再见！", ["你好。", "再见！"]),
-    ("他说：“你好。”我们走吧？好", ["他说：“你好。”", "我们走吧？", "好"]),
-    ("。。", ["。。"]),
-])
+@pytest.mark.parametrize(
+    "line, sentences",
+    [
+        ("没有句号", ["没有句号"]),
+        ("你好。再见！", ["你好。", "再见！"]),
+        ("他说：“你好。”我们走吧？好", ["他说：“你好。”", "我们走吧？", "好"]),
+        ("。。", ["。。"]),
+    ],
+)
 def test_split_sentences(line, sentences):
     assert split_sentences(line) == sentences
 
@@ -74,8 +91,9 @@ def test_sets_are_reproducible_and_depend_on_the_seed(index):
     a = build_set("homophone", HELDOUT, index, size=10, distractors=3, seed=1, min_len=4)
     b = build_set("homophone", HELDOUT, index, size=10, distractors=3, seed=1, min_len=4)
     assert a == b
-    others = [build_set("homophone", HELDOUT, index, size=10, distractors=3, seed=s, min_len=4)
-              for s in range(2, 6)]
+    others = [
+        build_set("homophone", HELDOUT, index, size=10, distractors=3, seed=s, min_len=4) for s in range(2, 6)
+    ]
     assert any(o != a for o in others)
     assert len({i.answer for s in others for i in s}) > 1  # the original moves around
 
@@ -90,7 +108,7 @@ def test_wordorder_items_swap_adjacent_characters():
         for cand, edit in zip(item.candidates, item.edits, strict=True):
             if edit is not None:
                 p = edit["pos"]
-                assert cand == original[:p] + original[p + 1] + original[p] + original[p + 2:]
+                assert cand == original[:p] + original[p + 1] + original[p] + original[p + 2 :]
                 assert cand != original
 
 
@@ -112,14 +130,17 @@ def test_saved_sets_round_trip_and_bad_lines_are_named(index, tmp_path):
         load_items(path)
 
 
-@pytest.mark.parametrize("scores, answer, top1, rr", [
-    ([-1.0, -2.0, -3.0], 0, 1.0, 1.0),
-    ([-1.0, -2.0, -3.0], 1, 0.0, 1 / 2),
-    ([-1.0, -2.0, -3.0], 2, 0.0, 1 / 3),
-    ([-1.0, -1.0, -3.0], 0, 1 / 2, (1 + 1 / 2) / 2),  # a tie at the top is a coin toss
-    ([-0.5, -1.0, -1.0, -1.0], 2, 0.0, (1 / 2 + 1 / 3 + 1 / 4) / 3),
-    ([-2.0] * 6, 4, 1 / 6, sum(1 / r for r in range(1, 7)) / 6),  # no information: chance
-])
+@pytest.mark.parametrize(
+    "scores, answer, top1, rr",
+    [
+        ([-1.0, -2.0, -3.0], 0, 1.0, 1.0),
+        ([-1.0, -2.0, -3.0], 1, 0.0, 1 / 2),
+        ([-1.0, -2.0, -3.0], 2, 0.0, 1 / 3),
+        ([-1.0, -1.0, -3.0], 0, 1 / 2, (1 + 1 / 2) / 2),  # a tie at the top is a coin toss
+        ([-0.5, -1.0, -1.0, -1.0], 2, 0.0, (1 / 2 + 1 / 3 + 1 / 4) / 3),
+        ([-2.0] * 6, 4, 1 / 6, sum(1 / r for r in range(1, 7)) / 6),  # no information: chance
+    ],
+)
 def test_rank_credit(scores, answer, top1, rr):
     got_top1, got_rr = rank_credit(scores, answer)
     assert got_top1 == pytest.approx(top1)
@@ -163,8 +184,24 @@ def test_cli_builds_saves_and_rescores_the_same_set(tiny_model_dir, tmp_path, ca
     data = tmp_path / "corpus"
     write_corpus(data, {"train": TRAIN, "valid": HELDOUT, "test": HELDOUT}, {"name": "tiny"})
     sets = tmp_path / "sets"
-    argv = ["benchmark", "rerank", "--model", str(tiny_model_dir), "--data", str(data), "--size", "4",
-            "--distractors", "2", "--min-len", "4", "--min-count", "5", "--sets-dir", str(sets)]
+    argv = [
+        "benchmark",
+        "rerank",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--size",
+        "4",
+        "--distractors",
+        "2",
+        "--min-len",
+        "4",
+        "--min-count",
+        "5",
+        "--sets-dir",
+        str(sets),
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == str(tiny_model_dir) and report["kind"] == "rnn"
@@ -205,13 +242,40 @@ def quality_run(tmp_path_factory):
     write_corpus(root / "data", {"train": train, "valid": HELDOUT, "test": HELDOUT[::-1]}, {"name": "tiny"})
     torch.manual_seed(0)
     tok = Tokenizer.build(train, kind="char")  # the vocabulary the n-grams build too
-    net = RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell="lstm", emb_dim=8, hidden_dim=8, num_layers=1,
-                            dropout=0.0, tie_weights=True))
+    net = RNNLM(
+        ModelConfig(
+            vocab_size=tok.vocab_size,
+            cell="lstm",
+            emb_dim=8,
+            hidden_dim=8,
+            num_layers=1,
+            dropout=0.0,
+            tie_weights=True,
+        )
+    )
     save_rnn(root / "weights" / "tiny-rnn", net, tok, {"train_time_s": 12.0, "command": "rnnlm train (test)"})
-    argv = ["benchmark", "quality", "--data", str(root / "data"), "--out", str(root / "RESULTS.md"),
-            "--weights", str(root / "weights"), "--ngram-dir", str(root / "ngram"),
-            "--sets-dir", str(root / "sets"), "--size", "4", "--distractors", "2", "--min-len", "4",
-            "--min-count", "5"]
+    argv = [
+        "benchmark",
+        "quality",
+        "--data",
+        str(root / "data"),
+        "--out",
+        str(root / "RESULTS.md"),
+        "--weights",
+        str(root / "weights"),
+        "--ngram-dir",
+        str(root / "ngram"),
+        "--sets-dir",
+        str(root / "sets"),
+        "--size",
+        "4",
+        "--distractors",
+        "2",
+        "--min-len",
+        "4",
+        "--min-count",
+        "5",
+    ]
     assert main(argv) == 0
     return root, argv
 
@@ -220,8 +284,14 @@ def test_quality_writes_every_row_with_its_command(quality_run):
     root, _ = quality_run
     result = json.loads((root / "RESULTS.json").read_text(encoding="utf-8"))
     names = [r["name"] for r in result["rows"]]
-    assert names[:6] == ["unigram", "add-k 3-gram", "interpolated 5-gram", "Katz backoff 5-gram",
-                         "Kneser-Ney 3-gram", "Kneser-Ney 5-gram"]
+    assert names[:6] == [
+        "unigram",
+        "add-k 3-gram",
+        "interpolated 5-gram",
+        "Katz backoff 5-gram",
+        "Kneser-Ney 3-gram",
+        "Kneser-Ney 5-gram",
+    ]
     assert names[6].startswith("tiny-rnn (LSTM 1×8)")
     assert "linear mixture" in names[7] and "log-linear" in names[8]
     markdown = (root / "RESULTS.md").read_text(encoding="utf-8")
@@ -249,8 +319,18 @@ def test_quality_numbers_match_the_single_model_commands(quality_run, capsys):
     lam = float(mixture["note"].split("λ = ")[1].split()[0])
     mixed = evaluate_lines(MixtureLanguageModel(rnn, kn5, lam), test)["perplexity"]
     assert mixture["perplexity"] == pytest.approx(mixed, rel=1e-3)  # λ is printed with 3 decimals
-    spec = ["--size", "4", "--distractors", "2", "--min-len", "4", "--min-count", "5",
-            "--sets-dir", str(root / "sets")]
+    spec = [
+        "--size",
+        "4",
+        "--distractors",
+        "2",
+        "--min-len",
+        "4",
+        "--min-count",
+        "5",
+        "--sets-dir",
+        str(root / "sets"),
+    ]
     assert main(["benchmark", "rerank", "--model", str(kn5_dir), "--data", str(root / "data"), *spec]) == 0
     alone = json.loads(capsys.readouterr().out)
     for kind in ("homophone", "wordorder"):
@@ -290,9 +370,26 @@ def test_loglinear_weights_and_mixtures_combine_per_token():
 def test_loglinear_option_reranks_with_the_weighted_sum(quality_run, capsys):
     root, _ = quality_run
     models = [str(root / "weights" / "tiny-rnn"), str(root / "ngram" / "data-char-kn5")]
-    base = ["benchmark", "rerank", "--model", models[0], "--model", models[1], "--data", str(root / "data"),
-            "--size", "4", "--distractors", "2", "--min-len", "4", "--min-count", "5",
-            "--sets-dir", str(root / "sets")]
+    base = [
+        "benchmark",
+        "rerank",
+        "--model",
+        models[0],
+        "--model",
+        models[1],
+        "--data",
+        str(root / "data"),
+        "--size",
+        "4",
+        "--distractors",
+        "2",
+        "--min-len",
+        "4",
+        "--min-count",
+        "5",
+        "--sets-dir",
+        str(root / "sets"),
+    ]
     for alpha, same_as in (("1", 0), ("0", 1)):
         assert main([*base, "--loglinear", alpha]) == 0
         first, second, combined = (json.loads(line) for line in capsys.readouterr().out.splitlines())

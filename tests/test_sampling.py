@@ -29,8 +29,10 @@ NEG = float("-inf")
         (SamplingParams(temperature=0.7), [Temperature]),
         (SamplingParams(top_k=5), [TopK]),
         (SamplingParams(top_p=0.9), [TopP]),
-        (SamplingParams(repetition_penalty=1.3, temperature=2.0, top_k=3, top_p=0.5),
-         [RepetitionPenalty, Temperature, TopK, TopP]),
+        (
+            SamplingParams(repetition_penalty=1.3, temperature=2.0, top_k=3, top_p=0.5),
+            [RepetitionPenalty, Temperature, TopK, TopP],
+        ),
     ],
 )
 def test_only_non_default_processors_are_built(params, expected):

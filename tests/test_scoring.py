@@ -44,7 +44,7 @@ def test_scores_are_the_models_log_probs(lm):
 def test_context_conditions_but_is_not_scored(lm):
     context, cand = "厨房里", "食油用完了"
     result = score_candidates(lm, [cand], ScoreOptions(context=context)).results[0]
-    expected = direct(lm, cand, context)[len(context):]
+    expected = direct(lm, cand, context)[len(context) :]
     assert result.num_tokens == len(cand) + 1
     assert result.logprob == pytest.approx(sum(expected), abs=1e-9)
     alone = score_candidates(lm, [cand]).results[0]
@@ -52,17 +52,20 @@ def test_context_conditions_but_is_not_scored(lm):
 
 
 # (bos, eos, context, candidate) -> the targets scored, as slices of the full direct log-probs
-@pytest.mark.parametrize(("bos", "eos", "context", "text", "first", "count"), [
-    (True, True, "", "你先走", 0, 4),
-    (True, False, "", "你先走", 0, 3),
-    (False, True, "", "你先走", 1, 3),  # the first token only conditions
-    (False, False, "", "你先走", 1, 2),
-    (False, True, "我们", "先走", 2, 3),  # with a context, bos=False changes nothing
-    (True, True, "我们", "先走", 2, 3),
-    (True, True, "", "", 0, 1),  # empty text: P(<eos> | <bos>)
-    (True, False, "", "", 0, 0),  # nothing scored at all
-    (False, True, "", "", 1, 0),  # the <eos> is the first token: conditioning only
-])
+@pytest.mark.parametrize(
+    ("bos", "eos", "context", "text", "first", "count"),
+    [
+        (True, True, "", "你先走", 0, 4),
+        (True, False, "", "你先走", 0, 3),
+        (False, True, "", "你先走", 1, 3),  # the first token only conditions
+        (False, False, "", "你先走", 1, 2),
+        (False, True, "我们", "先走", 2, 3),  # with a context, bos=False changes nothing
+        (True, True, "我们", "先走", 2, 3),
+        (True, True, "", "", 0, 1),  # empty text: P(<eos> | <bos>)
+        (True, False, "", "", 0, 0),  # nothing scored at all
+        (False, True, "", "", 1, 0),  # the <eos> is the first token: conditioning only
+    ],
+)
 def test_bos_eos_context_table(lm, bos, eos, context, text, first, count):
     result = score_candidates(lm, [text], ScoreOptions(context=context, bos=bos, eos=eos)).results[0]
     expected = direct(lm, text, context, eos)[first:]
@@ -85,19 +88,23 @@ def test_any_text_gets_a_finite_score(lm, text):
 
 
 # lm_weight, length_bonus, normalize, external -> score computed by hand
-@pytest.mark.parametrize(("lm_weight", "length_bonus", "normalize", "external"), [
-    (1.0, 0.0, "none", None),
-    (0.5, 0.0, "none", [3.0, -1.0, 0.0, 2.5]),
-    (2.0, 0.7, "none", [0.0, 0.0, 1.0, 0.0]),
-    (1.0, 0.0, "token", None),
-    (0.3, -0.2, "token", [1.0, 2.0, 3.0, 4.0]),
-    (0.0, 0.0, "none", [4.0, 3.0, 2.0, 1.0]),  # external scores only
-])
+@pytest.mark.parametrize(
+    ("lm_weight", "length_bonus", "normalize", "external"),
+    [
+        (1.0, 0.0, "none", None),
+        (0.5, 0.0, "none", [3.0, -1.0, 0.0, 2.5]),
+        (2.0, 0.7, "none", [0.0, 0.0, 1.0, 0.0]),
+        (1.0, 0.0, "token", None),
+        (0.3, -0.2, "token", [1.0, 2.0, 3.0, 4.0]),
+        (0.0, 0.0, "none", [4.0, 3.0, 2.0, 1.0]),  # external scores only
+    ],
+)
 def test_combined_score_table(lm, lm_weight, length_bonus, normalize, external):
     options = ScoreOptions(lm_weight=lm_weight, length_bonus=length_bonus, normalize=normalize)
     ranking = score_candidates(lm, HOMOPHONES, options, external)
-    for i, (text, r, lps) in enumerate(zip(HOMOPHONES, ranking.results, direct_all(lm, HOMOPHONES),
-                                           strict=True)):
+    for i, (text, r, lps) in enumerate(
+        zip(HOMOPHONES, ranking.results, direct_all(lm, HOMOPHONES), strict=True)
+    ):
         lp = sum(lps)
         n = len(text) + 1
         lm_term = lp / n if normalize == "token" else lp
@@ -111,8 +118,9 @@ def test_combined_score_table(lm, lm_weight, length_bonus, normalize, external):
 def test_external_scores_can_reverse_the_ranking(lm):
     plain = score_candidates(lm, HOMOPHONES[:2])
     worst = plain.ranking[-1]
-    boosted = score_candidates(lm, HOMOPHONES[:2], external_scores=[100.0 if i == worst else 0.0
-                                                                    for i in range(2)])
+    boosted = score_candidates(
+        lm, HOMOPHONES[:2], external_scores=[100.0 if i == worst else 0.0 for i in range(2)]
+    )
     assert boosted.ranking[0] == worst
 
 

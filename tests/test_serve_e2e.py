@@ -29,8 +29,16 @@ def free_port() -> int:
 
 def start_server(port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "RNNLM_MAX_CANDIDATES": "50"}
-    cmd = [str(Path(sys.executable).parent / "rnnlm"), "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model-dir", str(SHIPPED)]
+    cmd = [
+        str(Path(sys.executable).parent / "rnnlm"),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-dir",
+        str(SHIPPED),
+    ]
     with log.open("w") as out:  # a file, not a pipe: a full pipe nobody reads would block the server
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -77,8 +85,9 @@ def test_every_endpoint_over_http(server):
     assert nxt["next"][0]["prob"] >= nxt["next"][-1]["prob"] and nxt["entropy"] > 0
 
     cands = ["厨房里食油用完了", "厨房里石油用完了", "你先走", "你走先", "", "😀 mixed 文字"]
-    scored = server.post("/score", json={"candidates": cands, "per_token": True,
-                                         "external_scores": [0, 0, 0, 0, 0, 1.5]}).json()
+    scored = server.post(
+        "/score", json={"candidates": cands, "per_token": True, "external_scores": [0, 0, 0, 0, 0, 1.5]}
+    ).json()
     assert sorted(scored["ranking"]) == list(range(len(cands)))
     for cand, r in zip(cands, scored["results"], strict=True):
         assert r["num_tokens"] == len(cand) + 1 == len(r["token_logprobs"])
@@ -93,8 +102,10 @@ def test_every_endpoint_over_http(server):
         assert r.headers["content-type"].startswith("text/event-stream")
         raw = r.read().decode()
     blocks = [b for b in raw.replace("\r\n", "\n").split("\n\n") if b.strip() and not b.startswith(":")]
-    events = [(b.split("\n")[0].removeprefix("event: "), json.loads(b.split("\n")[1].removeprefix("data: ")))
-              for b in blocks]
+    events = [
+        (b.split("\n")[0].removeprefix("event: "), json.loads(b.split("\n")[1].removeprefix("data: ")))
+        for b in blocks
+    ]
     assert [e for e, _ in events] == ["token"] * first["num_tokens"] + ["done"]
     assert events[-1][1] == first
     assert "".join(d["text"] for e, d in events if e == "token") == first["text"]

@@ -4,8 +4,8 @@ every documented error, determinism, stop strings and well-formed server-sent ev
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import math
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,8 +21,17 @@ from service.streaming import StreamedText
 
 from .conftest import build_tiny_model
 
-LIMITS = dict(max_body_bytes=4000, max_text_chars=60, max_candidates=6, max_batch_texts=4, max_top_k=20,
-              max_new_tokens=30, max_n=3, max_stop_strings=2, sse_ping_s=0)
+LIMITS = dict(
+    max_body_bytes=4000,
+    max_text_chars=60,
+    max_candidates=6,
+    max_batch_texts=4,
+    max_top_k=20,
+    max_new_tokens=30,
+    max_n=3,
+    max_stop_strings=2,
+    sse_ping_s=0,
+)
 ERROR_KEYS = {"type", "message", "field", "status", "request_id"}
 
 
@@ -173,12 +182,20 @@ def test_score_equals_the_model_library(client, lm):
 
 
 def test_score_options_pass_through_to_the_library(client, lm):
-    request = {"candidates": ["你先走", "你走先", "我们先走了"], "context": "他说",
-               "bos": False, "eos": False, "external_scores": [0.5, -1.0, 2.0], "lm_weight": 0.7,
-               "length_bonus": 0.3, "normalize": "token"}
+    request = {
+        "candidates": ["你先走", "你走先", "我们先走了"],
+        "context": "他说",
+        "bos": False,
+        "eos": False,
+        "external_scores": [0.5, -1.0, 2.0],
+        "lm_weight": 0.7,
+        "length_bonus": 0.3,
+        "normalize": "token",
+    }
     body = client.post("/score", json=request).json()
-    options = ScoreOptions(context="他说", bos=False, eos=False, lm_weight=0.7, length_bonus=0.3,
-                           normalize="token")
+    options = ScoreOptions(
+        context="他说", bos=False, eos=False, lm_weight=0.7, length_bonus=0.3, normalize="token"
+    )
     expected = score_candidates(lm, request["candidates"], options, request["external_scores"])
     assert body["ranking"] == expected.ranking
     for got, want in zip(body["results"], expected.results, strict=True):
@@ -191,8 +208,10 @@ def test_external_scores_rerank(client):
     cands = ["厨房里食油用完了", "厨房里石油用完了"]
     plain = client.post("/score", json={"candidates": cands}).json()
     loser = plain["ranking"][-1]
-    boosted = client.post("/score", json={"candidates": cands,
-                                          "external_scores": [50.0 if i == loser else 0.0 for i in range(2)]})
+    boosted = client.post(
+        "/score",
+        json={"candidates": cands, "external_scores": [50.0 if i == loser else 0.0 for i in range(2)]},
+    )
     assert boosted.json()["ranking"][0] == loser
 
 
@@ -268,8 +287,9 @@ def test_n_samples_each_reproducible_alone(client):
         assert {**one, "logprobs": None} == {**s, "index": 0, "logprobs": None}
         assert [t["token"] for t in one["logprobs"]] == [t["token"] for t in s["logprobs"]]
         # batch of 3 vs 1: the same tokens, log-probs equal up to float32 rounding
-        assert [t["logprob"] for t in one["logprobs"]] == pytest.approx([t["logprob"] for t in s["logprobs"]],
-                                                                        abs=1e-5)
+        assert [t["logprob"] for t in one["logprobs"]] == pytest.approx(
+            [t["logprob"] for t in s["logprobs"]], abs=1e-5
+        )
         assert len(s["logprobs"]) == s["num_tokens"] <= 10
         assert all(lp["logprob"] <= 0 for lp in s["logprobs"])
 
@@ -308,8 +328,9 @@ def test_stream_events_are_well_formed_and_match_the_plain_response(client, stop
         assert [d["finish_reason"] for d in tokens[:-1]] == [None] * (len(tokens) - 1)
         assert tokens[-1]["finish_reason"] == plain["samples"][sample]["finish_reason"]
         assert "".join(d["text"] for d in tokens) == plain["samples"][sample]["text"]
-        assert [{"token": d["token"], "logprob": d["logprob"]} for d in tokens] == \
-            plain["samples"][sample]["logprobs"]
+        assert [{"token": d["token"], "logprob": d["logprob"]} for d in tokens] == plain["samples"][sample][
+            "logprobs"
+        ]
 
 
 def test_stream_errors_before_start_are_plain_json(client):
@@ -365,13 +386,16 @@ def test_documented_errors(client, path, body, status, field, type_):
     error_of(client.post(path, json=body), status, field, type_)
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    (b"{not json", "body"),
-    (b'{"candidates": ["a"], "lm_weight": NaN}', "lm_weight"),
-    (b'{"candidates": ["a"], "external_scores": [Infinity]}', "external_scores.0"),
-    (b"[1, 2]", "body"),
-    (b"", "body"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b"{not json", "body"),
+        (b'{"candidates": ["a"], "lm_weight": NaN}', "lm_weight"),
+        (b'{"candidates": ["a"], "external_scores": [Infinity]}', "external_scores.0"),
+        (b"[1, 2]", "body"),
+        (b"", "body"),
+    ],
+)
 def test_malformed_bodies(client, raw, field):
     r = client.post("/score", content=raw, headers={"content-type": "application/json"})
     error_of(r, 422, field, "invalid_request")
@@ -379,8 +403,12 @@ def test_malformed_bodies(client, raw, field):
 
 def test_body_size_limit(client):
     big = json.dumps({"candidates": ["a"], "context": "x" * 5000}).encode()
-    error_of(client.post("/score", content=big, headers={"content-type": "application/json"}),
-             413, "body", "payload_too_large")
+    error_of(
+        client.post("/score", content=big, headers={"content-type": "application/json"}),
+        413,
+        "body",
+        "payload_too_large",
+    )
 
     def chunks():  # no Content-Length: counted as it streams in
         yield b'{"candidates": ["a"], "context": "'
@@ -388,8 +416,12 @@ def test_body_size_limit(client):
             yield b"x" * 500
         yield b'"}'
 
-    error_of(client.post("/score", content=chunks(), headers={"content-type": "application/json"}),
-             413, "body", "payload_too_large")
+    error_of(
+        client.post("/score", content=chunks(), headers={"content-type": "application/json"}),
+        413,
+        "body",
+        "payload_too_large",
+    )
 
 
 def test_unknown_routes_and_methods(client):
@@ -498,14 +530,17 @@ def test_duplicate_model_names_are_refused(tiny_model_dir):
 
 
 # (stop strings, pieces, finish reason of the last piece) -> the text shown after each piece
-@pytest.mark.parametrize(("stop", "pieces", "shown"), [
-    ([], ["a", "b", "c"], ["a", "b", "c"]),
-    (["END"], ["a", "b", "E", "x", "E", "N", "D"], ["a", "b", "", "Ex", "", "", ""]),
-    (["END"], ["E", "N"], ["", "EN"]),  # finished for another reason: flush what was held
-    (["。\n", "！"], ["好", "。", "\n"], ["好", "", ""]),
-    (["ab"], ["x", "a", "a", "b"], ["x", "", "a", ""]),
-    (["xyz"], ["xy", "zq"], ["", ""]),  # a stop string across tokens; the rest of the token is cut
-])
+@pytest.mark.parametrize(
+    ("stop", "pieces", "shown"),
+    [
+        ([], ["a", "b", "c"], ["a", "b", "c"]),
+        (["END"], ["a", "b", "E", "x", "E", "N", "D"], ["a", "b", "", "Ex", "", "", ""]),
+        (["END"], ["E", "N"], ["", "EN"]),  # finished for another reason: flush what was held
+        (["。\n", "！"], ["好", "。", "\n"], ["好", "", ""]),
+        (["ab"], ["x", "a", "a", "b"], ["x", "", "a", ""]),
+        (["xyz"], ["xy", "zq"], ["", ""]),  # a stop string across tokens; the rest of the token is cut
+    ],
+)
 def test_streamed_text_holds_back_possible_stop_strings(stop, pieces, shown):
     st = StreamedText(stop=stop)
     got = []
@@ -535,8 +570,9 @@ def test_runner_interleaves_work_and_closes_abandoned_streams(tiny_model_dir):
     async def main():
         await registry.start(EngineConfig(threads=1))
         try:
-            request = GenerationRequest(prompt="今天", max_new_tokens=25,
-                                        sampling=SamplingParams(temperature=1.0, seed=1))
+            request = GenerationRequest(
+                prompt="今天", max_new_tokens=25, sampling=SamplingParams(temperature=1.0, seed=1)
+            )
             stream = runner.generate_stream(request)
             first = [await anext(stream) for _ in range(2)]
             ranking = await runner.score(["你先走"], ScoreOptions())  # served between two tokens

@@ -8,15 +8,47 @@ import pytest
 from model.checkpoint import CARD, load_rnn
 from rnnlm.cli import main
 
-TINY = ["--emb-dim", "16", "--hidden-dim", "16", "--batch-size", "8", "--bptt", "6",
-        "--eval-every", "0", "--warmup-steps", "1", "--lr", "0.01", "--no-progress"]
+TINY = [
+    "--emb-dim",
+    "16",
+    "--hidden-dim",
+    "16",
+    "--batch-size",
+    "8",
+    "--bptt",
+    "6",
+    "--eval-every",
+    "0",
+    "--warmup-steps",
+    "1",
+    "--lr",
+    "0.01",
+    "--no-progress",
+]
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
 def test_train_then_evaluate_each_cell(tiny_corpus, tmp_path, capsys, cell):
     out = tmp_path / cell
-    assert main(["train", "--data", str(tiny_corpus), "--out", str(out), "--run-dir", str(tmp_path / "run"),
-                 "--cell", cell, "--epochs", "3", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_corpus),
+                "--out",
+                str(out),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--cell",
+                cell,
+                "--epochs",
+                "3",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     net, tok, metrics = load_rnn(out)
     assert net.config.cell == cell
@@ -34,8 +66,16 @@ def test_train_then_evaluate_each_cell(tiny_corpus, tmp_path, capsys, cell):
 
 
 def test_training_resumes_where_it_stopped(tiny_corpus, tmp_path, capsys):
-    args = ["train", "--data", str(tiny_corpus), "--out", str(tmp_path / "m"), "--run-dir",
-            str(tmp_path / "run"), *TINY]
+    args = [
+        "train",
+        "--data",
+        str(tiny_corpus),
+        "--out",
+        str(tmp_path / "m"),
+        "--run-dir",
+        str(tmp_path / "run"),
+        *TINY,
+    ]
     main([*args, "--epochs", "1"])
     first = json.loads((tmp_path / "m" / "metrics.json").read_text())["total_steps"]
     capsys.readouterr()
@@ -48,8 +88,20 @@ def test_training_resumes_where_it_stopped(tiny_corpus, tmp_path, capsys):
 def test_prepare_plain_corpus(tmp_path, capsys):
     for name in ("a", "b", "c"):
         (tmp_path / f"{name}.txt").write_text("你好\n世界\n", encoding="utf-8")
-    code = main(["prepare-data", "plain", "--out", str(tmp_path / "c1"), "--train", str(tmp_path / "a.txt"),
-                 "--valid", str(tmp_path / "b.txt"), "--test", str(tmp_path / "c.txt")])
+    code = main(
+        [
+            "prepare-data",
+            "plain",
+            "--out",
+            str(tmp_path / "c1"),
+            "--train",
+            str(tmp_path / "a.txt"),
+            "--valid",
+            str(tmp_path / "b.txt"),
+            "--test",
+            str(tmp_path / "c.txt"),
+        ]
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["splits"]["train"]["lines"] == 2
     assert main(["prepare-data", "plain", "--out", str(tmp_path / "c2")]) == 2

@@ -59,8 +59,12 @@ def capture(base: str, out: Path, profile: Path) -> list[Path]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", action="append", default=None,
-                        help="checkpoint directory to serve (repeatable; default weights/pd98-char-lstm)")
+    parser.add_argument(
+        "--model-dir",
+        action="append",
+        default=None,
+        help="checkpoint directory to serve (repeatable; default weights/pd98-char-lstm)",
+    )
     parser.add_argument("--out", default=str(HERE), help="where to write the PNGs")
     args = parser.parse_args()
     model_dirs = [Path(d) for d in (args.model_dir or [REPO / "weights" / "pd98-char-lstm"])]

@@ -92,8 +92,9 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
 class Engine:
     """Batched scoring, next-token and generation for one :class:`LanguageModel`."""
 
-    def __init__(self, lm: LanguageModel, config: EngineConfig | None = None,
-                 observer: EngineObserver | None = None) -> None:
+    def __init__(
+        self, lm: LanguageModel, config: EngineConfig | None = None, observer: EngineObserver | None = None
+    ) -> None:
         self.lm = lm
         self.config = config or EngineConfig()
         self.observer = observer or EngineObserver()
@@ -163,8 +164,9 @@ class Engine:
             return ScoreResult([], [], 0, 0)
         return await self._submit("score", seqs, 0, timeout_s)
 
-    async def next_token(self, prefixes: Sequence[Sequence[int]], *, top_k: int = 10,
-                         timeout_s: float | None = None) -> list[NextToken]:
+    async def next_token(
+        self, prefixes: Sequence[Sequence[int]], *, top_k: int = 10, timeout_s: float | None = None
+    ) -> list[NextToken]:
         """The next-token distribution after each prefix (each starts with ``<bos>``)."""
         if top_k < 0:
             raise ValueError("top_k must be >= 0")
@@ -319,8 +321,10 @@ class Engine:
         if self._closing or now - self._oneshot[0].submitted >= wait_s:
             return True
         c = self.config
-        return (sum(len(i.seqs) for i in self._oneshot) >= c.max_batch_sequences
-                or sum(i.tokens for i in self._oneshot) >= c.max_batch_tokens)
+        return (
+            sum(len(i.seqs) for i in self._oneshot) >= c.max_batch_sequences
+            or sum(i.tokens for i in self._oneshot) >= c.max_batch_tokens
+        )
 
     def _pop_batch_locked(self, now: float, expired: list) -> list[_OneShot]:
         c = self.config
@@ -331,8 +335,9 @@ class Engine:
             if item.deadline is not None and now > item.deadline:
                 expired.append(self._oneshot.popleft())
                 continue
-            if batch and (n_seqs + len(item.seqs) > c.max_batch_sequences
-                          or n_tokens + item.tokens > c.max_batch_tokens):
+            if batch and (
+                n_seqs + len(item.seqs) > c.max_batch_sequences or n_tokens + item.tokens > c.max_batch_tokens
+            ):
                 break
             batch.append(self._oneshot.popleft())
             n_seqs += len(item.seqs)
@@ -381,8 +386,9 @@ class Engine:
         seqs = [s for item in scored for s in item.seqs]
         prefixes = [p for item in asked for p in item.seqs]
         try:
-            res = self.lm.score_tree(seqs, prefixes, share=self.config.prefix_sharing,
-                             max_logits=self.config.max_logits)
+            res = self.lm.score_tree(
+                seqs, prefixes, share=self.config.prefix_sharing, max_logits=self.config.max_logits
+            )
             results = self._split_scores(scored, res) + self._split_next(asked, res.next_logprobs)
         except Exception as e:  # a failed batch fails its requests, never the engine
             log.exception("batch failed")
@@ -408,8 +414,9 @@ class Engine:
             n = len(item.seqs)
             token_lps = [lp.tolist() for lp in res.logprobs[offset : offset + n]]
             requested = requested_positions(item.seqs)
-            computed = (res.tree.distinct_prefixes(range(offset, offset + n))
-                        if res.tree is not None else requested)
+            computed = (
+                res.tree.distinct_prefixes(range(offset, offset + n)) if res.tree is not None else requested
+            )
             out.append(ScoreResult(token_lps, [math.fsum(t) for t in token_lps], requested, computed))
             offset += n
         return out
@@ -424,9 +431,17 @@ class Engine:
         entropy = torch.special.entr(logprobs.double().exp()).sum(dim=-1).tolist()  # (Q,) nats
         out, q = [], 0
         for item in items:
-            out.append([NextToken(logprobs[q + i], top_ids[q + i][: item.top_k],
-                                  top_lps[q + i][: item.top_k], entropy[q + i])
-                        for i in range(len(item.seqs))])
+            out.append(
+                [
+                    NextToken(
+                        logprobs[q + i],
+                        top_ids[q + i][: item.top_k],
+                        top_lps[q + i][: item.top_k],
+                        entropy[q + i],
+                    )
+                    for i in range(len(item.seqs))
+                ]
+            )
             q += len(item.seqs)
         return out
 

@@ -28,8 +28,9 @@ from ..sampling import Greedy, StoppingCriteria, TokenChooser
 from ..tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
-def choose_tokens(choosers: Sequence[TokenChooser], logprobs: Tensor,
-                  histories: Sequence[list[int]]) -> list[int]:
+def choose_tokens(
+    choosers: Sequence[TokenChooser], logprobs: Tensor, histories: Sequence[list[int]]
+) -> list[int]:
     """``[choosers[r].next_id(logprobs[r], histories[r]) for r in rows]``, batched.
 
     Masking, greedy argmax and the softmax before sampling run once for all rows; only the
@@ -111,8 +112,7 @@ class DecodeBatch:
 
     def choose(self) -> list[tuple[Row, TokenEvent]]:
         """Every row picks its token; rows that stop leave. Returns the events, in row order."""
-        tokens = choose_tokens([r.chooser for r in self.rows], self.logprobs,
-                               [r.history for r in self.rows])
+        tokens = choose_tokens([r.chooser for r in self.rows], self.logprobs, [r.history for r in self.rows])
         picked = self.logprobs[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
         tok = self.lm.tokenizer
         events, keep = [], []

@@ -28,8 +28,14 @@ class GenerationStream:
     ``seed + i``), whether the request gave one or not.
     """
 
-    def __init__(self, engine: Engine, request: GenerationRequest, prompt_ids: list[int], seed: int,
-                 deadline: float | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        request: GenerationRequest,
+        prompt_ids: list[int],
+        seed: int,
+        deadline: float | None,
+    ) -> None:
         self.request = request
         self.prompt_ids = prompt_ids
         self.seed = seed

@@ -49,8 +49,9 @@ class Overloaded(EngineError):
     """The queue is full: retry after ``retry_after_s`` seconds (HTTP 429/503 + Retry-After)."""
 
     def __init__(self, kind: str, queued: int, retry_after_s: float) -> None:
-        super().__init__(f"engine overloaded: {queued} requests already waiting; "
-                         f"retry {kind} after {retry_after_s:.0f} s")
+        super().__init__(
+            f"engine overloaded: {queued} requests already waiting; retry {kind} after {retry_after_s:.0f} s"
+        )
         self.kind = kind
         self.queued = queued
         self.retry_after_s = retry_after_s

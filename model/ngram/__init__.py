@@ -16,5 +16,13 @@ from .smoothing import SMOOTHERS
 from .store import load_ngram, save_ngram
 from .tables import BackoffTables
 
-__all__ = ["SMOOTHERS", "BackoffTables", "NGramCounts", "NGramLanguageModel", "build_ngram",
-           "count_ngrams", "load_ngram", "save_ngram"]
+__all__ = [
+    "SMOOTHERS",
+    "BackoffTables",
+    "NGramCounts",
+    "NGramLanguageModel",
+    "build_ngram",
+    "count_ngrams",
+    "load_ngram",
+    "save_ngram",
+]

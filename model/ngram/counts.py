@@ -105,16 +105,19 @@ def count_ngrams(seqs: Sequence[Sequence[int]], order: int, vocab_size: int) -> 
         at = np.flatnonzero(position >= n - 1)  # positions where an n-gram window fits
         check_key_range(len(orders[-1]), V)
         keys = ending[at - 1] * V + tokens[at]
-        uniq, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True,
-                                                 return_counts=True)
+        uniq, first, inverse, counts = np.unique(
+            keys, return_index=True, return_inverse=True, return_counts=True
+        )
         where = at[first]  # one position where each distinct n-gram ends
-        orders.append(OrderCounts(
-            keys=uniq,
-            counts=counts.astype(np.int64),
-            prefix=uniq // V,
-            suffix=ending[where],  # the (n-1)-gram ending at the same position
-            starts_with_bos=tokens[where - (n - 1)] == BOS_ID,
-        ))
+        orders.append(
+            OrderCounts(
+                keys=uniq,
+                counts=counts.astype(np.int64),
+                prefix=uniq // V,
+                suffix=ending[where],  # the (n-1)-gram ending at the same position
+                starts_with_bos=tokens[where - (n - 1)] == BOS_ID,
+            )
+        )
         ending_next = np.full(len(tokens), -1, dtype=np.int64)
         ending_next[at] = inverse.reshape(-1)
         ending = ending_next

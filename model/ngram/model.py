@@ -25,11 +25,17 @@ from .tables import BackoffTables
 class NGramLanguageModel(LanguageModel):
     kind = "ngram"
 
-    def __init__(self, tables: BackoffTables, tokenizer: Tokenizer, smoothing: str = "unknown",
-                 params: dict | None = None) -> None:
+    def __init__(
+        self,
+        tables: BackoffTables,
+        tokenizer: Tokenizer,
+        smoothing: str = "unknown",
+        params: dict | None = None,
+    ) -> None:
         if tables.vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"the tables have {tables.vocab_size} tokens, the tokenizer "
-                             f"{tokenizer.vocab_size}")
+            raise ValueError(
+                f"the tables have {tables.vocab_size} tokens, the tokenizer {tokenizer.vocab_size}"
+            )
         self.tables = tables
         self.tokenizer = tokenizer
         self.smoothing = smoothing  # addk | interp | katz | kn | arpa (read from a file)
@@ -77,12 +83,18 @@ class NGramLanguageModel(LanguageModel):
         return torch.cat(list(states), dim=0)
 
     def describe(self) -> dict:
-        return {**super().describe(), "order": self.order, "smoothing": self.smoothing,
-                "ngrams": self.tables.sizes(), "device": "cpu"}
+        return {
+            **super().describe(),
+            "order": self.order,
+            "smoothing": self.smoothing,
+            "ngrams": self.tables.sizes(),
+            "device": "cpu",
+        }
 
 
-def build_ngram(tokenizer: Tokenizer, lines: Sequence[str], order: int, smoothing: str = "kn",
-                **params: float) -> NGramLanguageModel:
+def build_ngram(
+    tokenizer: Tokenizer, lines: Sequence[str], order: int, smoothing: str = "kn", **params: float
+) -> NGramLanguageModel:
     """Count ``lines`` (as ``[<bos>, …, <eos>]`` id sequences) and smooth them into a model."""
     if smoothing not in SMOOTHERS:
         raise ValueError(f"smoothing must be one of {sorted(SMOOTHERS)}, got {smoothing!r}")
@@ -90,8 +102,9 @@ def build_ngram(tokenizer: Tokenizer, lines: Sequence[str], order: int, smoothin
     return from_sequences(tokenizer, seqs, order, smoothing, **params)
 
 
-def from_sequences(tokenizer: Tokenizer, seqs: Sequence[Sequence[int]], order: int,
-                   smoothing: str = "kn", **params: float) -> NGramLanguageModel:
+def from_sequences(
+    tokenizer: Tokenizer, seqs: Sequence[Sequence[int]], order: int, smoothing: str = "kn", **params: float
+) -> NGramLanguageModel:
     counts = count_ngrams(seqs, order, tokenizer.vocab_size)
     tables, info = SMOOTHERS[smoothing](counts, **params)
     return NGramLanguageModel(tables, tokenizer, smoothing, info)
@@ -104,5 +117,5 @@ def histories_array(prefixes: Sequence[Sequence[int]], order: int) -> np.ndarray
     for row, p in enumerate(prefixes):
         tail = list(p)[-width:] if width else []
         if tail:
-            out[row, width - len(tail):] = tail
+            out[row, width - len(tail) :] = tail
     return out

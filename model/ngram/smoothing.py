@@ -273,8 +273,10 @@ def kneser_ney(counts: NGramCounts) -> tuple[BackoffTables, dict]:
             gamma = np.where(total > 0, per_context_sum(counts, n, d) / total, 1.0)
         backoffs.append(gamma)
         probs.append((a - d) / total[gram.prefix] + gamma[gram.prefix] * probs[-1][gram.suffix])
-    info = {"discounts": [[round(float(x), 6) for x in ds[1:]] for ds in discounts],
-            "discount_fallback": [n + 1 for n, f in enumerate(fallback) if f]}
+    info = {
+        "discounts": [[round(float(x), 6) for x in ds[1:]] for ds in discounts],
+        "discount_fallback": [n + 1 for n, f in enumerate(fallback) if f],
+    }
     return to_tables(counts, probs, backoffs), info
 
 

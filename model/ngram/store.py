@@ -61,31 +61,39 @@ def tables_to_arrays(tables: BackoffTables) -> dict[str, np.ndarray]:
 def tables_from_arrays(arrays: dict[str, np.ndarray], order: int, vocab_size: int) -> BackoffTables:
     return BackoffTables(
         vocab_size=vocab_size,
-        keys=[arrays[f"keys.{n}"] if f"keys.{n}" in arrays
-              else np.cumsum(arrays[f"keydelta.{n}"], dtype=np.int64) for n in range(1, order + 1)],
+        keys=[
+            arrays[f"keys.{n}"]
+            if f"keys.{n}" in arrays
+            else np.cumsum(arrays[f"keydelta.{n}"], dtype=np.int64)
+            for n in range(1, order + 1)
+        ],
         logprob=[arrays[f"logprob.{n}"] for n in range(1, order + 1)],
         logbackoff=[arrays[f"logbackoff.{n}"] for n in range(1, order)],
     )
 
 
-def save_ngram(out_dir: str | Path, lm: NGramLanguageModel, metrics: dict | None = None,
-               card: str | None = None) -> Path:
+def save_ngram(
+    out_dir: str | Path, lm: NGramLanguageModel, metrics: dict | None = None, card: str | None = None
+) -> Path:
     """Write a complete n-gram checkpoint directory (atomically)."""
 
     def fill(d: Path) -> None:
         save_file(tables_to_arrays(lm.tables), str(d / TABLES), metadata={"format": "rnnlm-ngram"})
         os.chmod(d / TABLES, 0o644)  # safetensors writes 0600; a server running as another user must read it
-        write_json(d / CONFIG, {
-            "format_version": FORMAT_VERSION,
-            "model_type": "ngram",
-            "order": lm.order,
-            "smoothing": lm.smoothing,
-            "params": lm.params,
-            "vocab_size": lm.vocab_size,
-            "ngrams": lm.tables.sizes(),
-            "tables_file": TABLES,
-            "tables_sha256": sha256_file(d / TABLES),
-        })
+        write_json(
+            d / CONFIG,
+            {
+                "format_version": FORMAT_VERSION,
+                "model_type": "ngram",
+                "order": lm.order,
+                "smoothing": lm.smoothing,
+                "params": lm.params,
+                "vocab_size": lm.vocab_size,
+                "ngrams": lm.tables.sizes(),
+                "tables_file": TABLES,
+                "tables_sha256": sha256_file(d / TABLES),
+            },
+        )
         write_shared_files(d, lm.tokenizer, metrics, card)
 
     return write_dir_atomically(out_dir, fill)

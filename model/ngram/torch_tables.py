@@ -30,7 +30,9 @@ class TorchBackoffTables:
     after those of tables 0..g-1, and its 1-gram for token t is row ``g·V + t``.
     """
 
-    def __init__(self, tables: BackoffTables | list[BackoffTables], device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, tables: BackoffTables | list[BackoffTables], device: torch.device | str = "cpu"
+    ) -> None:
         group = tables if isinstance(tables, list) else [tables]
         first = group[0]
         if any(t.vocab_size != first.vocab_size or t.order != first.order for t in group):
@@ -50,10 +52,14 @@ class TorchBackoffTables:
                 parts.append((k // V + offset[m - 1][g]) * V + k % V)
             keys.append(torch.cat(parts))
         self.keys = [k.to(device) for k in keys]
-        self.logprob = [torch.cat([torch.from_numpy(t.logprob[n]).float() for t in group]).to(device)
-                        for n in range(self.order)]
-        self.logbackoff = [torch.cat([torch.from_numpy(t.logbackoff[n]).float() for t in group]).to(device)
-                           for n in range(self.order - 1)]
+        self.logprob = [
+            torch.cat([torch.from_numpy(t.logprob[n]).float() for t in group]).to(device)
+            for n in range(self.order)
+        ]
+        self.logbackoff = [
+            torch.cat([torch.from_numpy(t.logbackoff[n]).float() for t in group]).to(device)
+            for n in range(self.order - 1)
+        ]
 
     def find(self, n: int, prefix: Tensor, token: Tensor) -> Tensor:
         """Index of the n-gram ``prefix-ngram + token`` in order n (n >= 2), or -1 if absent."""

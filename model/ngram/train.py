@@ -31,8 +31,12 @@ GRIDS = {
     "k": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0],
     "epsilon": [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
 }
-NAMES = {"addk": "add-k", "interp": "interpolated (fixed ε)", "katz": "Katz backoff (Good-Turing)",
-         "kn": "interpolated modified Kneser-Ney"}
+NAMES = {
+    "addk": "add-k",
+    "interp": "interpolated (fixed ε)",
+    "katz": "Katz backoff (Good-Turing)",
+    "kn": "interpolated modified Kneser-Ney",
+}
 
 
 @dataclass
@@ -81,8 +85,11 @@ def train_ngram(job: NGramJob, log=print) -> dict:
         params[name] = value
     tables, info = SMOOTHERS[job.smoothing](counts, **params)
     lm = NGramLanguageModel(tables, tokenizer, job.smoothing, info)
-    build = {"wall_s": round(time.perf_counter() - wall, 2), "cpu_s": round(time.process_time() - cpu, 2),
-             "peak_rss_mb": round(peak_rss_mb(), 1)}
+    build = {
+        "wall_s": round(time.perf_counter() - wall, 2),
+        "cpu_s": round(time.process_time() - cpu, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
     log(f"built in {build['wall_s']} s ({build['cpu_s']} s CPU), peak RSS {build['peak_rss_mb']} MB")
 
     metrics = {
@@ -93,13 +100,20 @@ def train_ngram(job: NGramJob, log=print) -> dict:
         "ngrams": tables.sizes(),
         "tuning": tuning,
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "min_count": job.min_count},
-        "data": {"dir": str(job.data_dir), "sha256": corpus_checksums(job.data_dir),
-                 "train_lines": len(train), "train_tokens": int(counts[1].counts.sum())},
+        "data": {
+            "dir": str(job.data_dir),
+            "sha256": corpus_checksums(job.data_dir),
+            "train_lines": len(train),
+            "train_tokens": int(counts[1].counts.sum()),
+        },
         "build": build,
         "job": asdict(job),
         "command": job.command,
-        "hardware": {"processor": platform.processor() or platform.machine(),
-                     "python": platform.python_version(), "numpy": np.__version__},
+        "hardware": {
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+        },
         "rnnlm_version": __version__,
     }
     for split, lines in (("valid", valid), ("test", load_split(job.data_dir, "test"))):
@@ -114,15 +128,22 @@ def describe_smoothing(metrics: dict) -> str:
     """The smoothing parameters in words: discounts per order, or the tuned k / ε."""
     params, smoothing = metrics["params"], metrics["smoothing"]
     if smoothing == "kn":
-        rows = "\n".join(f"| {n} | " + " | ".join(f"{d:.4f}" for d in ds) + " |"
-                         for n, ds in enumerate(params["discounts"], start=1))
+        rows = "\n".join(
+            f"| {n} | " + " | ".join(f"{d:.4f}" for d in ds) + " |"
+            for n, ds in enumerate(params["discounts"], start=1)
+        )
         fallback = params.get("discount_fallback")
         note = f"\n\nOrders {fallback}: too few counts, lmplz's fallback discounts." if fallback else ""
-        return ("Discounts from the count-of-counts (Chen & Goodman eq. 26), computed as KenLM's `lmplz` "
-                "does:\n\n| order | D1 | D2 | D3+ |\n|---|---|---|---|\n" + rows + note)
+        return (
+            "Discounts from the count-of-counts (Chen & Goodman eq. 26), computed as KenLM's `lmplz` "
+            "does:\n\n| order | D1 | D2 | D3+ |\n|---|---|---|---|\n" + rows + note
+        )
     if smoothing == "katz":
-        return "Discounts per order (Good-Turing up to count 5 where the counts allow): " + ", ".join(
-            f"{n}: {d}" for n, d in enumerate(params["discounts"], start=1)) + "."
+        return (
+            "Discounts per order (Good-Turing up to count 5 where the counts allow): "
+            + ", ".join(f"{n}: {d}" for n, d in enumerate(params["discounts"], start=1))
+            + "."
+        )
     key = TUNED[smoothing]
     text = f"{key} = {params[key]:g}"
     if metrics.get("tuning"):
@@ -133,12 +154,16 @@ def describe_smoothing(metrics: dict) -> str:
 
 def render_ngram_card(out_dir: str, metrics: dict) -> str:
     """MODEL_CARD.md of an n-gram checkpoint, from its metrics (numbers never typed by hand)."""
+
     def cell(split: str, key: str, spec: str) -> str:
         value = metrics.get(split, {}).get(key)
         return "n/a" if value is None else format(value, spec)
 
-    rows = "\n".join(f"| {s} | {cell(s, 'perplexity', '.2f')} | {cell(s, 'bits_per_char', '.3f')} "
-                     f"| {cell(s, 'tokens', 'd')} | {cell(s, 'oov', 'd')} |" for s in ("valid", "test"))
+    rows = "\n".join(
+        f"| {s} | {cell(s, 'perplexity', '.2f')} | {cell(s, 'bits_per_char', '.3f')} "
+        f"| {cell(s, 'tokens', 'd')} | {cell(s, 'oov', 'd')} |"
+        for s in ("valid", "test")
+    )
     name = Path(out_dir).name
     tok = metrics["tokenizer"]
     build = metrics["build"]
@@ -146,9 +171,9 @@ def render_ngram_card(out_dir: str, metrics: dict) -> str:
     sha = "\n".join(f"- {k}: `{v}`" for k, v in metrics["data"]["sha256"].items())
     return f"""# Model card: {name}
 
-A {metrics['order']}-gram language model over {'characters' if tok['kind'] == 'char' else 'words'}
-({tok['vocab_size']} tokens including `<pad> <unk> <bos> <eos>`), smoothed with
-{NAMES.get(metrics['smoothing'], metrics['smoothing'])}. N-grams per order (as an ARPA header counts them):
+A {metrics["order"]}-gram language model over {"characters" if tok["kind"] == "char" else "words"}
+({tok["vocab_size"]} tokens including `<pad> <unk> <bos> <eos>`), smoothed with
+{NAMES.get(metrics["smoothing"], metrics["smoothing"])}. N-grams per order (as an ARPA header counts them):
 {sizes}.
 
 {describe_smoothing(metrics)}
@@ -158,19 +183,19 @@ is `<unk>`, which has its own nonzero probability. Served through the same inter
 RNN (`model.lm.LanguageModel`); `rnnlm export-arpa` writes it as an ARPA file for KenLM/SRILM.
 
 ## Data
-Train: {metrics['data']['train_lines']} lines, {metrics['data']['train_tokens']:,} predicted tokens
-(with `<eos>`) from `{metrics['data']['dir']}`. Split checksums (sha256):
+Train: {metrics["data"]["train_lines"]} lines, {metrics["data"]["train_tokens"]:,} predicted tokens
+(with `<eos>`) from `{metrics["data"]["dir"]}`. Split checksums (sha256):
 {sha}
 
 ## Build
 ```
-{metrics.get('command', '')}
+{metrics.get("command", "")}
 ```
-{build['wall_s']} s wall clock, {build['cpu_s']} s CPU, peak memory {build['peak_rss_mb']} MB
-({metrics['hardware']['processor']}, Python {metrics['hardware']['python']}).
+{build["wall_s"]} s wall clock, {build["cpu_s"]} s CPU, peak memory {build["peak_rss_mb"]} MB
+({metrics["hardware"]["processor"]}, Python {metrics["hardware"]["python"]}).
 
 ## Results (per sentence, `<eos>` counted, OOVs included)
-Measured by `rnnlm evaluate {out_dir} --data {metrics['data']['dir']} --split test`.
+Measured by `rnnlm evaluate {out_dir} --data {metrics["data"]["dir"]} --split test`.
 
 | split | perplexity | bits/char | tokens | OOV |
 |---|---|---|---|---|
@@ -182,8 +207,9 @@ Measured by `rnnlm evaluate {out_dir} --data {metrics['data']['dir']} --split te
 """
 
 
-def import_arpa(arpa_path: str | Path, out_dir: str | Path, data_dir: str | Path | None = None,
-                command: str = "") -> dict:
+def import_arpa(
+    arpa_path: str | Path, out_dir: str | Path, data_dir: str | Path | None = None, command: str = ""
+) -> dict:
     """``rnnlm import-arpa``: an ARPA file as a checkpoint directory (evaluated on ``data_dir``)."""
     from ..arpa import read_arpa
     from ..data import sha256_file
@@ -191,8 +217,12 @@ def import_arpa(arpa_path: str | Path, out_dir: str | Path, data_dir: str | Path
     wall = time.perf_counter()
     lm, info = read_arpa(arpa_path)
     metrics: dict = {
-        "model_type": "ngram", "order": lm.order, "smoothing": "arpa", "params": info,
-        "ngrams": lm.tables.sizes(), "source": {"file": str(arpa_path), "sha256": sha256_file(arpa_path)},
+        "model_type": "ngram",
+        "order": lm.order,
+        "smoothing": "arpa",
+        "params": info,
+        "ngrams": lm.tables.sizes(),
+        "source": {"file": str(arpa_path), "sha256": sha256_file(arpa_path)},
         "tokenizer": {"kind": lm.tokenizer.kind, "vocab_size": lm.vocab_size},
         "build": {"wall_s": round(time.perf_counter() - wall, 2), "peak_rss_mb": round(peak_rss_mb(), 1)},
         "command": command,
@@ -207,20 +237,26 @@ def import_arpa(arpa_path: str | Path, out_dir: str | Path, data_dir: str | Path
 
 
 def render_imported_card(out_dir: str | Path, metrics: dict) -> str:
-    results = "\n".join(f"- {s}: perplexity {metrics[s]['perplexity']:.2f} ({metrics[s]['tokens']} tokens, "
-                        f"{metrics[s]['oov']} OOV), on `{metrics['data']['dir']}`"
-                        for s in ("valid", "test") if s in metrics) or "- not evaluated (no --data given)"
+    results = (
+        "\n".join(
+            f"- {s}: perplexity {metrics[s]['perplexity']:.2f} ({metrics[s]['tokens']} tokens, "
+            f"{metrics[s]['oov']} OOV), on `{metrics['data']['dir']}`"
+            for s in ("valid", "test")
+            if s in metrics
+        )
+        or "- not evaluated (no --data given)"
+    )
     sizes = ", ".join(f"{n:,}" for n in metrics["ngrams"])
     return f"""# Model card: {Path(out_dir).name}
 
-A {metrics['order']}-gram backoff model imported from the ARPA file `{metrics['source']['file']}`
-(sha256 `{metrics['source']['sha256']}`), probabilities kept as they are.
-{metrics['tokenizer']['kind']}-level vocabulary of {metrics['tokenizer']['vocab_size']} tokens
+A {metrics["order"]}-gram backoff model imported from the ARPA file `{metrics["source"]["file"]}`
+(sha256 `{metrics["source"]["sha256"]}`), probabilities kept as they are.
+{metrics["tokenizer"]["kind"]}-level vocabulary of {metrics["tokenizer"]["vocab_size"]} tokens
 (its 1-grams plus `<pad> <unk> <bos> <eos>`). N-grams per order: {sizes}.
-Fix-ups on import: `{metrics['params']}`.
+Fix-ups on import: `{metrics["params"]}`.
 
 ```
-{metrics.get('command', '')}
+{metrics.get("command", "")}
 ```
 
 ## Results (per sentence, `<eos>` counted, OOVs included)

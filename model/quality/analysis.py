@@ -62,8 +62,10 @@ def pairs_of(items: Sequence[RerankItem], per_token: Sequence[Sequence[torch.Ten
                 continue
             other = lps[j].numpy()
             if len(other) != len(ref):
-                raise ValueError(f"item {item.id}: candidates tokenize to different lengths; "
-                                 "the position analysis needs a character tokenizer")
+                raise ValueError(
+                    f"item {item.id}: candidates tokenize to different lengths; "
+                    "the position analysis needs a character tokenizer"
+                )
             pairs.append(Pair(i, j, edit["pos"], item.reference[edit["pos"]], ref - other))
     return pairs
 
@@ -106,8 +108,9 @@ def frequency_bucket(count: int, edges: Sequence[int] = FREQUENCY_EDGES) -> str:
     return f">={lo}"
 
 
-def frequency_profile(pairs: Sequence[Pair], counts: Counter[str], width: int = 1,
-                      edges: Sequence[int] = FREQUENCY_EDGES) -> dict[str, dict]:
+def frequency_profile(
+    pairs: Sequence[Pair], counts: Counter[str], width: int = 1, edges: Sequence[int] = FREQUENCY_EDGES
+) -> dict[str, dict]:
     """Win rate and mean margins by train frequency of the original character."""
     groups: dict[str, list[Pair]] = {}
     for p in pairs:

@@ -47,8 +47,12 @@ def sentence_scores(per_token: Sequence[Sequence[torch.Tensor]]) -> list[list[fl
 PerToken = Sequence[Sequence[torch.Tensor]]  # per item, per candidate: per-token log-probs
 
 
-def tune_loglinear_weight(sets: dict[str, Sequence[RerankItem]], a: dict[str, PerToken],
-                          b: dict[str, PerToken], grid: Sequence[float] = WEIGHT_GRID) -> float:
+def tune_loglinear_weight(
+    sets: dict[str, Sequence[RerankItem]],
+    a: dict[str, PerToken],
+    b: dict[str, PerToken],
+    grid: Sequence[float] = WEIGHT_GRID,
+) -> float:
     """The α of the grid with the best mean top-1 over the given (held-out) sets, then the best MRR.
 
     Equal results go to the α nearest 0.5, so a flat objective does not push to either model.
@@ -59,8 +63,10 @@ def tune_loglinear_weight(sets: dict[str, Sequence[RerankItem]], a: dict[str, Pe
     def objective(alpha: float) -> tuple[float, float, float]:
         top1, rr = [], []
         for key, items in sets.items():
-            scores = [[alpha * x + (1 - alpha) * y for x, y in zip(sa, sb, strict=True)]
-                      for sa, sb in zip(totals_a[key], totals_b[key], strict=True)]
+            scores = [
+                [alpha * x + (1 - alpha) * y for x, y in zip(sa, sb, strict=True)]
+                for sa, sb in zip(totals_a[key], totals_b[key], strict=True)
+            ]
             result = RerankResult.from_scores(items, scores)
             top1 += result.top1
             rr += result.reciprocal_rank

@@ -59,8 +59,12 @@ def split_sentences(line: str) -> list[str]:
 
 def sentence_pool(lines: Sequence[str], min_len: int, max_len: int) -> list[tuple[int, int, str]]:
     """``(line number, sentence number, sentence)`` for every sentence of an allowed length."""
-    return [(i, j, s) for i, line in enumerate(lines) for j, s in enumerate(split_sentences(line))
-            if min_len <= len(s) <= max_len]
+    return [
+        (i, j, s)
+        for i, line in enumerate(lines)
+        for j, s in enumerate(split_sentences(line))
+        if min_len <= len(s) <= max_len
+    ]
 
 
 # -- homophones --------------------------------------------------------------------------------
@@ -87,7 +91,8 @@ class HomophoneIndex:
         self.min_count = min_count
         self.by_reading = {
             r: sorted((c for c, n in chars.items() if n >= min_count), key=lambda c: (-chars[c], c))
-            for r, chars in reading_counts.items()}
+            for r, chars in reading_counts.items()
+        }
 
     @staticmethod
     def count_readings(lines: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -110,11 +115,14 @@ class HomophoneIndex:
         return [c for c in self.by_reading.get(reading, ()) if c != ch]
 
 
-def homophone_distractors(sentence: str, index: HomophoneIndex, n: int,
-                          rng: random.Random) -> list[tuple[str, dict]] | None:
+def homophone_distractors(
+    sentence: str, index: HomophoneIndex, n: int, rng: random.Random
+) -> list[tuple[str, dict]] | None:
     """``n`` distinct one-character homophone edits of ``sentence``, or None if it has fewer."""
-    options = {i: index.homophones(ch, r)
-               for i, (ch, r) in enumerate(zip(sentence, context_readings(sentence), strict=True))}
+    options = {
+        i: index.homophones(ch, r)
+        for i, (ch, r) in enumerate(zip(sentence, context_readings(sentence), strict=True))
+    }
     options = {i: list(hs) for i, hs in options.items() if hs}
     if sum(len(hs) for hs in options.values()) < n:
         return None
@@ -126,27 +134,39 @@ def homophone_distractors(sentence: str, index: HomophoneIndex, n: int,
         if not hs:
             del options[pos]
         edit = {"pos": pos, "from": sentence[pos], "to": new}
-        out.append((sentence[:pos] + new + sentence[pos + 1:], edit))
+        out.append((sentence[:pos] + new + sentence[pos + 1 :], edit))
     return out
 
 
 def wordorder_distractors(sentence: str, n: int, rng: random.Random) -> list[tuple[str, dict]] | None:
     """``n`` distinct swaps of two adjacent different Chinese characters, or None if fewer exist."""
-    positions = [i for i in range(len(sentence) - 1)
-                 if is_hanzi(sentence[i]) and is_hanzi(sentence[i + 1]) and sentence[i] != sentence[i + 1]]
+    positions = [
+        i
+        for i in range(len(sentence) - 1)
+        if is_hanzi(sentence[i]) and is_hanzi(sentence[i + 1]) and sentence[i] != sentence[i + 1]
+    ]
     if len(positions) < n:
         return None
     out = []
     for pos in sorted(rng.sample(positions, n)):
-        swapped = sentence[:pos] + sentence[pos + 1] + sentence[pos] + sentence[pos + 2:]
+        swapped = sentence[:pos] + sentence[pos + 1] + sentence[pos] + sentence[pos + 2 :]
         out.append((swapped, {"pos": pos, "swap": sentence[pos : pos + 2]}))
     return out
 
 
 # -- building a set ----------------------------------------------------------------------------
-def build_set(kind: str, heldout: Sequence[str], homophones: HomophoneIndex | None = None, *,
-              size: int = 500, distractors: int = 5, seed: int = 0, min_len: int = 8, max_len: int = 60,
-              split: str = "test") -> list[RerankItem]:
+def build_set(
+    kind: str,
+    heldout: Sequence[str],
+    homophones: HomophoneIndex | None = None,
+    *,
+    size: int = 500,
+    distractors: int = 5,
+    seed: int = 0,
+    min_len: int = 8,
+    max_len: int = 60,
+    split: str = "test",
+) -> list[RerankItem]:
     """Up to ``size`` items of ``distractors + 1`` candidates from the sentences of ``heldout``.
 
     ``homophones`` (needed for the homophone kind) says which characters may replace which.
@@ -168,15 +188,25 @@ def build_set(kind: str, heldout: Sequence[str], homophones: HomophoneIndex | No
     for line_no, sent_no, sentence in pool:
         if len(items) == size:
             break
-        made = (homophone_distractors(sentence, index, distractors, rng) if index is not None
-                else wordorder_distractors(sentence, distractors, rng))
+        made = (
+            homophone_distractors(sentence, index, distractors, rng)
+            if index is not None
+            else wordorder_distractors(sentence, distractors, rng)
+        )
         if made is None:
             continue
         answer = rng.randrange(distractors + 1)
         made.insert(answer, (sentence, None))
-        items.append(RerankItem(
-            id=f"{kind}-{len(items)}", kind=kind, candidates=[c for c, _ in made], answer=answer,
-            edits=[e for _, e in made], source={"split": split, "line": line_no, "sentence": sent_no}))
+        items.append(
+            RerankItem(
+                id=f"{kind}-{len(items)}",
+                kind=kind,
+                candidates=[c for c, _ in made],
+                answer=answer,
+                edits=[e for _, e in made],
+                source={"split": split, "line": line_no, "sentence": sent_no},
+            )
+        )
     return items
 
 

@@ -31,8 +31,9 @@ from .confusion import HomophoneIndex, RerankItem, build_set, save_items
 TIE_TOLERANCE = 1e-6  # nats: scores closer than this are treated as equal
 
 
-def candidate_logprobs(lm: LanguageModel, items: Sequence[RerankItem],
-                       chunk: int = 512) -> list[list[torch.Tensor]]:
+def candidate_logprobs(
+    lm: LanguageModel, items: Sequence[RerankItem], chunk: int = 512
+) -> list[list[torch.Tensor]]:
     """Per item, per candidate: the log-prob of every token after ``<bos>`` (``<eos>`` last)."""
     flat = [c for item in items for c in item.candidates]
     seqs = [with_boundaries(lm.tokenizer.encode(c).ids) for c in flat]
@@ -58,8 +59,9 @@ def rank_credit(scores: Sequence[float], answer: int, tol: float = TIE_TOLERANCE
     return top1, float(np.mean(1.0 / ranks))
 
 
-def bootstrap_ci(values: Sequence[float], seed: int = 0, resamples: int = 2000,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], seed: int = 0, resamples: int = 2000, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of ``values`` (resampling items)."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
@@ -81,11 +83,16 @@ class RerankResult:
     seconds: float = 0.0  # wall time of scoring
 
     @classmethod
-    def from_scores(cls, items: Sequence[RerankItem], scores: list[list[float]],
-                    seconds: float = 0.0) -> RerankResult:
+    def from_scores(
+        cls, items: Sequence[RerankItem], scores: list[list[float]], seconds: float = 0.0
+    ) -> RerankResult:
         credits = [rank_credit(s, item.answer) for item, s in zip(items, scores, strict=True)]
-        return cls(scores=scores, top1=[c[0] for c in credits],
-                   reciprocal_rank=[c[1] for c in credits], seconds=seconds)
+        return cls(
+            scores=scores,
+            top1=[c[0] for c in credits],
+            reciprocal_rank=[c[1] for c in credits],
+            seconds=seconds,
+        )
 
     def summary(self, seed: int = 0) -> dict:
         return {
@@ -136,8 +143,11 @@ class SetSpec:
         """The ``rnnlm benchmark rerank`` options that draw this set (those not at their default)."""
         default = SetSpec()
         names = ("size", "distractors", "seed", "min_len", "max_len", "min_count")
-        return "".join(f" --{n.replace('_', '-')} {getattr(self, n)}" for n in names
-                       if getattr(self, n) != getattr(default, n))
+        return "".join(
+            f" --{n.replace('_', '-')} {getattr(self, n)}"
+            for n in names
+            if getattr(self, n) != getattr(default, n)
+        )
 
 
 def homophone_index(data_dir: str | Path, min_count: int, cache_dir: str | Path | None) -> HomophoneIndex:
@@ -161,14 +171,23 @@ def homophone_index(data_dir: str | Path, min_count: int, cache_dir: str | Path 
     return HomophoneIndex(counts, min_count)
 
 
-def build_and_save_set(data_dir: str | Path, spec: SetSpec,
-                       out_dir: str | Path | None = "runs/rerank") -> tuple[list[RerankItem], Path | None]:
+def build_and_save_set(
+    data_dir: str | Path, spec: SetSpec, out_dir: str | Path | None = "runs/rerank"
+) -> tuple[list[RerankItem], Path | None]:
     """Build the set of ``spec`` from ``data_dir``; save it as ``out_dir/<name>.jsonl`` if given."""
     from ..data import load_split
 
     index = homophone_index(data_dir, spec.min_count, out_dir) if spec.kind == "homophone" else None
-    items = build_set(spec.kind, load_split(data_dir, spec.split), index, size=spec.size,
-                      distractors=spec.distractors, seed=spec.seed, min_len=spec.min_len,
-                      max_len=spec.max_len, split=spec.split)
+    items = build_set(
+        spec.kind,
+        load_split(data_dir, spec.split),
+        index,
+        size=spec.size,
+        distractors=spec.distractors,
+        seed=spec.seed,
+        min_len=spec.min_len,
+        max_len=spec.max_len,
+        split=spec.split,
+    )
     path = save_items(Path(out_dir) / f"{spec.name}.jsonl", items) if out_dir is not None else None
     return items, path

@@ -72,8 +72,10 @@ class Ceiling:
         return max(self.before, self.after)
 
     def line(self) -> str:
-        return (f"float32 matmul ceiling: {self.before:.1f} GFLOP/s before, {self.after:.1f} GFLOP/s after "
-                f"(ratios below use {self.gflops:.1f})")
+        return (
+            f"float32 matmul ceiling: {self.before:.1f} GFLOP/s before, {self.after:.1f} GFLOP/s after "
+            f"(ratios below use {self.gflops:.1f})"
+        )
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -84,11 +86,21 @@ def untrained_model(device: str = "cpu", data_dir: Path = DATA) -> RNNLanguageMo
     if train.exists():
         tok = Tokenizer.build(train.read_text(encoding="utf-8").splitlines(), kind="char")
     else:  # a stand-in vocabulary of the same size
-        tok = Tokenizer(kind="char", tokens=["<pad>", "<unk>", "<bos>", "<eos>",
-                                             *[chr(0x4E00 + i) for i in range(4618)]])
+        tok = Tokenizer(
+            kind="char", tokens=["<pad>", "<unk>", "<bos>", "<eos>", *[chr(0x4E00 + i) for i in range(4618)]]
+        )
     torch.manual_seed(0)
-    net = RNNLM(ModelConfig(vocab_size=tok.vocab_size, cell="lstm", emb_dim=512, hidden_dim=512,
-                            num_layers=2, dropout=0.0, tie_weights=True))
+    net = RNNLM(
+        ModelConfig(
+            vocab_size=tok.vocab_size,
+            cell="lstm",
+            emb_dim=512,
+            hidden_dim=512,
+            num_layers=2,
+            dropout=0.0,
+            tie_weights=True,
+        )
+    )
     return RNNLanguageModel(net.to(device), tok)
 
 
@@ -99,8 +111,9 @@ def load_bench_model(args: argparse.Namespace) -> tuple[LanguageModel, str]:
     from model.loading import load_model
 
     path = Path(args.model) if args.model else SHIPPED
-    return load_model(path, device=args.device), str(path.relative_to(REPO) if path.is_relative_to(REPO)
-                                                     else path)
+    return load_model(path, device=args.device), str(
+        path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    )
 
 
 def flops_per_token(lm: LanguageModel) -> int:
@@ -149,8 +162,9 @@ def encode_lists(lm: LanguageModel, lists: Sequence[Sequence[str]]) -> list[list
 
 
 # -- timing and statistics ----------------------------------------------------------------------
-def timed_loop(fn: Callable[[], int], seconds: float, device: str = "cpu",
-               min_runs: int = 2) -> tuple[int, float]:
+def timed_loop(
+    fn: Callable[[], int], seconds: float, device: str = "cpu", min_runs: int = 2
+) -> tuple[int, float]:
     """Call ``fn`` (returning units of work done) until ``seconds`` pass: (units, elapsed)."""
     fn()  # warm-up
     sync(device)
@@ -176,8 +190,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(h) for h in headers]] + [[fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = lambda r: "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *map(line, cells[1:])])
+    return "\n".join(
+        [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])]
+    )
 
 
 def fmt(value: object) -> str:
@@ -196,27 +211,35 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
-                 if ln.startswith("model name")]
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
-    return (f"{cpu}, {len(os.sched_getaffinity(0))} CPUs available, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} intra-op threads")
+    return (
+        f"{cpu}, {len(os.sched_getaffinity(0))} CPUs available, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op threads"
+    )
 
 
-def header(title: str, args: argparse.Namespace, model_desc: str, lm: LanguageModel, ceiling: Ceiling,
-           command: str) -> str:
+def header(
+    title: str, args: argparse.Namespace, model_desc: str, lm: LanguageModel, ceiling: Ceiling, command: str
+) -> str:
     device = args.device
     if torch.device(device).type == "cuda":
         device += f" ({torch.cuda.get_device_name()})"
-    return "\n".join([
-        f"### {title}",
-        "",
-        f"- command: `{command}`" + ("  (**--quick: too short to be meaningful**)" if args.quick else ""),
-        f"- run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, device {device}; {machine()}",
-        f"- model: {model_desc}; {flops_per_token(lm) / 1e6:.2f} MFLOP per token "
-        f"(`RNNLM.flops_per_token`)",
-        f"- {ceiling.line()}",
-    ])
+    return "\n".join(
+        [
+            f"### {title}",
+            "",
+            f"- command: `{command}`" + ("  (**--quick: too short to be meaningful**)" if args.quick else ""),
+            f"- run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, device {device}; {machine()}",
+            f"- model: {model_desc}; {flops_per_token(lm) / 1e6:.2f} MFLOP per token "
+            f"(`RNNLM.flops_per_token`)",
+            f"- {ceiling.line()}",
+        ]
+    )
 
 
 def write_section(name: str, text: str, path: Path | None) -> None:
@@ -237,15 +260,25 @@ def write_section(name: str, text: str, path: Path | None) -> None:
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--model", default=None,
-                   help=f"checkpoint directory, or 'untrained' (default: {SHIPPED.relative_to(REPO)} "
-                        "if present, else untrained)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"checkpoint directory, or 'untrained' (default: {SHIPPED.relative_to(REPO)} "
+        "if present, else untrained)",
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes and durations: checks that the benchmark runs; does not write the doc")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and durations: checks that the benchmark runs; does not write the doc",
+    )
     p.add_argument("--seconds", type=float, default=None, help="duration of each measurement")
-    p.add_argument("--out", type=Path, default=None,
-                   help=f"Markdown file to update (default: {DOC.relative_to(REPO)}; none with --quick)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"Markdown file to update (default: {DOC.relative_to(REPO)}; none with --quick)",
+    )
     return p
 
 
@@ -272,16 +305,27 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_process(model_dir: Path, log_path: Path, env: dict[str, str],
-                  ready_timeout_s: float = 300) -> Iterator[tuple[str, subprocess.Popen]]:
+def serve_process(
+    model_dir: Path, log_path: Path, env: dict[str, str], ready_timeout_s: float = 300
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """A real ``python -m service`` on a free loopback port: ``(base_url, process)`` once /ready
     answers 200; terminated (then killed) on exit. Its output goes to ``log_path``."""
     port = free_port()
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-           "--model-dir", str(model_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-dir",
+        str(model_dir),
+    ]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_timeout_s

@@ -48,16 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     took = time.monotonic() - start
     command = " ".join([".venv/bin/python -m bench.fuzz", *(sys.argv[1:] if argv is None else argv)])
     counts = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.counts.items()))
-    text = (f"- command: `{command}`; run {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
-            f"{took:.0f} s\n- {args.examples} schemathesis examples per operation (valid and invalid) and "
-            f"{max(20, args.examples * 2)} hypothesis examples per library property: tests {counts}; "
-            f"{'no failure' if rc == 0 else 'FAILED: ' + ', '.join(outcomes.failed)}")
+    text = (
+        f"- command: `{command}`; run {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
+        f"{took:.0f} s\n- {args.examples} schemathesis examples per operation (valid and invalid) and "
+        f"{max(20, args.examples * 2)} hypothesis examples per library property: tests {counts}; "
+        f"{'no failure' if rc == 0 else 'FAILED: ' + ', '.join(outcomes.failed)}"
+    )
     print(text)
     if args.out != "none":
         path = Path(args.out)
         doc = path.read_text(encoding="utf-8")
         if START in doc and END in doc:
-            doc = doc[: doc.index(START) + len(START)] + "\n" + text + "\n" + doc[doc.index(END):]
+            doc = doc[: doc.index(START) + len(START)] + "\n" + text + "\n" + doc[doc.index(END) :]
             path.write_text(doc, encoding="utf-8")
             print(f"updated {path}")
     return int(rc)

@@ -77,8 +77,9 @@ def naive_tokens_per_s(lm: RNNLanguageModel, texts: list[str], max_new_tokens: i
     return generated / (time.perf_counter() - t0)
 
 
-async def engine_run(engine: Engine, streams: int, texts: list[str], max_new_tokens: int,
-                     seconds: float) -> dict:
+async def engine_run(
+    engine: Engine, streams: int, texts: list[str], max_new_tokens: int, seconds: float
+) -> dict:
     ttft: list[float] = []
     per_token: list[float] = []
     tokens = 0
@@ -88,8 +89,9 @@ async def engine_run(engine: Engine, streams: int, texts: list[str], max_new_tok
         nonlocal tokens
         j = k
         while True:
-            req = GenerationRequest(texts[j % len(texts)], max_new_tokens=max_new_tokens,
-                                    sampling=SamplingParams(seed=j))
+            req = GenerationRequest(
+                texts[j % len(texts)], max_new_tokens=max_new_tokens, sampling=SamplingParams(seed=j)
+            )
             j += streams
             t0 = time.perf_counter()
             first = last = None
@@ -146,20 +148,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(all_levels())
     ceiling.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
     one = results[0]["tokens_s"] if streams[0] == 1 else float("nan")
-    rows = [["naive loop (pytorch/examples generate.py)", 1, 1.0, naive, 1.0, float("nan"),
-             float("nan"), float("nan"), float("nan"), float("nan"), naive * fpt / 1e9,
-             100 * naive * fpt / 1e9 / ceiling.gflops]]
+    rows = [
+        [
+            "naive loop (pytorch/examples generate.py)",
+            1,
+            1.0,
+            naive,
+            1.0,
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            naive * fpt / 1e9,
+            100 * naive * fpt / 1e9 / ceiling.gflops,
+        ]
+    ]
     for s, r in zip(streams, results, strict=True):
         rate = r["tokens_s"] * fpt / 1e9
-        rows.append([f"engine, {s} concurrent streams", s, r["rows"], r["tokens_s"], r["tokens_s"] / naive,
-                     r["tokens_s"] / one, 1e3 * percentile(r["ttft"], 50), 1e3 * percentile(r["ttft"], 95),
-                     1e3 * percentile(r["per_token"], 50), 1e3 * percentile(r["per_token"], 95), rate,
-                     100 * rate / ceiling.gflops])
-    headers = ["method", "streams", "rows/step", "tokens/s", "× naive", "× 1 stream", "TTFT p50 ms",
-               "TTFT p95 ms", "per-token p50 ms", "per-token p95 ms", "GFLOP/s", "% of matmul"]
+        rows.append(
+            [
+                f"engine, {s} concurrent streams",
+                s,
+                r["rows"],
+                r["tokens_s"],
+                r["tokens_s"] / naive,
+                r["tokens_s"] / one,
+                1e3 * percentile(r["ttft"], 50),
+                1e3 * percentile(r["ttft"], 95),
+                1e3 * percentile(r["per_token"], 50),
+                1e3 * percentile(r["per_token"], 95),
+                rate,
+                100 * rate / ceiling.gflops,
+            ]
+        )
+    headers = [
+        "method",
+        "streams",
+        "rows/step",
+        "tokens/s",
+        "× naive",
+        "× 1 stream",
+        "TTFT p50 ms",
+        "TTFT p95 ms",
+        "per-token p50 ms",
+        "per-token p95 ms",
+        "GFLOP/s",
+        "% of matmul",
+    ]
     lines = [
-        header("Generation (library, continuous batching)", args, desc, lm, ceiling,
-               command_line("bench.generation", argv)),
+        header(
+            "Generation (library, continuous batching)",
+            args,
+            desc,
+            lm,
+            ceiling,
+            command_line("bench.generation", argv),
+        ),
         f"- workload: seeded sampling (temperature 1), max_new_tokens={max_new}, prompts of 2-6 characters; "
         f"{seconds:g} s per row; GFLOP/s counts generated tokens only (prefill excluded)",
         "",

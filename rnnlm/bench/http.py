@@ -110,8 +110,12 @@ async def load(base: str, path: str, bodies: list[dict], concurrency: int, secon
         t0 = time.perf_counter()
         await asyncio.gather(*[worker(k) for k in range(concurrency)])
         elapsed = time.perf_counter() - t0
-    return {"latencies": latencies, "statuses": statuses, "tokens_s": tokens / elapsed,
-            "requests_s": len(latencies) / elapsed}
+    return {
+        "latencies": latencies,
+        "statuses": statuses,
+        "tokens_s": tokens / elapsed,
+        "requests_s": len(latencies) / elapsed,
+    }
 
 
 def trie_bound(lists: list[list[list[int]]]) -> float:
@@ -159,10 +163,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r = asyncio.run(load(base, "/score", bodies, c, seconds))
                 lat = r["latencies"]
                 rate = r["tokens_s"] * share * fpt / 1e9
-                score_rows.append([c, r["requests_s"], r["tokens_s"], r["tokens_s"] / library_tokens_s, rate,
-                                   100 * rate / ceiling.before, 1e3 * percentile(lat, 50),
-                                   1e3 * percentile(lat, 95), 1e3 * percentile(lat, 99), rss.phase(),
-                                   _statuses(r["statuses"])])
+                score_rows.append(
+                    [
+                        c,
+                        r["requests_s"],
+                        r["tokens_s"],
+                        r["tokens_s"] / library_tokens_s,
+                        rate,
+                        100 * rate / ceiling.before,
+                        1e3 * percentile(lat, 50),
+                        1e3 * percentile(lat, 95),
+                        1e3 * percentile(lat, 99),
+                        rss.phase(),
+                        _statuses(r["statuses"]),
+                    ]
+                )
                 if c in latency_levels:
                     row = score_rows[-1]
                     latency_rows.append(["/score", c, *row[6:9], r["requests_s"], row[9], row[10]])
@@ -170,9 +185,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 nt = [{"text": t, "top_k": 10} for t in prefixes]
                 r = asyncio.run(load(base, "/next-token", nt, c, seconds))
                 lat = r["latencies"]
-                latency_rows.append(["/next-token", c, 1e3 * percentile(lat, 50), 1e3 * percentile(lat, 95),
-                                     1e3 * percentile(lat, 99), r["requests_s"], rss.phase(),
-                                     _statuses(r["statuses"])])
+                latency_rows.append(
+                    [
+                        "/next-token",
+                        c,
+                        1e3 * percentile(lat, 50),
+                        1e3 * percentile(lat, 95),
+                        1e3 * percentile(lat, 99),
+                        r["requests_s"],
+                        rss.phase(),
+                        _statuses(r["statuses"]),
+                    ]
+                )
             rss.close()
     ceiling.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
     for row in score_rows:
@@ -188,23 +212,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- GFLOP/s assumes each list costs its own trie bound ({share:.2f} computed positions per requested "
         "token); a server without prefix sharing computes more than that",
         "",
-        table(["concurrency", "requests/s", "tokens/s", "× library", "GFLOP/s", "% of matmul", "p50 ms",
-               "p95 ms", "p99 ms", "peak RSS MiB", "statuses"], score_rows),
+        table(
+            [
+                "concurrency",
+                "requests/s",
+                "tokens/s",
+                "× library",
+                "GFLOP/s",
+                "% of matmul",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "peak RSS MiB",
+                "statuses",
+            ],
+            score_rows,
+        ),
         "",
         "Latency:",
         "",
-        table(["endpoint", "concurrency", "p50 ms", "p95 ms", "p99 ms", "requests/s", "peak RSS MiB",
-               "statuses"], latency_rows),
+        table(
+            [
+                "endpoint",
+                "concurrency",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "requests/s",
+                "peak RSS MiB",
+                "statuses",
+            ],
+            latency_rows,
+        ),
     ]
     lines.append("")
     top = [r for r in score_rows if r[0] == 32]
     if top:
-        lines += [f"- target: /score at concurrency 32 ≥ 60% of the library rate: "
-                      f"{100 * top[0][3]:.0f}% — {mark(top[0][3] >= 0.6)}"]
+        lines += [
+            f"- target: /score at concurrency 32 ≥ 60% of the library rate: "
+            f"{100 * top[0][3]:.0f}% — {mark(top[0][3] >= 0.6)}"
+        ]
     one = [r for r in latency_rows if r[0] == "/next-token" and r[1] == 1]
     if one:
-        lines += [f"- target: /next-token p50 at concurrency 1 < 10 ms: {one[0][2]:.1f} ms — "
-                  f"{mark(one[0][2] < 10)}"]
+        lines += [
+            f"- target: /next-token p50 at concurrency 1 < 10 ms: {one[0][2]:.1f} ms — {mark(one[0][2] < 10)}"
+        ]
     text = "\n".join(lines)
     print(text)
     write_section("http", text, resolve_out(args))

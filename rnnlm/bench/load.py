@@ -51,8 +51,18 @@ PATHS = {"score": "/score", "next_token": "/next-token", "generate": "/generate"
 # Sentences to build distinct requests from (any text is valid input; these are in-vocabulary).
 SUBJECTS = ["我们", "他们", "记者", "人民", "学生", "工人", "政府", "今天", "明天", "中国"]
 VERBS = ["发表", "报道", "发展", "建设", "研究", "讨论", "支持", "参加", "完成", "提出"]
-OBJECTS = ["新年讲话", "经济工作", "重要意见", "有关问题", "国际会议", "改革开放", "科学技术",
-           "农业生产", "人民生活", "社会主义"]
+OBJECTS = [
+    "新年讲话",
+    "经济工作",
+    "重要意见",
+    "有关问题",
+    "国际会议",
+    "改革开放",
+    "科学技术",
+    "农业生产",
+    "人民生活",
+    "社会主义",
+]
 
 
 def sentences() -> list[str]:
@@ -67,14 +77,28 @@ def request_pools(rng: random.Random, size: int) -> dict[str, list[dict]]:
     pools: dict[str, list[dict]] = {"score": [], "next_token": [], "generate": [], "stream": []}
     for i in range(size):
         cands = [next(it)[: rng.randint(4, 10)] for _ in range(rng.randint(2, 8))]
-        pools["score"].append({"candidates": cands, "per_token": i % 3 == 0,
-                               "external_scores": [round(rng.uniform(-5, 0), 3) for _ in cands]
-                               if i % 2 else None})
-        pools["next_token"].append({"text": [next(it)[: rng.randint(0, 8)] for _ in range(rng.randint(1, 4))],
-                                    "top_k": rng.randint(1, 10)})
-        gen = {"prompt": next(it)[: rng.randint(0, 4)], "max_new_tokens": rng.randint(4, 24), "seed": i,
-               "temperature": rng.choice([0.0, 0.7, 1.0]), "top_k": rng.choice([0, 20]),
-               "n": rng.choice([1, 1, 2]), "return_logprobs": True}
+        pools["score"].append(
+            {
+                "candidates": cands,
+                "per_token": i % 3 == 0,
+                "external_scores": [round(rng.uniform(-5, 0), 3) for _ in cands] if i % 2 else None,
+            }
+        )
+        pools["next_token"].append(
+            {
+                "text": [next(it)[: rng.randint(0, 8)] for _ in range(rng.randint(1, 4))],
+                "top_k": rng.randint(1, 10),
+            }
+        )
+        gen = {
+            "prompt": next(it)[: rng.randint(0, 4)],
+            "max_new_tokens": rng.randint(4, 24),
+            "seed": i,
+            "temperature": rng.choice([0.0, 0.7, 1.0]),
+            "top_k": rng.choice([0, 20]),
+            "n": rng.choice([1, 1, 2]),
+            "return_logprobs": True,
+        }
         pools["generate"].append(gen)
         pools["stream"].append({**gen, "stream": True})
     for pool in pools.values():
@@ -93,10 +117,18 @@ def rss_mib(pid: int) -> float:
 
 
 def server(model_dir: Path, capacity: int, log_path: Path, threads: int):
-    return serve_process(model_dir, log_path, {
-        "RNNLM_MAX_IN_FLIGHT": str(capacity), "RNNLM_MAX_STREAMS": str(capacity),
-        "RNNLM_KEEP_ALIVE_S": "30",  # far beyond the clients' 2 s: no keep-alive race
-        "RNNLM_TORCH_THREADS": str(threads), "RNNLM_SSE_PING_S": "0", "RNNLM_LOG_LEVEL": "warning"})
+    return serve_process(
+        model_dir,
+        log_path,
+        {
+            "RNNLM_MAX_IN_FLIGHT": str(capacity),
+            "RNNLM_MAX_STREAMS": str(capacity),
+            "RNNLM_KEEP_ALIVE_S": "30",  # far beyond the clients' 2 s: no keep-alive race
+            "RNNLM_TORCH_THREADS": str(threads),
+            "RNNLM_SSE_PING_S": "0",
+            "RNNLM_LOG_LEVEL": "warning",
+        },
+    )
 
 
 # -- checking answers -----------------------------------------------------------------------------
@@ -113,8 +145,11 @@ def same_answer(kind: str, got: dict, ref: dict) -> bool:
         if len(rs) != len(gs) or sorted(got["ranking"]) != list(range(len(gs))):
             return False
         for r, g in zip(rs, gs, strict=True):
-            if (g["text"], g["num_tokens"], g["oov"]) != (r["text"], r["num_tokens"], r["oov"]) or \
-                    not _close(g["logprob"], r["logprob"]) or not _close(g["score"], r["score"]):
+            if (
+                (g["text"], g["num_tokens"], g["oov"]) != (r["text"], r["num_tokens"], r["oov"])
+                or not _close(g["logprob"], r["logprob"])
+                or not _close(g["score"], r["score"])
+            ):
                 return False
             if (r.get("token_logprobs") is None) != (g.get("token_logprobs") is None):
                 return False
@@ -125,15 +160,19 @@ def same_answer(kind: str, got: dict, ref: dict) -> bool:
         if len(got["results"]) != len(ref["results"]):
             return False
         for g, r in zip(got["results"], ref["results"], strict=True):
-            if g["tokens"] != r["tokens"] or len(g["next"]) != len(r["next"]) or \
-                    not _close(g["entropy"], r["entropy"]):
+            if (
+                g["tokens"] != r["tokens"]
+                or len(g["next"]) != len(r["next"])
+                or not _close(g["entropy"], r["entropy"])
+            ):
                 return False
             if not all(_close(a["logprob"], b["logprob"]) for a, b in zip(g["next"], r["next"], strict=True)):
                 return False
         return True
     keys = ("text", "finish_reason", "num_tokens", "seed", "prompt_tokens")
-    return all(got[k] == ref[k] for k in keys) and \
-        [s["text"] for s in got["samples"]] == [s["text"] for s in ref["samples"]]
+    return all(got[k] == ref[k] for k in keys) and [s["text"] for s in got["samples"]] == [
+        s["text"] for s in ref["samples"]
+    ]
 
 
 def parse_events(raw: str) -> list[tuple[str, dict]]:
@@ -159,8 +198,9 @@ def stream_matches(events: list[tuple[str, dict]], ref: dict, complete: bool) ->
                 return False
             shown[data["sample"]] = shown.get(data["sample"], "") + data["text"]
         elif name == "done":
-            return same_answer("generate", data, ref) and \
-                all(shown.get(i, "") == s["text"] for i, s in samples.items())
+            return same_answer("generate", data, ref) and all(
+                shown.get(i, "") == s["text"] for i, s in samples.items()
+            )
         else:
             return False
     return not complete
@@ -193,15 +233,24 @@ class Phase:
         return sum(n for s, n in self.statuses.items() if s >= 500 and s not in (503, 504))
 
 
-async def run_phase(base: str, phase: Phase, pools: dict, refs: dict, seconds: float, max_requests: int,
-                    rng: random.Random, client_timeout: float) -> None:
+async def run_phase(
+    base: str,
+    phase: Phase,
+    pools: dict,
+    refs: dict,
+    seconds: float,
+    max_requests: int,
+    rng: random.Random,
+    client_timeout: float,
+) -> None:
     kinds, weights = zip(*MIX.items(), strict=True)
     stop_at = time.monotonic() + seconds
     counter = itertools.count()
     # Idle connections are dropped by the client (2 s) before uvicorn drops them (5 s), so a request
     # never races the server's keep-alive timeout on a connection it is closing.
-    limits = httpx.Limits(max_connections=phase.clients, max_keepalive_connections=phase.clients,
-                          keepalive_expiry=2.0)
+    limits = httpx.Limits(
+        max_connections=phase.clients, max_keepalive_connections=phase.clients, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(base_url=base, timeout=client_timeout, limits=limits) as client:
 
         async def one(seq: int) -> None:
@@ -226,14 +275,17 @@ async def run_phase(base: str, phase: Phase, pools: dict, refs: dict, seconds: f
                 return
             record(kind, r.status_code, r.headers, r.content, t0, rid, ref)
 
-        async def one_abandoned(own: httpx.AsyncClient, kind: str, body: dict, ref: dict, rid: str,
-                                t0: float) -> None:
+        async def one_abandoned(
+            own: httpx.AsyncClient, kind: str, body: dict, ref: dict, rid: str, t0: float
+        ) -> None:
             if kind == "stream":
                 await one_stream(own, body, ref, rid, True, t0)
                 return
             try:
-                await asyncio.wait_for(own.post(PATHS[kind], json=body, headers={"X-Request-ID": rid}),
-                                       timeout=rng.uniform(0.001, 0.05))
+                await asyncio.wait_for(
+                    own.post(PATHS[kind], json=body, headers={"X-Request-ID": rid}),
+                    timeout=rng.uniform(0.001, 0.05),
+                )
             except TimeoutError:
                 pass
             except httpx.TransportError as e:
@@ -241,8 +293,9 @@ async def run_phase(base: str, phase: Phase, pools: dict, refs: dict, seconds: f
                 return
             phase.abandoned += 1  # given up on (or answered before we gave up: fine, not checked)
 
-        def record(kind: str, status: int, headers: httpx.Headers, content: bytes, t0: float, rid: str,
-                   ref: dict) -> None:
+        def record(
+            kind: str, status: int, headers: httpx.Headers, content: bytes, t0: float, rid: str, ref: dict
+        ) -> None:
             phase.statuses[status] += 1
             if headers.get("x-request-id") != rid:
                 phase.mismatches.append(f"{kind}: X-Request-ID {headers.get('x-request-id')} != {rid}")
@@ -255,8 +308,9 @@ async def run_phase(base: str, phase: Phase, pools: dict, refs: dict, seconds: f
                 if not headers.get("retry-after"):
                     phase.missing_retry_after += 1
 
-        async def one_stream(client: httpx.AsyncClient, body: dict, ref: dict, rid: str, abandon: bool,
-                             t0: float) -> None:
+        async def one_stream(
+            client: httpx.AsyncClient, body: dict, ref: dict, rid: str, abandon: bool, t0: float
+        ) -> None:
             keep = rng.randint(1, 3)
             try:
                 async with client.stream("POST", "/generate", json=body, headers={"X-Request-ID": rid}) as r:
@@ -340,8 +394,15 @@ def ms(x: float) -> str:
     return "–" if x != x else f"{x * 1000:.0f}"
 
 
-def report(args: argparse.Namespace, phases: list[Phase], rss: dict[str, float], model: str,
-           capacity: int, ok: dict[str, bool], command: str) -> str:
+def report(
+    args: argparse.Namespace,
+    phases: list[Phase],
+    rss: dict[str, float],
+    model: str,
+    capacity: int,
+    ok: dict[str, bool],
+    command: str,
+) -> str:
     rows = []
     for p in phases:
         other = {s: n for s, n in sorted(p.statuses.items()) if s not in (200, 503)}
@@ -351,13 +412,14 @@ def report(args: argparse.Namespace, phases: list[Phase], rss: dict[str, float],
             f"{sum(p.transport_errors.values())} | {len(p.mismatches)} | "
             f"{ms(pct(p.latencies, 50))} / {ms(pct(p.latencies, 95))} / {ms(pct(p.latencies, 99))} | "
             f"{ms(pct(p.refused_latencies, 50))} / {ms(pct(p.refused_latencies, 99))} | "
-            f"{p.statuses[200] / max(p.elapsed, 1e-9):.1f} |")
+            f"{p.statuses[200] / max(p.elapsed, 1e-9):.1f} |"
+        )
     mark = lambda good: "yes" if good else "**NO**"  # noqa: E731
     lines = [
         "### Load test (bench/load.py)",
         "",
-        f"- command: `{command}`" + ("  (**--quick: a smoke run, too short to be meaningful**)"
-                                      if args.quick else ""),
+        f"- command: `{command}`"
+        + ("  (**--quick: a smoke run, too short to be meaningful**)" if args.quick else ""),
         f"- run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; model {model}; "
         f"RNNLM_MAX_IN_FLIGHT = RNNLM_MAX_STREAMS = {capacity}; {args.seconds:g} s per phase "
         f"(at most {args.max_requests} requests); client and server share the machine "
@@ -391,7 +453,7 @@ def write_section(text: str, path: Path) -> None:
     doc = path.read_text(encoding="utf-8") if path.exists() else "# Reliability\n"
     block = f"{start}\n{text.rstrip()}\n{end}"
     if start in doc and end in doc:
-        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end):]
+        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
     else:
         doc = doc.rstrip() + "\n\n" + block + "\n"
     tmp = path.with_suffix(".md.tmp")
@@ -410,8 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="RNNLM_TORCH_THREADS of the server")
     p.add_argument("--rss-bound-mib", type=float, default=32.0, help="allowed RSS growth after warm-up")
     p.add_argument("--quick", action="store_true", help="4 s phases, small pools (a smoke run)")
-    p.add_argument("--out", type=Path, default=None, help=f"Markdown file to update (default: {DOC.name}; "
-                                                          "none with --quick)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"Markdown file to update (default: {DOC.name}; none with --quick)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -422,8 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     pools = request_pools(rng, args.pool)
     cap = args.capacity
-    phases = [Phase("at capacity", cap), Phase("beyond capacity", 4 * cap),
-              Phase("abandoning clients", cap, abandon=0.3)]
+    phases = [
+        Phase("at capacity", cap),
+        Phase("beyond capacity", 4 * cap),
+        Phase("abandoning clients", cap, abandon=0.3),
+    ]
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"rnnlm-load-{os.getpid()}.log"
     with server(args.model_dir, cap, log_path, args.threads) as (base, proc):
         print(f"server {base} (pid {proc.pid}); log {log_path}; taking reference answers ...", flush=True)
@@ -453,13 +522,30 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         write_section(text, out)
     if args.json is not None:
-        args.json.write_text(json.dumps({
-            "ok": ok, "rss_mib": rss,
-            "phases": [{"name": ph.name, "clients": ph.clients, "requests": ph.requests,
-                        "statuses": {str(k): v for k, v in ph.statuses.items()}, "crashes": ph.crashes,
-                        "mismatches": ph.mismatches, "transport_errors": dict(ph.transport_errors),
-                        "abandoned": ph.abandoned, "leaked": ph.leaked,
-                        "by_kind": dict(ph.by_kind)} for ph in phases]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "ok": ok,
+                    "rss_mib": rss,
+                    "phases": [
+                        {
+                            "name": ph.name,
+                            "clients": ph.clients,
+                            "requests": ph.requests,
+                            "statuses": {str(k): v for k, v in ph.statuses.items()},
+                            "crashes": ph.crashes,
+                            "mismatches": ph.mismatches,
+                            "transport_errors": dict(ph.transport_errors),
+                            "abandoned": ph.abandoned,
+                            "leaked": ph.leaked,
+                            "by_kind": dict(ph.by_kind),
+                        }
+                        for ph in phases
+                    ],
+                },
+                indent=2,
+            )
+        )
     if not all(ok.values()):
         print(f"FAILED: {[k for k, v in ok.items() if not v]}; server log: {log_path}", file=sys.stderr)
         return 1

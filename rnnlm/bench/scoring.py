@@ -39,12 +39,25 @@ from .common import (
     write_section,
 )
 
-HEADERS = ["method", "batch", "requested tok/s", "computed pos/s", "computed / requested",
-           "GFLOP/s", "% of matmul"]
+HEADERS = [
+    "method",
+    "batch",
+    "requested tok/s",
+    "computed pos/s",
+    "computed / requested",
+    "GFLOP/s",
+    "% of matmul",
+]
 
 
-def library_rows(lm: LanguageModel, lists: list[list[list[int]]], per_call: Sequence[int], seconds: float,
-                 device: str, gflops: float) -> list[list]:
+def library_rows(
+    lm: LanguageModel,
+    lists: list[list[list[int]]],
+    per_call: Sequence[int],
+    seconds: float,
+    device: str,
+    gflops: float,
+) -> list[list]:
     fpt = flops_per_token(lm)
     rows = []
 
@@ -65,8 +78,9 @@ def library_rows(lm: LanguageModel, lists: list[list[list[int]]], per_call: Sequ
         _, elapsed = timed_loop(once, seconds, device)
         req_s, comp_s = state["req"] / elapsed, state["comp"] / elapsed
         rate = comp_s * fpt / 1e9
-        rows.append([name, f"{k} lists/call", req_s, comp_s, state["comp"] / state["req"], rate,
-                     100 * rate / gflops])
+        rows.append(
+            [name, f"{k} lists/call", req_s, comp_s, state["comp"] / state["req"], rate, 100 * rate / gflops]
+        )
 
     def plain(seqs):
         lm.sequence_logprobs(seqs)
@@ -77,6 +91,7 @@ def library_rows(lm: LanguageModel, lists: list[list[list[int]]], per_call: Sequ
         def run(seqs):
             res = score_tree(lm, seqs, share=share)
             return res.requested, res.computed
+
         return run
 
     for k in per_call:
@@ -86,8 +101,9 @@ def library_rows(lm: LanguageModel, lists: list[list[list[int]]], per_call: Sequ
     return rows
 
 
-def engine_rows(lm: LanguageModel, lists: list[list[list[int]]], concurrency: Sequence[int], seconds: float,
-                gflops: float) -> list[list]:
+def engine_rows(
+    lm: LanguageModel, lists: list[list[list[int]]], concurrency: Sequence[int], seconds: float, gflops: float
+) -> list[list]:
     """Clients each scoring one list at a time, as HTTP clients would (no HTTP)."""
     fpt = flops_per_token(lm)
     rows = []
@@ -105,8 +121,12 @@ def engine_rows(lm: LanguageModel, lists: list[list[list[int]]], concurrency: Se
                 return done
 
             await asyncio.gather(*[engine.score(lists[i % len(lists)]) for i in range(c)])  # warm-up
-            s0 = (engine.stats.positions_requested, engine.stats.positions_computed,
-                  engine.stats.kinds["score"].batches, engine.stats.kinds["score"].requests)
+            s0 = (
+                engine.stats.positions_requested,
+                engine.stats.positions_computed,
+                engine.stats.kinds["score"].batches,
+                engine.stats.kinds["score"].requests,
+            )
             t0 = time.perf_counter()
             stop = t0 + seconds
             await asyncio.gather(*[client(i) for i in range(c)])
@@ -116,8 +136,15 @@ def engine_rows(lm: LanguageModel, lists: list[list[list[int]]], concurrency: Se
             batches = engine.stats.kinds["score"].batches - s0[2]
             requests = engine.stats.kinds["score"].requests - s0[3]
             rate = comp / elapsed * fpt / 1e9
-            return [f"engine, {c} concurrent clients", f"{requests / max(batches, 1):.1f} lists/batch",
-                    req / elapsed, comp / elapsed, comp / max(req, 1), rate, 100 * rate / gflops]
+            return [
+                f"engine, {c} concurrent clients",
+                f"{requests / max(batches, 1):.1f} lists/batch",
+                req / elapsed,
+                comp / elapsed,
+                comp / max(req, 1),
+                rate,
+                100 * rate / gflops,
+            ]
 
     for c in concurrency:
         rows.append(asyncio.run(run(c)))
@@ -137,21 +164,36 @@ def confusion_sets(size: int) -> dict[str, list[list[str]]]:
     for kind in ("homophone", "wordorder"):
         spec = SetSpec(kind=kind, size=size)
         index = homophone_index(DATA, spec.min_count, "runs/rerank") if kind == "homophone" else None
-        items = build_set(kind, heldout, index, size=spec.size, distractors=spec.distractors, seed=spec.seed,
-                          min_len=spec.min_len, max_len=spec.max_len)
+        items = build_set(
+            kind,
+            heldout,
+            index,
+            size=spec.size,
+            distractors=spec.distractors,
+            seed=spec.seed,
+            min_len=spec.min_len,
+            max_len=spec.max_len,
+        )
         out[f"{kind} 6-way (`{spec.name}`)"] = [it.candidates for it in items]
     return out
 
 
-def sharing_rows(lm: LanguageModel, sets: dict[str, list[list[list[int]]]], k: int, seconds: float,
-                 device: str) -> list[list]:
+def sharing_rows(
+    lm: LanguageModel, sets: dict[str, list[list[list[int]]]], k: int, seconds: float, device: str
+) -> list[list]:
     rows = []
     for name, lists in sets.items():
         flat = [s for cands in lists for s in cands]
         dense = score_tree(lm, flat, share=False)
         shared = score_tree(lm, flat, share=True)
-        diff = max((float((a - b).abs().max()) for a, b in zip(dense.logprobs, shared.logprobs, strict=True)
-                    if a.numel()), default=0.0)
+        diff = max(
+            (
+                float((a - b).abs().max())
+                for a, b in zip(dense.logprobs, shared.logprobs, strict=True)
+                if a.numel()
+            ),
+            default=0.0,
+        )
         calls = [[s for cands in lists[i : i + k] for s in cands] for i in range(0, len(lists), k)]
 
         def timer(share: bool, calls=calls):
@@ -160,8 +202,17 @@ def sharing_rows(lm: LanguageModel, sets: dict[str, list[list[list[int]]]], k: i
 
         d_units, d_s = timed_loop(timer(False), seconds, device)
         s_units, s_s = timed_loop(timer(True), seconds, device)
-        rows.append([name, len(lists), dense.requested, shared.computed, dense.requested / shared.computed,
-                     (s_units / s_s) / (d_units / d_s), diff])
+        rows.append(
+            [
+                name,
+                len(lists),
+                dense.requested,
+                shared.computed,
+                dense.requested / shared.computed,
+                (s_units / s_s) / (d_units / d_s),
+                diff,
+            ]
+        )
     return rows
 
 
@@ -204,8 +255,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Prefix sharing (positions requested = every candidate scored alone; computed = the trie bound; "
         f"speedup = prefix-shared vs dense tokens/s, {8 if args.quick else 32} lists per call):",
         "",
-        table(["set", "lists", "positions requested", "positions computed", "requested / computed",
-               "speedup", "max abs Δ log-prob"], share),
+        table(
+            [
+                "set",
+                "lists",
+                "positions requested",
+                "positions computed",
+                "requested / computed",
+                "speedup",
+                "max abs Δ log-prob",
+            ],
+            share,
+        ),
         "",
         f"- target ≥ 85% of the matmul rate (best library row): {best:.0f}% — {mark(best >= 85)}",
     ]

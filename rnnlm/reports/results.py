@@ -86,10 +86,17 @@ class Scores:
         """Combine two models' scores token by token (both must cover the same texts)."""
         return Scores(
             test=[fn(a, b) for a, b in zip(self.test, other.test, strict=True)],
-            valid=None if self.valid is None or other.valid is None
+            valid=None
+            if self.valid is None or other.valid is None
             else [fn(a, b) for a, b in zip(self.valid, other.valid, strict=True)],
-            sets={k: [[fn(a, b) for a, b in zip(ca, cb, strict=True)]
-                      for ca, cb in zip(self.sets[k], other.sets[k], strict=True)] for k in self.sets})
+            sets={
+                k: [
+                    [fn(a, b) for a, b in zip(ca, cb, strict=True)]
+                    for ca, cb in zip(self.sets[k], other.sets[k], strict=True)
+                ]
+                for k in self.sets
+            },
+        )
 
 
 def score_lines(lm: LanguageModel, lines: Sequence[str], batch_lines: int = 256) -> LogProbs:
@@ -100,11 +107,17 @@ def score_lines(lm: LanguageModel, lines: Sequence[str], batch_lines: int = 256)
     return out
 
 
-def collect_scores(lm: LanguageModel, test: Sequence[str], valid: Sequence[str] | None,
-                   sets: dict[str, list[RerankItem]]) -> Scores:
-    return Scores(test=score_lines(lm, test), valid=None if valid is None else score_lines(lm, valid),
-                  sets={key: [[t.double() for t in c] for c in candidate_logprobs(lm, items)]
-                        for key, items in sets.items()})
+def collect_scores(
+    lm: LanguageModel, test: Sequence[str], valid: Sequence[str] | None, sets: dict[str, list[RerankItem]]
+) -> Scores:
+    return Scores(
+        test=score_lines(lm, test),
+        valid=None if valid is None else score_lines(lm, valid),
+        sets={
+            key: [[t.double() for t in c] for c in candidate_logprobs(lm, items)]
+            for key, items in sets.items()
+        },
+    )
 
 
 def perplexity_of(logprobs: LogProbs, lines: Sequence[str]) -> tuple[float, float]:
@@ -115,12 +128,15 @@ def perplexity_of(logprobs: LogProbs, lines: Sequence[str]) -> tuple[float, floa
     return math.exp(-total / max(tokens, 1)), -total / math.log(2) / max(chars, 1)
 
 
-def set_results(sets: dict[str, list[RerankItem]], per_token: dict[str, list[LogProbs]],
-                split: str = "test") -> dict[str, RerankResult]:
+def set_results(
+    sets: dict[str, list[RerankItem]], per_token: dict[str, list[LogProbs]], split: str = "test"
+) -> dict[str, RerankResult]:
     """Rerank results per set kind: each candidate's score is the sum of its per-token scores."""
     keys = {kind: f"{kind}-{split}" for kind in SET_KINDS}
-    return {kind: RerankResult.from_scores(sets[key], sentence_scores(per_token[key]))
-            for kind, key in keys.items()}
+    return {
+        kind: RerankResult.from_scores(sets[key], sentence_scores(per_token[key]))
+        for kind, key in keys.items()
+    }
 
 
 # -- rows --------------------------------------------------------------------------------------------
@@ -139,10 +155,17 @@ class Row:
     vocabulary: tuple[str, ...] = field(default=(), repr=False)  # combinations need the same one
 
     def summary(self) -> dict:
-        return {"name": self.name, "family": self.family, "perplexity": self.perplexity,
-                "bits_per_char": self.bits_per_char, "size_bytes": self.size_bytes,
-                "train_time_s": self.train_time_s, "command": self.command, "note": self.note,
-                **{kind: r.summary() for kind, r in self.rerank.items()}}
+        return {
+            "name": self.name,
+            "family": self.family,
+            "perplexity": self.perplexity,
+            "bits_per_char": self.bits_per_char,
+            "size_bytes": self.size_bytes,
+            "train_time_s": self.train_time_s,
+            "command": self.command,
+            "note": self.note,
+            **{kind: r.summary() for kind, r in self.rerank.items()},
+        }
 
 
 def dir_size(path: str | Path) -> int:
@@ -163,11 +186,20 @@ def ensure_ngram(spec: NGramSpec, data_dir: str | Path, cache_dir: str | Path, l
         log(f"{out}: built from other data; rebuilding")
     except CheckpointError:
         pass
-    command = (f"rnnlm train-ngram --data {data_dir} --out {out} --order {spec.order} "
-               f"--smoothing {spec.smoothing}")
+    command = (
+        f"rnnlm train-ngram --data {data_dir} --out {out} --order {spec.order} --smoothing {spec.smoothing}"
+    )
     log(f"building {spec.label}: {command}")
-    train_ngram(NGramJob(data_dir=str(data_dir), out_dir=str(out), order=spec.order, smoothing=spec.smoothing,
-                         command=command), log=lambda line: log("  " + line))
+    train_ngram(
+        NGramJob(
+            data_dir=str(data_dir),
+            out_dir=str(out),
+            order=spec.order,
+            smoothing=spec.smoothing,
+            command=command,
+        ),
+        log=lambda line: log("  " + line),
+    )
     return out
 
 
@@ -202,8 +234,9 @@ def rnn_label(model_dir: Path) -> str:
     return f"{model_dir.name} ({shape})"
 
 
-def measure_model(name: str, family: str, model_dir: Path, texts: dict, log: Log, keep_valid: bool,
-                  device: str = "cpu") -> Row:
+def measure_model(
+    name: str, family: str, model_dir: Path, texts: dict, log: Log, keep_valid: bool, device: str = "cpu"
+) -> Row:
     from model.loading import load_model
 
     t0 = time.perf_counter()
@@ -212,16 +245,28 @@ def measure_model(name: str, family: str, model_dir: Path, texts: dict, log: Log
     ppl, bpc = perplexity_of(scores.test, texts["test"])
     metrics = getattr(lm, "metrics", {}) or {}
     train_time = metrics.get("train_time_s", metrics.get("build", {}).get("wall_s"))
-    row = Row(name, family, ppl, bpc, set_results(texts["sets"], scores.sets), dir_size(model_dir),
-              train_time,
-              metrics.get("command", ""), scores=scores, vocabulary=tuple(lm.tokenizer.tokens))
-    log(f"{name}: perplexity {ppl:.2f}, homophone top-1 {np.mean(row.rerank['homophone'].top1):.3f}, "
-        f"word order top-1 {np.mean(row.rerank['wordorder'].top1):.3f} ({time.perf_counter() - t0:.0f} s)")
+    row = Row(
+        name,
+        family,
+        ppl,
+        bpc,
+        set_results(texts["sets"], scores.sets),
+        dir_size(model_dir),
+        train_time,
+        metrics.get("command", ""),
+        scores=scores,
+        vocabulary=tuple(lm.tokenizer.tokens),
+    )
+    log(
+        f"{name}: perplexity {ppl:.2f}, homophone top-1 {np.mean(row.rerank['homophone'].top1):.3f}, "
+        f"word order top-1 {np.mean(row.rerank['wordorder'].top1):.3f} ({time.perf_counter() - t0:.0f} s)"
+    )
     return row
 
 
-def combination_rows(rnn: Row, rnn_dir: Path, ref: Row, ref_dir: Path, texts: dict, data_dir: str,
-                     spec: SetSpec) -> list[Row]:
+def combination_rows(
+    rnn: Row, rnn_dir: Path, ref: Row, ref_dir: Path, texts: dict, data_dir: str, spec: SetSpec
+) -> list[Row]:
     """The RNN linearly mixed with the reference n-gram, and the log-linear combination (the fix)."""
     from model.mixture import tune_lambda
 
@@ -230,21 +275,41 @@ def combination_rows(rnn: Row, rnn_dir: Path, ref: Row, ref_dir: Path, texts: di
     mixed = a.map(b, lambda x, y: mix_logprobs(x, y, lam))
     ppl, bpc = perplexity_of(mixed.test, texts["test"])
     short = rnn_dir.name
-    mixture = Row(f"{short} + KN5, linear mixture", "RNN + n-gram", ppl, bpc,
-                  set_results(texts["sets"], mixed.sets),
-                  command=f"rnnlm mix {rnn_dir} {ref_dir} --data {data_dir} --out runs/mix/{short}-kn5",
-                  note=f"λ = {lam:.3f} (RNN weight), tuned on valid perplexity", scores=mixed)
+    mixture = Row(
+        f"{short} + KN5, linear mixture",
+        "RNN + n-gram",
+        ppl,
+        bpc,
+        set_results(texts["sets"], mixed.sets),
+        command=f"rnnlm mix {rnn_dir} {ref_dir} --data {data_dir} --out runs/mix/{short}-kn5",
+        note=f"λ = {lam:.3f} (RNN weight), tuned on valid perplexity",
+        scores=mixed,
+    )
     valid = {k: v for k, v in texts["sets"].items() if k.endswith("-valid")}
     alpha = tune_loglinear_weight(valid, {k: a.sets[k] for k in valid}, {k: b.sets[k] for k in valid})
-    combined = Scores(test=[], valid=None, sets={
-        k: [[loglinear_logprobs(x, y, alpha) for x, y in zip(ca, cb, strict=True)]
-            for ca, cb in zip(a.sets[k], b.sets[k], strict=True)] for k in a.sets})
-    loglinear = Row(f"{short} + KN5, log-linear (the fix)", "RNN + n-gram", None, None,
-                    set_results(texts["sets"], combined.sets),
-                    command=f"rnnlm benchmark rerank --model {rnn_dir} --model {ref_dir} --data {data_dir} "
-                            f"--loglinear {alpha:g}{spec.cli_flags()}",
-                    note=f"score = {alpha:g}·log P_rnn + {1 - alpha:g}·log P_kn5, weight tuned on the valid "
-                         "confusion sets; not normalized, so no perplexity", scores=combined)
+    combined = Scores(
+        test=[],
+        valid=None,
+        sets={
+            k: [
+                [loglinear_logprobs(x, y, alpha) for x, y in zip(ca, cb, strict=True)]
+                for ca, cb in zip(a.sets[k], b.sets[k], strict=True)
+            ]
+            for k in a.sets
+        },
+    )
+    loglinear = Row(
+        f"{short} + KN5, log-linear (the fix)",
+        "RNN + n-gram",
+        None,
+        None,
+        set_results(texts["sets"], combined.sets),
+        command=f"rnnlm benchmark rerank --model {rnn_dir} --model {ref_dir} --data {data_dir} "
+        f"--loglinear {alpha:g}{spec.cli_flags()}",
+        note=f"score = {alpha:g}·log P_rnn + {1 - alpha:g}·log P_kn5, weight tuned on the valid "
+        "confusion sets; not normalized, so no perplexity",
+        scores=combined,
+    )
     return [mixture, loglinear]
 
 
@@ -259,17 +324,28 @@ def analyze(rnn: Row, ref: Row, combos: Sequence[Row], texts: dict) -> dict:
         width = edit_width(items)
         pairs = {m.name: pairs_of(items, m.scores.sets[key]) for m in models}
         out["positions"][kind] = {name: position_profile(p, width) for name, p in pairs.items()}
-        out["frequency"][kind] = {m.name: frequency_profile(pairs[m.name], texts["train_counts"], width)
-                                  for m in (ref, rnn)}
-        out["paired_top1"][kind] = {m.name: paired_difference(m.rerank[kind].top1, ref.rerank[kind].top1)
-                                    for m in models[1:]}
+        out["frequency"][kind] = {
+            m.name: frequency_profile(pairs[m.name], texts["train_counts"], width) for m in (ref, rnn)
+        }
+        out["paired_top1"][kind] = {
+            m.name: paired_difference(m.rerank[kind].top1, ref.rerank[kind].top1) for m in models[1:]
+        }
     return out
 
 
 # -- the whole run -------------------------------------------------------------------------------------
-def run_quality(data_dir: str, out: str | Path, weights_dir: str = "weights", extra_rnns: Sequence[str] = (),
-                ngram_dir: str = "runs/ngram", sets_dir: str = "runs/rerank", spec: SetSpec | None = None,
-                device: str = "cpu", command: str = "", log: Log | None = None) -> dict:
+def run_quality(
+    data_dir: str,
+    out: str | Path,
+    weights_dir: str = "weights",
+    extra_rnns: Sequence[str] = (),
+    ngram_dir: str = "runs/ngram",
+    sets_dir: str = "runs/rerank",
+    spec: SetSpec | None = None,
+    device: str = "cpu",
+    command: str = "",
+    log: Log | None = None,
+) -> dict:
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     spec = spec or SetSpec()
     t0 = time.time()
@@ -281,26 +357,34 @@ def run_quality(data_dir: str, out: str | Path, weights_dir: str = "weights", ex
     train_counts: Counter[str] = Counter()
     for line in load_split(data_dir, "train"):
         train_counts.update(line)
-    texts = {"test": load_split(data_dir, "test"), "valid": load_split(data_dir, "valid"), "sets": sets,
-             "train_counts": train_counts}
+    texts = {
+        "test": load_split(data_dir, "test"),
+        "valid": load_split(data_dir, "valid"),
+        "sets": sets,
+        "train_counts": train_counts,
+    }
 
     rows: list[Row] = []
     dirs: dict[str, Path] = {}
     for ng in NGRAM_BASELINES:
         d = ensure_ngram(ng, data_dir, ngram_dir, log)
         dirs[ng.label] = d
-        rows.append(measure_model(ng.label, "n-gram", d, texts, log, keep_valid=ng.label == REFERENCE,
-                                  device=device))
+        rows.append(
+            measure_model(ng.label, "n-gram", d, texts, log, keep_valid=ng.label == REFERENCE, device=device)
+        )
     ref = next(r for r in rows if r.name == REFERENCE)
     for kind in ("window", "hybrid"):
         for d in rnn_dirs(weights_dir, (kind,)):
-            row = measure_model(rnn_label(d), NEURAL_FAMILIES[kind], d, texts, log, keep_valid=False,
-                                device=device)
+            row = measure_model(
+                rnn_label(d), NEURAL_FAMILIES[kind], d, texts, log, keep_valid=False, device=device
+            )
             if kind == "hybrid":
                 row.note = "one normalized model; size excludes the n-gram checkpoint it points at"
             rows.append(row)
-    rnns = [(measure_model(rnn_label(d), "RNN", d, texts, log, keep_valid=True, device=device), d)
-            for d in [*rnn_dirs(weights_dir), *map(Path, extra_rnns)]]
+    rnns = [
+        (measure_model(rnn_label(d), "RNN", d, texts, log, keep_valid=True, device=device), d)
+        for d in [*rnn_dirs(weights_dir), *map(Path, extra_rnns)]
+    ]
     rows += [row for row, _ in rnns]
     combos: dict[str, list[Row]] = {}
     for row, d in rnns:
@@ -316,9 +400,15 @@ def run_quality(data_dir: str, out: str | Path, weights_dir: str = "weights", ex
             analysis = analyze(best, ref, combos.get(best.name, []), texts)
         except ValueError as e:  # e.g. a word-level model: candidates differ in length
             log(f"no position analysis: {e}")
-    result = {"data": str(data_dir), "set_spec": {k: v for k, v in spec.__dict__.items() if k != "kind"},
-              "rows": [r.summary() for r in rows], "analysis": analysis, "command": command,
-              "environment": environment(), "seconds": round(time.time() - t0, 1)}
+    result = {
+        "data": str(data_dir),
+        "set_spec": {k: v for k, v in spec.__dict__.items() if k != "kind"},
+        "rows": [r.summary() for r in rows],
+        "analysis": analysis,
+        "command": command,
+        "environment": environment(),
+        "seconds": round(time.time() - t0, 1),
+    }
     write_text(Path(out), render_markdown(result, texts["sets"]))
     write_text(Path(out).with_suffix(".json"), json.dumps(result, ensure_ascii=False, indent=1) + "\n")
     log(f"wrote {out} and {Path(out).with_suffix('.json')} in {result['seconds']:.0f} s")
@@ -330,9 +420,13 @@ def environment() -> dict:
 
     import pypinyin
 
-    return {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "pypinyin": pypinyin.__version__,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "pypinyin": pypinyin.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def write_text(path: Path, text: str) -> None:

@@ -32,27 +32,54 @@ from ..streaming import StreamedText
 log = logging.getLogger("rnnlm.service")
 router = APIRouter(tags=["model"])
 
-SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {  # one server-sent event
-    "event": {"type": "string", "enum": ["token", "done", "error"]},
-    "data": {"type": "string", "description": "JSON: TokenEventData (token), GenerateResponse (done), "
-                                              "ErrorResponse (error)"}}}
-STREAM_DOC = {"content": {"text/event-stream": {"schema": SSE_EVENT, "example": (
-    'event: token\ndata: {"sample": 0, "index": 0, "id": 17, "token": "天", "logprob": -1.2, '
-    '"text": "天", "finish_reason": null}\n\nevent: done\ndata: {"model": "...", "text": "天气", ...}\n\n')}},
-    "description": "with stream: true, server-sent events (token events, then done)"}
+SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {  # one server-sent event
+        "event": {"type": "string", "enum": ["token", "done", "error"]},
+        "data": {
+            "type": "string",
+            "description": "JSON: TokenEventData (token), GenerateResponse (done), ErrorResponse (error)",
+        },
+    },
+}
+STREAM_DOC = {
+    "content": {
+        "text/event-stream": {
+            "schema": SSE_EVENT,
+            "example": (
+                'event: token\ndata: {"sample": 0, "index": 0, "id": 17, "token": "天", "logprob": -1.2, '
+                '"text": "天", "finish_reason": null}\n\nevent: done\ndata: {"model": "...", "text": "天气", ...}\n\n'
+            ),
+        }
+    },
+    "description": "with stream: true, server-sent events (token events, then done)",
+}
 
 
-@router.post("/generate", summary="Continue a prompt (optionally streamed as server-sent events)",
-             responses={**ERROR_RESPONSES, 200: STREAM_DOC})
-async def generate(body: GenerateRequest, registry: RegistryDep,
-                   settings: SettingsDep, metrics: MetricsDep) -> GenerateResponse:
+@router.post(
+    "/generate",
+    summary="Continue a prompt (optionally streamed as server-sent events)",
+    responses={**ERROR_RESPONSES, 200: STREAM_DOC},
+)
+async def generate(
+    body: GenerateRequest, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
+) -> GenerateResponse:
     check_limits(body, settings)
     runner = registry.get(body.model)
     seed = body.seed if body.seed is not None else draw_seed()
     gen = GenerationRequest(
-        prompt=body.prompt, max_new_tokens=body.max_new_tokens, stop=list(body.stop), n=body.n,
-        sampling=SamplingParams(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                                repetition_penalty=body.repetition_penalty, seed=seed),
+        prompt=body.prompt,
+        max_new_tokens=body.max_new_tokens,
+        stop=list(body.stop),
+        n=body.n,
+        sampling=SamplingParams(
+            temperature=body.temperature,
+            top_k=body.top_k,
+            top_p=body.top_p,
+            repetition_penalty=body.repetition_penalty,
+            seed=seed,
+        ),
     )
     prompt_tokens = len(runner.lm.tokenizer.encode(body.prompt).ids)
     if body.stream:
@@ -60,30 +87,55 @@ async def generate(body: GenerateRequest, registry: RegistryDep,
         return EventSourceResponse(events, ping=settings.sse_ping_s)  # type: ignore[return-value]
     samples = await runner.generate(gen)
     metrics.tokens_generated.labels(runner.name).inc(sum(len(s.ids) for s in samples))
-    out = [GeneratedSample(index=i, text=s.text, finish_reason=s.finish_reason, num_tokens=len(s.ids),
-                           seed=s.seed, logprobs=_logprobs(runner, s.ids, s.logprobs, body))
-           for i, s in enumerate(samples)]
+    out = [
+        GeneratedSample(
+            index=i,
+            text=s.text,
+            finish_reason=s.finish_reason,
+            num_tokens=len(s.ids),
+            seed=s.seed,
+            logprobs=_logprobs(runner, s.ids, s.logprobs, body),
+        )
+        for i, s in enumerate(samples)
+    ]
     return _response(runner, out, seed, prompt_tokens)
 
 
-def _logprobs(runner: ModelRunner, ids: list[int], logprobs: list[float],
-              body: GenerateRequest) -> list[TokenLogprob] | None:
+def _logprobs(
+    runner: ModelRunner, ids: list[int], logprobs: list[float], body: GenerateRequest
+) -> list[TokenLogprob] | None:
     if not body.return_logprobs:
         return None
-    return [TokenLogprob(token=runner.lm.tokenizer.piece(i), logprob=lp)
-            for i, lp in zip(ids, logprobs, strict=True)]
+    return [
+        TokenLogprob(token=runner.lm.tokenizer.piece(i), logprob=lp)
+        for i, lp in zip(ids, logprobs, strict=True)
+    ]
 
 
-def _response(runner: ModelRunner, samples: list[GeneratedSample], seed: int,
-              prompt_tokens: int) -> GenerateResponse:
+def _response(
+    runner: ModelRunner, samples: list[GeneratedSample], seed: int, prompt_tokens: int
+) -> GenerateResponse:
     first = samples[0]
-    return GenerateResponse(model=runner.name, text=first.text, finish_reason=first.finish_reason,
-                            num_tokens=first.num_tokens, seed=seed, logprobs=first.logprobs,
-                            prompt_tokens=prompt_tokens, samples=samples)
+    return GenerateResponse(
+        model=runner.name,
+        text=first.text,
+        finish_reason=first.finish_reason,
+        num_tokens=first.num_tokens,
+        seed=seed,
+        logprobs=first.logprobs,
+        prompt_tokens=prompt_tokens,
+        samples=samples,
+    )
 
 
-async def stream_events(runner: ModelRunner, gen: GenerationRequest, body: GenerateRequest, seed: int,
-                        prompt_tokens: int, metrics: ServiceMetrics) -> AsyncIterator[dict]:
+async def stream_events(
+    runner: ModelRunner,
+    gen: GenerationRequest,
+    body: GenerateRequest,
+    seed: int,
+    prompt_tokens: int,
+    metrics: ServiceMetrics,
+) -> AsyncIterator[dict]:
     """``token`` events as the runner produces them, then ``done`` (or ``error``)."""
     tok = runner.lm.tokenizer
     texts = [StreamedText(stop=list(body.stop), joiner=tok.joiner) for _ in range(body.n)]
@@ -98,17 +150,33 @@ async def stream_events(runner: ModelRunner, gen: GenerationRequest, body: Gener
             reasons[ev.sample] = ev.finish_reason or reasons[ev.sample]
             generated.inc()
             delta = texts[ev.sample].push(ev.text, ev.finish_reason)
-            data = TokenEventData(sample=ev.sample, index=len(ids[ev.sample]) - 1, id=ev.token_id,
-                                  token=tok.piece(ev.token_id),
-                                  logprob=ev.logprob, text=delta, finish_reason=ev.finish_reason)
+            data = TokenEventData(
+                sample=ev.sample,
+                index=len(ids[ev.sample]) - 1,
+                id=ev.token_id,
+                token=tok.piece(ev.token_id),
+                logprob=ev.logprob,
+                text=delta,
+                finish_reason=ev.finish_reason,
+            )
             yield {"event": "token", "data": data.model_dump_json()}
-        samples = [GeneratedSample(index=i, text=texts[i].final or "", finish_reason=reasons[i],
-                                   num_tokens=len(ids[i]), seed=seed + i,
-                                   logprobs=_logprobs(runner, ids[i], lps[i], body))
-                   for i in range(body.n)]
+        samples = [
+            GeneratedSample(
+                index=i,
+                text=texts[i].final or "",
+                finish_reason=reasons[i],
+                num_tokens=len(ids[i]),
+                seed=seed + i,
+                logprobs=_logprobs(runner, ids[i], lps[i], body),
+            )
+            for i in range(body.n)
+        ]
         yield {"event": "done", "data": _response(runner, samples, seed, prompt_tokens).model_dump_json()}
     except Exception:  # the response has started: report in-band, never a traceback
         log.exception("generation stream failed")
-        error = ErrorResponse(error=ErrorDetail(type="internal_error", status=500,
-                                                message="generation failed; the server log has the details"))
+        error = ErrorResponse(
+            error=ErrorDetail(
+                type="internal_error", status=500, message="generation failed; the server log has the details"
+            )
+        )
         yield {"event": "error", "data": json.dumps(error.model_dump())}

@@ -12,10 +12,14 @@ from ..schemas import NextTokenBatchResponse, NextTokenRequest, NextTokenRespons
 router = APIRouter(tags=["model"])
 
 
-@router.post("/next-token", summary="Top-k next tokens with their probabilities and the entropy",
-             responses=ERROR_RESPONSES)
-async def next_token(body: NextTokenRequest, registry: RegistryDep,
-                     settings: SettingsDep) -> NextTokenResponse | NextTokenBatchResponse:
+@router.post(
+    "/next-token",
+    summary="Top-k next tokens with their probabilities and the entropy",
+    responses=ERROR_RESPONSES,
+)
+async def next_token(
+    body: NextTokenRequest, registry: RegistryDep, settings: SettingsDep
+) -> NextTokenResponse | NextTokenBatchResponse:
     check_limits(body, settings)
     runner = registry.get(body.model)
     texts = body.text if isinstance(body.text, list) else [body.text]

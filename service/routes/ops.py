@@ -21,18 +21,25 @@ async def health() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@router.get("/ready", summary="Models are loaded and requests are served",
-            responses={503: {"model": ErrorResponse, "description": "Still loading"}})
+@router.get(
+    "/ready",
+    summary="Models are loaded and requests are served",
+    responses={503: {"model": ErrorResponse, "description": "Still loading"}},
+)
 async def ready(registry: RegistryDep) -> ReadyResponse:
     return ReadyResponse(status="ready", models=list(registry.runners))
 
 
-@router.get("/models", summary="The served models, with their training data and test figures",
-            responses={503: {"model": ErrorResponse, "description": "Still loading"}})
+@router.get(
+    "/models",
+    summary="The served models, with their training data and test figures",
+    responses={503: {"model": ErrorResponse, "description": "Still loading"}},
+)
 async def models(registry: RegistryDep) -> ModelsResponse:
-    return ModelsResponse(models=[model_info(r, r.name == registry.default)
-                                  for r in registry.runners.values()],
-                          default_choice=read_default_choice())
+    return ModelsResponse(
+        models=[model_info(r, r.name == registry.default) for r in registry.runners.values()],
+        default_choice=read_default_choice(),
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -51,8 +58,16 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
     if (m.get("data") or {}).get("dir"):
         data["corpus"] = Path(m["data"]["dir"]).name
     training = {"data": data} if data else {}
-    for key in ("total_steps", "steps", "tokens_seen", "train_time_s", "best", "train_config", "fit_config",
-                "init_from"):
+    for key in (
+        "total_steps",
+        "steps",
+        "tokens_seen",
+        "train_time_s",
+        "best",
+        "train_config",
+        "fit_config",
+        "init_from",
+    ):
         if key in m:
             training[key] = m[key]
     if "hardware" in m:
