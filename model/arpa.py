@@ -35,7 +35,7 @@ import tempfile
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class ArpaError(ValueError):
 
 def _open_text(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="utf-8")
+        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8"))
     return open(path, mode, encoding="utf-8")
 
 
@@ -108,7 +108,7 @@ def _arpa_lines(tables: BackoffTables, words: np.ndarray, n: int, keep: np.ndarr
     rows = np.flatnonzero(keep) if keep is not None else range(len(ids))
     text = [" ".join(ws) for ws in words[ids].tolist()]
     for i in rows:
-        if has_backoff and bo[i] != 0.0:
+        if bo is not None and bo[i] != 0.0:
             yield f"{logp[i]:.8g}\t{text[i]}\t{bo[i]:.8g}\n"
         else:
             yield f"{logp[i]:.8g}\t{text[i]}\n"

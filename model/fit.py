@@ -108,7 +108,8 @@ class Objective(nn.Module):
         full_tables: TorchBackoffTables | None,
     ) -> None:
         super().__init__()
-        self.net, self.kind, self.width = net, kind, width
+        self.net: Any = net  # RNNLM | HybridNet | WindowNet (their kind-specific methods are used)
+        self.kind, self.width = kind, width
         self.fold_tables, self.full_tables = fold_tables, full_tables
 
     def forward(
@@ -397,7 +398,7 @@ class Fitter:
                 net,
                 net.config,
                 self.tokenizer,
-                metrics,  # type: ignore[arg-type]
+                metrics,
                 model_type=cfg.kind,
                 dtype=dtype,
             )

@@ -37,6 +37,7 @@ State = Any
 class LanguageModel(ABC):
     kind: str = "abstract"
     tokenizer: Tokenizer
+    metrics: dict[str, Any]  # training and evaluation figures from the checkpoint ({} if none)
 
     @property
     def vocab_size(self) -> int:
@@ -113,6 +114,7 @@ class RNNLanguageModel(LanguageModel):
         self.net = net.eval()
         self.tokenizer = tokenizer
         self.window = window  # time steps per forward call when scoring (bounds B x T x V memory)
+        self.metrics = {}
         self.max_batch = max_batch
 
     @property
@@ -175,6 +177,7 @@ class RNNLanguageModel(LanguageModel):
         state = None
         for start in range(0, ids.size(1), self.window):
             logits, state, _ = self.net(ids[:, start : start + self.window], state)  # (B, t, V)
+        assert state is not None  # every prefix has at least its start token
         return torch.log_softmax(logits[:, -1].float(), dim=-1), state
 
     def describe(self) -> dict:

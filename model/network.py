@@ -22,6 +22,8 @@ from .config import ModelConfig
 
 
 class RNNLM(nn.Module):
+    never_predict: Tensor  # ids that get probability 0 (a buffer)
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

@@ -183,15 +183,17 @@ def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Te
                 h = torch.zeros(b - a, hidden, device=device, dtype=x.dtype)
                 c = torch.zeros_like(h) if lstm else None
             else:
-                h = h_all.index_select(0, parents[d])  # (B_d, H)
-                c = c_all.index_select(0, parents[d]) if lstm else None
+                parent = parents[d]
+                assert parent is not None
+                h = h_all.index_select(0, parent)  # (B_d, H)
+                c = c_all.index_select(0, parent) if c_all is not None else None
             h, c = net.cell_step(layer, gi, h, c)
             h_all[a:b] = h
-            if lstm:
+            if c_all is not None and c is not None:
                 c_all[a:b] = c
         if len(state_idx):
             parts = [h_all.index_select(0, state_idx)]
-            if lstm:
+            if c_all is not None:
                 parts.append(c_all.index_select(0, state_idx))
             states.append(torch.cat(parts, dim=-1))  # (Q, S)
         x = net.drop(h_all) if layer + 1 < net.config.num_layers else h_all

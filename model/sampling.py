@@ -12,6 +12,7 @@ seeded request gives the same tokens whatever else shares its batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -108,7 +109,9 @@ class Sampling:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, scores: Tensor) -> int:
-        probs = torch.softmax(scores.double(), dim=-1)
+        return self.draw(torch.softmax(scores.double(), dim=-1))
+
+    def draw(self, probs: Tensor) -> int:
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
@@ -131,14 +134,45 @@ class TokenChooser:
         self.chooser = Greedy() if self.params.temperature == 0 else Sampling(self.seed)
 
     def next_id(self, logprobs: Tensor, history: list[int]) -> int:
-        scores = logprobs.float().cpu().clone()  # the generator lives on the CPU, whatever the model's device
-        # Never produce tokens that are not text: <pad>, <bos>, and <unk> unless allowed.
-        scores[PAD_ID] = scores[BOS_ID] = float("-inf")
-        if not self.params.allow_unk:
-            scores[UNK_ID] = float("-inf")
-        for proc in self.processors:
-            scores = proc(scores, history)
-        return self.chooser(scores)
+        """The next token of one row: :func:`choose_tokens` with a batch of one."""
+        return choose_tokens([self], logprobs.float().cpu().view(1, -1), [history])[0]
+
+
+def choose_tokens(
+    choosers: Sequence[TokenChooser], logprobs: Tensor, histories: Sequence[list[int]]
+) -> list[int]:
+    """The next token of every row: ``logprobs`` (B, V) on the CPU, one chooser and history per row.
+
+    Masking, greedy argmax and the softmax before sampling run once for all rows; only the
+    processors (which differ per row) and the draw (which uses the row's own generator) run
+    per row. ``logprobs`` is (B, V) on the CPU.
+    """
+    scores = logprobs.float().clone()  # (B, V)
+    scores[:, PAD_ID] = float("-inf")
+    scores[:, BOS_ID] = float("-inf")
+    no_unk = [r for r, c in enumerate(choosers) if not c.params.allow_unk]
+    if no_unk:
+        scores[no_unk, UNK_ID] = float("-inf")
+    greedy: list[int] = []
+    sampled: list[int] = []
+    for r, c in enumerate(choosers):
+        if c.processors:
+            row = scores[r]
+            for proc in c.processors:
+                row = proc(row, histories[r])
+            scores[r] = row
+        (greedy if isinstance(c.chooser, Greedy) else sampled).append(r)
+    chosen = [0] * len(choosers)
+    if greedy:
+        for r, token in zip(greedy, scores[greedy].argmax(dim=-1).tolist(), strict=True):
+            chosen[r] = token
+    if sampled:
+        probs = torch.softmax(scores[sampled].double(), dim=-1)  # (b, V)
+        for i, r in enumerate(sampled):
+            chooser = choosers[r].chooser
+            assert isinstance(chooser, Sampling)
+            chosen[r] = chooser.draw(probs[i])
+    return chosen
 
 
 # -- stopping criteria ---------------------------------------------------------------------------

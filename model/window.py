@@ -48,6 +48,8 @@ class WindowConfig:
 
 
 class WindowNet(nn.Module):
+    never_predict: Tensor  # ids that get probability 0 (a buffer)
+
     def __init__(self, config: WindowConfig) -> None:
         super().__init__()
         c = self.config = config

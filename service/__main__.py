@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -34,7 +34,11 @@ def serve(host: str | None = None, port: int | None = None, model_dirs: Sequence
     from .settings import Settings
     from .startup import StartupError
 
-    overrides = {"host": host, "port": port, "model_dirs": list(model_dirs) if model_dirs else None}
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "model_dirs": list(model_dirs) if model_dirs else None,
+    }
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
@@ -61,7 +65,8 @@ def serve(host: str | None = None, port: int | None = None, model_dirs: Sequence
         log_config=None,
         access_log=False,  # service/logs.py and context.py do both
         timeout_keep_alive=settings.keep_alive_s,
-        timeout_graceful_shutdown=settings.shutdown_grace_s + 5,
+        # uvicorn declares int | None but passes it to asyncio.wait_for, which takes a float
+        timeout_graceful_shutdown=settings.shutdown_grace_s + 5,  # type: ignore[arg-type]
     )  # a backstop
     server = _draining_server(config, app.state.drain)
     for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises the signal once it has shut down

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -137,7 +139,7 @@ async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = list(exc.errors())
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    first: dict[str, Any] = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = "body" if first.get("type") == "json_invalid" else field_path(first.get("loc", ("body",)))
     message = _validation_message(first, field)
     if field == "body" and "json" not in request.headers.get("content-type", ""):
@@ -226,11 +228,22 @@ async def _on_engine_stopped(request: Request, exc: EngineStopped) -> JSONRespon
     )
 
 
+_E = TypeVar("_E", bound=Exception)
+
+
+def _add_handler(
+    app: FastAPI, exc_class: type[_E], handler: Callable[[Request, _E], Awaitable[JSONResponse]]
+) -> None:
+    """``app.add_exception_handler``, checked: ``handler`` takes the exception class it is registered for."""
+    # Starlette types every handler as taking any Exception; it only ever passes it an exc_class.
+    app.add_exception_handler(exc_class, handler)  # type: ignore[arg-type]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _on_api_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Overloaded, _on_overloaded)
-    app.add_exception_handler(DeadlineExceeded, _on_deadline)
-    app.add_exception_handler(EngineStopped, _on_engine_stopped)
-    app.add_exception_handler(Exception, _on_unexpected)
+    _add_handler(app, ApiError, _on_api_error)
+    _add_handler(app, RequestValidationError, _on_validation_error)
+    _add_handler(app, StarletteHTTPException, _on_http_error)
+    _add_handler(app, Overloaded, _on_overloaded)
+    _add_handler(app, DeadlineExceeded, _on_deadline)
+    _add_handler(app, EngineStopped, _on_engine_stopped)
+    _add_handler(app, Exception, _on_unexpected)

@@ -74,7 +74,8 @@ class Drain:
     async def wait(self) -> None:
         if self._event is None:  # never bound (no lifespan): never drains
             await asyncio.Event().wait()
-        await self._event.wait()
+        else:
+            await self._event.wait()
 
 
 class _Exchange:

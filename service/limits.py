@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.config import JsonDict
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,7 +32,7 @@ TEXT_LIMIT = "max_text_chars"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def limit(setting: str) -> dict[str, str]:
+def limit(setting: str) -> JsonDict:
     """``json_schema_extra`` for a field bounded by the named setting."""
     if setting not in Settings.model_fields:
         raise ValueError(f"no setting named {setting!r}")
@@ -51,7 +52,7 @@ def check_limits(body: BaseModel, settings: Settings) -> None:
         value = getattr(body, name)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         setting = extra.get(LIMIT_KEY)
-        if setting is not None:
+        if isinstance(setting, str):  # a setting's name, put there by limit()
             cap = getattr(settings, setting)
             if isinstance(value, list) and len(value) > cap:
                 raise too_large(

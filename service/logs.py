@@ -41,8 +41,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if getattr(record, "request_id", None):
-            entry["request_id"] = record.request_id
+        request_id = getattr(record, "request_id", None)  # set by RequestIdFilter
+        if request_id:
+            entry["request_id"] = request_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
@@ -58,8 +59,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = dict(getattr(record, "fields", None) or {})
-        if getattr(record, "request_id", None):
-            extras = {"request_id": record.request_id, **extras}
+        request_id = getattr(record, "request_id", None)  # set by RequestIdFilter
+        if request_id:
+            extras = {"request_id": request_id, **extras}
         return line + "".join(f" {k}={v}" for k, v in extras.items())
 
 

@@ -15,6 +15,7 @@ MAX_ABS_WEIGHT = 1e6  # lm_weight, length_bonus
 MAX_ABS_EXTERNAL = 1e15  # external scores: any finite score a pipeline produces
 MAX_SEED = 2**32 - 1
 MIN_SCALE = 1e-4  # smallest temperature (other than 0) and repetition penalty: logits are divided by it
+FinishReason = Literal["length", "stop", "eos"]  # why a sample ended (model.sampling.StoppingCriteria)
 
 ModelName = Annotated[
     str | None,
@@ -229,7 +230,7 @@ class GenerateRequest(_Request):
 class GeneratedSample(BaseModel):
     index: int = Field(description="which of the n samples")
     text: str = Field(description="the continuation (ends before the stop string, if one was hit)")
-    finish_reason: Literal["length", "stop", "eos"]
+    finish_reason: FinishReason
     num_tokens: int = Field(description="tokens generated, <eos> and the stop string's tokens included")
     seed: int = Field(description="the seed this sample used")
     logprobs: list[TokenLogprob] | None = Field(
@@ -240,7 +241,7 @@ class GeneratedSample(BaseModel):
 class GenerateResponse(BaseModel):
     model: str
     text: str = Field(description="the first sample's continuation")
-    finish_reason: Literal["length", "stop", "eos"] = Field(description="the first sample's")
+    finish_reason: FinishReason = Field(description="the first sample's")
     num_tokens: int = Field(description="the first sample's generated token count")
     seed: int = Field(description="the seed used (given or drawn); sample i used seed + i")
     logprobs: list[TokenLogprob] | None = Field(default=None, description="the first sample's, if asked")
@@ -261,7 +262,7 @@ class TokenEventData(BaseModel):
         "stop string is held back until it is ruled out. Concatenated, "
         "a sample's `text` values give its final text."
     )
-    finish_reason: Literal["length", "stop", "eos"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 # -- /models ----------------------------------------------------------------------------------------

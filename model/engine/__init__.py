@@ -54,8 +54,9 @@ ask for more threads than there are cores, or intra-op threads fight each other.
 thread does no torch work beyond slicing finished results.
 """
 
+from ..sampling import choose_tokens
 from .core import Engine
-from .decode import DecodeBatch, choose_tokens
+from .decode import DecodeBatch
 from .stream import GenerationStream
 from .types import (
     DeadlineExceeded,

@@ -424,6 +424,7 @@ class Engine:
     def _split_next(self, items: list[_OneShot], logprobs: torch.Tensor | None) -> list[list[NextToken]]:
         if not items:
             return []
+        assert logprobs is not None  # the queries were asked for
         logprobs = logprobs.float().cpu()  # (Q, V)
         k = min(max(item.top_k for item in items), logprobs.size(1))
         top = logprobs.topk(k, dim=-1)  # (Q, k)
@@ -468,11 +469,13 @@ class Engine:
                 rows.append(Row(stream, i, chooser, stopping, list(stream.prompt_ids)))
                 index.append(q)
             self._rows_left[stream] = req.n
+        assert res.next_logprobs is not None
         self._decode.add(rows, res.next_logprobs[index], self.lm.select_state(res.states, index))
 
     def _decode_step(self) -> None:
         now = time.monotonic()
-        keep, expired = [], {}
+        keep: list[int] = []
+        expired: dict[Any, Any] = {}
         for r, row in enumerate(self._decode.rows):
             stream = row.owner
             if stream.cancelled:

@@ -15,7 +15,6 @@ gets the same tokens whatever else shares the batch: the loop does exactly what
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,43 +23,8 @@ from torch import Tensor
 
 from ..generation import TokenEvent
 from ..lm import LanguageModel
-from ..sampling import Greedy, StoppingCriteria, TokenChooser
-from ..tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-
-
-def choose_tokens(
-    choosers: Sequence[TokenChooser], logprobs: Tensor, histories: Sequence[list[int]]
-) -> list[int]:
-    """``[choosers[r].next_id(logprobs[r], histories[r]) for r in rows]``, batched.
-
-    Masking, greedy argmax and the softmax before sampling run once for all rows; only the
-    processors (which differ per row) and the draw (which uses the row's own generator) run
-    per row. ``logprobs`` is (B, V) on the CPU.
-    """
-    scores = logprobs.float().clone()  # (B, V)
-    scores[:, PAD_ID] = float("-inf")
-    scores[:, BOS_ID] = float("-inf")
-    no_unk = [r for r, c in enumerate(choosers) if not c.params.allow_unk]
-    if no_unk:
-        scores[no_unk, UNK_ID] = float("-inf")
-    greedy, sampled = [], []
-    for r, c in enumerate(choosers):
-        if c.processors:
-            row = scores[r]
-            for proc in c.processors:
-                row = proc(row, histories[r])
-            scores[r] = row
-        (greedy if isinstance(c.chooser, Greedy) else sampled).append(r)
-    chosen = [0] * len(choosers)
-    if greedy:
-        for r, token in zip(greedy, scores[greedy].argmax(dim=-1).tolist(), strict=True):
-            chosen[r] = token
-    if sampled:
-        probs = torch.softmax(scores[sampled].double(), dim=-1)  # (b, V)
-        for i, r in enumerate(sampled):
-            gen = choosers[r].chooser.generator
-            chosen[r] = int(torch.multinomial(probs[i], 1, generator=gen))
-    return chosen
+from ..sampling import StoppingCriteria, TokenChooser, choose_tokens
+from ..tokenizer import EOS_ID
 
 
 @dataclass(eq=False)
@@ -93,6 +57,7 @@ class DecodeBatch:
         """Join rows whose prefill gave ``logprobs`` (b, V) and ``state`` (b rows)."""
         logprobs = logprobs.float().cpu()
         if self.rows:
+            assert self.logprobs is not None
             self.state = self.lm.concat_states([self.state, state])
             self.logprobs = torch.cat([self.logprobs, logprobs])
         else:
@@ -107,11 +72,13 @@ class DecodeBatch:
         if not keep:
             self.state, self.logprobs = None, None
             return
+        assert self.logprobs is not None
         self.state = self.lm.select_state(self.state, keep)
         self.logprobs = self.logprobs[keep]
 
     def choose(self) -> list[tuple[Row, TokenEvent]]:
         """Every row picks its token; rows that stop leave. Returns the events, in row order."""
+        assert self.logprobs is not None
         tokens = choose_tokens([r.chooser for r in self.rows], self.logprobs, [r.history for r in self.rows])
         picked = self.logprobs[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
         tok = self.lm.tokenizer

@@ -13,6 +13,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def train_ngram(job: NGramJob, log=print) -> dict:
     }
     log(f"built in {build['wall_s']} s ({build['cpu_s']} s CPU), peak RSS {build['peak_rss_mb']} MB")
 
-    metrics = {
+    metrics: dict[str, Any] = {
         "model_type": "ngram",
         "order": job.order,
         "smoothing": job.smoothing,

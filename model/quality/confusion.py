@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 SET_KINDS = ("homophone", "wordorder")
 _SENTENCE = re.compile(r".+?(?:[。！？]+[”’」』）]*|$)")
@@ -68,11 +69,16 @@ def sentence_pool(lines: Sequence[str], min_len: int, max_len: int) -> list[tupl
 
 
 # -- homophones --------------------------------------------------------------------------------
+def _no_reading(text: str) -> Any:
+    """pypinyin's ``errors`` hook: one empty reading per non-Chinese character."""
+    return [""] * len(text)
+
+
 def context_readings(sentence: str) -> list[str | None]:
     """The toneless reading of each character as said in this sentence (None if not Chinese)."""
     from pypinyin import Style, lazy_pinyin
 
-    readings = lazy_pinyin(sentence, style=Style.NORMAL, errors=lambda text: [""] * len(text))
+    readings = lazy_pinyin(sentence, style=Style.NORMAL, errors=_no_reading)
     if len(readings) != len(sentence):  # pypinyin grouped something: fall back to one by one
         readings = [lazy_pinyin(ch, style=Style.NORMAL)[0] if is_hanzi(ch) else "" for ch in sentence]
     return [r if r and is_hanzi(ch) else None for ch, r in zip(sentence, readings, strict=True)]
@@ -126,7 +132,7 @@ def homophone_distractors(
     options = {i: list(hs) for i, hs in options.items() if hs}
     if sum(len(hs) for hs in options.values()) < n:
         return None
-    out = []
+    out: list[tuple[str, dict]] = []
     while len(out) < n:
         pos = rng.choice(sorted(options))
         hs = options[pos]
@@ -188,7 +194,7 @@ def build_set(
     for line_no, sent_no, sentence in pool:
         if len(items) == size:
             break
-        made = (
+        made: list[tuple[str, Any]] | None = (
             homophone_distractors(sentence, index, distractors, rng)
             if index is not None
             else wordorder_distractors(sentence, distractors, rng)

@@ -60,7 +60,7 @@ def rank_credit(scores: Sequence[float], answer: int, tol: float = TIE_TOLERANCE
 
 
 def bootstrap_ci(
-    values: Sequence[float], seed: int = 0, resamples: int = 2000, level: float = 0.95
+    values: Sequence[float] | np.ndarray, seed: int = 0, resamples: int = 2000, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of ``values`` (resampling items)."""
     v = np.asarray(values, dtype=np.float64)

@@ -94,7 +94,8 @@ async def engine_run(
             )
             j += streams
             t0 = time.perf_counter()
-            first = last = None
+            first: float | None = None
+            last: float | None = None
             n = 0
             async with engine.generate(req) as stream:
                 async for _ in stream:
@@ -102,10 +103,10 @@ async def engine_run(
                     first = first or last
                     n += 1
             tokens += n
-            if first is not None:
+            if first is not None and last is not None:  # at least one token came
                 ttft.append(first - t0)
-            if n > 1:
-                per_token.append((last - first) / (n - 1))
+                if n > 1:
+                    per_token.append((last - first) / (n - 1))
             if time.perf_counter() >= stop_at:
                 return
 

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,6 +169,12 @@ class Row:
         }
 
 
+def scores_of(row: Row) -> Scores:
+    """The per-token scores of a measured row (:func:`measure_model` and the combinations keep them)."""
+    assert row.scores is not None, f"{row.name} has no scores"
+    return row.scores
+
+
 def dir_size(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
@@ -270,7 +277,8 @@ def combination_rows(
     """The RNN linearly mixed with the reference n-gram, and the log-linear combination (the fix)."""
     from model.mixture import tune_lambda
 
-    a, b = rnn.scores, ref.scores
+    a, b = scores_of(rnn), scores_of(ref)
+    assert a.valid is not None and b.valid is not None, "both rows were measured with keep_valid"
     lam = tune_lambda(torch.cat(a.valid).numpy(), torch.cat(b.valid).numpy())
     mixed = a.map(b, lambda x, y: mix_logprobs(x, y, lam))
     ppl, bpc = perplexity_of(mixed.test, texts["test"])
@@ -322,7 +330,7 @@ def analyze(rnn: Row, ref: Row, combos: Sequence[Row], texts: dict) -> dict:
         key = f"{kind}-test"
         items = texts["sets"][key]
         width = edit_width(items)
-        pairs = {m.name: pairs_of(items, m.scores.sets[key]) for m in models}
+        pairs = {m.name: pairs_of(items, scores_of(m).sets[key]) for m in models}
         out["positions"][kind] = {name: position_profile(p, width) for name, p in pairs.items()}
         out["frequency"][kind] = {
             m.name: frequency_profile(pairs[m.name], texts["train_counts"], width) for m in (ref, rnn)
@@ -357,7 +365,7 @@ def run_quality(
     train_counts: Counter[str] = Counter()
     for line in load_split(data_dir, "train"):
         train_counts.update(line)
-    texts = {
+    texts: dict[str, Any] = {
         "test": load_split(data_dir, "test"),
         "valid": load_split(data_dir, "valid"),
         "sets": sets,
@@ -395,7 +403,9 @@ def run_quality(
         rows += combos[row.name]
     analysis = None
     if rnns:
-        best = min((row for row, _ in rnns), key=lambda r: r.perplexity)
+        best = min(
+            (row for row, _ in rnns), key=lambda r: r.perplexity if r.perplexity is not None else math.inf
+        )
         try:
             analysis = analyze(best, ref, combos.get(best.name, []), texts)
         except ValueError as e:  # e.g. a word-level model: candidates differ in length

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
@@ -26,7 +27,14 @@ from ..errors import ERROR_RESPONSES, ErrorDetail, ErrorResponse
 from ..limits import check_limits
 from ..metrics import ServiceMetrics
 from ..runner import ModelRunner
-from ..schemas import GeneratedSample, GenerateRequest, GenerateResponse, TokenEventData, TokenLogprob
+from ..schemas import (
+    FinishReason,
+    GeneratedSample,
+    GenerateRequest,
+    GenerateResponse,
+    TokenEventData,
+    TokenLogprob,
+)
 from ..streaming import StreamedText
 
 log = logging.getLogger("rnnlm.service")
@@ -91,7 +99,7 @@ async def generate(
         GeneratedSample(
             index=i,
             text=s.text,
-            finish_reason=s.finish_reason,
+            finish_reason=_finish_reason(s.finish_reason),
             num_tokens=len(s.ids),
             seed=s.seed,
             logprobs=_logprobs(runner, s.ids, s.logprobs, body),
@@ -99,6 +107,14 @@ async def generate(
         for i, s in enumerate(samples)
     ]
     return _response(runner, out, seed, prompt_tokens)
+
+
+def _finish_reason(reason: str | None) -> FinishReason:
+    """A sample's finish reason, typed ``str | None`` by the model, as the response's literal.
+
+    The model gives one of the three; pydantic still checks the value when the response is built.
+    """
+    return cast(FinishReason, reason)
 
 
 def _logprobs(
@@ -157,14 +173,14 @@ async def stream_events(
                 token=tok.piece(ev.token_id),
                 logprob=ev.logprob,
                 text=delta,
-                finish_reason=ev.finish_reason,
+                finish_reason=_finish_reason(ev.finish_reason) if ev.finish_reason is not None else None,
             )
             yield {"event": "token", "data": data.model_dump_json()}
         samples = [
             GeneratedSample(
                 index=i,
                 text=texts[i].final or "",
-                finish_reason=reasons[i],
+                finish_reason=_finish_reason(reasons[i]),
                 num_tokens=len(ids[i]),
                 seed=seed + i,
                 logprobs=_logprobs(runner, ids[i], lps[i], body),
