@@ -15,7 +15,7 @@ import torch
 
 from .lm import LanguageModel
 from .sampling import SamplingParams, StoppingCriteria, TokenChooser, draw_seed
-from .tokenizer import BOS_ID, EOS_ID
+from .tokenizer import BOS_ID, EOS_ID, Tokenizer
 
 
 @dataclass
@@ -45,9 +45,37 @@ class Sample:
     finish_reason: str | None = None
 
 
+def seeded(request: GenerationRequest) -> GenerationRequest:
+    """The request with its base seed decided: the one it gives, or a fresh draw. Sample ``i``
+    uses ``seed + i``. The one place a default seed is made."""
+    if request.sampling.seed is not None:
+        return request
+    return replace(request, sampling=replace(request.sampling, seed=draw_seed()))
+
+
 def sample_choosers(request: GenerationRequest) -> list[TokenChooser]:
-    base = request.sampling.seed if request.sampling.seed is not None else draw_seed()
+    base = seeded(request).sampling.seed
+    assert base is not None
     return [TokenChooser(replace(request.sampling, seed=base + i)) for i in range(request.n)]
+
+
+def new_samples(request: GenerationRequest) -> list[Sample]:
+    """Empty samples for a seeded request, to be filled by :func:`add_event`."""
+    assert request.sampling.seed is not None, "seed the request first (generation.seeded)"
+    return [Sample(seed=request.sampling.seed + i) for i in range(request.n)]
+
+
+def add_event(
+    samples: list[Sample], ev: TokenEvent, tokenizer: Tokenizer, stopping: StoppingCriteria
+) -> None:
+    """Fold one token event into its sample: how every caller collects a generation."""
+    s = samples[ev.sample]
+    s.ids.append(ev.token_id)
+    s.logprobs.append(ev.logprob)
+    s.text = tokenizer.append_piece(s.text, ev.text)
+    if ev.finish_reason:
+        s.finish_reason = ev.finish_reason
+        s.text = stopping.trim(s.text)
 
 
 def generate_stream(lm: LanguageModel, request: GenerationRequest) -> Iterator[TokenEvent]:
@@ -68,7 +96,7 @@ def generate_stream(lm: LanguageModel, request: GenerationRequest) -> Iterator[T
             history[s].append(token)
             counts[s] += 1
             piece = "" if token == EOS_ID else lm.tokenizer.piece(token)
-            texts[s] += (lm.tokenizer.joiner if texts[s] and piece else "") + piece
+            texts[s] = lm.tokenizer.append_piece(texts[s], piece)
             stop, reason = stopping(token, counts[s], texts[s])
             yield TokenEvent(s, token, piece, float(logprobs[row, token]), reason)
             if not stop:
@@ -82,16 +110,9 @@ def generate_stream(lm: LanguageModel, request: GenerationRequest) -> Iterator[T
 
 def generate(lm: LanguageModel, request: GenerationRequest) -> list[Sample]:
     """Run :func:`generate_stream` to the end and collect each sample."""
-    choosers_seed = request.sampling.seed if request.sampling.seed is not None else draw_seed()
-    request = replace(request, sampling=replace(request.sampling, seed=choosers_seed))
-    samples = [Sample(seed=choosers_seed + i) for i in range(request.n)]
+    request = seeded(request)
+    samples = new_samples(request)
     stopping = StoppingCriteria(request.max_new_tokens, request.stop)
     for ev in generate_stream(lm, request):
-        s = samples[ev.sample]
-        s.ids.append(ev.token_id)
-        s.logprobs.append(ev.logprob)
-        s.text += (lm.tokenizer.joiner if s.text and ev.text else "") + ev.text
-        if ev.finish_reason:
-            s.finish_reason = ev.finish_reason
-            s.text = stopping.trim(s.text)
+        add_event(samples, ev, lm.tokenizer, stopping)
     return samples

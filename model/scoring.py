@@ -94,8 +94,16 @@ class Ranking:
 
 
 def prepare_candidates(
-    tokenizer: Tokenizer, candidates: Sequence[str], options: ScoreOptions
+    tokenizer: Tokenizer,
+    candidates: Sequence[str],
+    options: ScoreOptions,
+    external_scores: Sequence[float] | None = None,
 ) -> list[PreparedCandidate]:
+    """Each candidate as the model reads it; checks the external scores match, before any work."""
+    if external_scores is not None and len(external_scores) != len(candidates):
+        raise ValueError(
+            f"external_scores has {len(external_scores)} values for {len(candidates)} candidates"
+        )
     context = tokenizer.encode(options.context)
     # Targets before this index are conditioning only: the context, or with bos=False the first token.
     first_scored = max(len(context.ids), 0 if options.bos else 1)
@@ -118,7 +126,7 @@ def prepare_candidates(
 
 def combine_scores(
     prepared: Sequence[PreparedCandidate],
-    target_logprobs: Sequence[torch.Tensor],
+    target_logprobs: Sequence[Sequence[float] | torch.Tensor],
     options: ScoreOptions,
     external_scores: Sequence[float] | None = None,
 ) -> Ranking:
@@ -159,12 +167,32 @@ def score_candidates(
 ) -> Ranking:
     """Score and rank ``candidates`` with ``lm``: one batched ``sequence_logprobs`` call."""
     options = options or ScoreOptions()
-    prepared = prepare_candidates(lm.tokenizer, candidates, options)
+    prepared = prepare_candidates(lm.tokenizer, candidates, options, external_scores)
     logprobs = lm.sequence_logprobs([c.ids for c in prepared]) if prepared else []
     return combine_scores(prepared, logprobs, options, external_scores)
 
 
 # -- the next-token distribution ------------------------------------------------------------------
+@dataclass
+class Distribution:
+    """The raw next-token distribution after one prefix (what the engine hands back)."""
+
+    logprobs: torch.Tensor  # (V,) float32 on the CPU
+    top_ids: list[int]  # the top_k most likely token ids, most likely first
+    top_logprobs: list[float]
+    entropy: float  # nats
+
+
+def top_distributions(logprobs: torch.Tensor, top_k: Sequence[int]) -> list[Distribution]:
+    """Row r of ``logprobs`` (B, V) with its ``top_k[r]`` best tokens and its entropy."""
+    logprobs = logprobs.float().cpu()  # (B, V)
+    k = min(max(top_k, default=1), logprobs.size(1))
+    top = logprobs.topk(k, dim=-1)  # (B, k)
+    ids, lps = top.indices.tolist(), top.values.tolist()
+    entropy = torch.special.entr(logprobs.double().exp()).sum(dim=-1).tolist()  # (B,); entr(0) = 0
+    return [Distribution(logprobs[r], ids[r][:kr], lps[r][:kr], entropy[r]) for r, kr in enumerate(top_k)]
+
+
 @dataclass
 class TokenProb:
     token: str  # the token's text (<eos> and the other specials by name)
@@ -182,22 +210,39 @@ class NextToken:
     entropy: float  # of the whole next-token distribution, in nats
 
 
-def next_token_distribution(lm: LanguageModel, texts: Sequence[str], top_k: int = 10) -> list[NextToken]:
-    """The raw model's next-token distribution after each text (no temperature or filtering)."""
+def next_token_prefixes(
+    tokenizer: Tokenizer, texts: Sequence[str], top_k: int
+) -> tuple[list, list[list[int]]]:
+    """Each text encoded, and the prefix the model reads (``<bos>`` first)."""
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
-    encodings = [lm.tokenizer.encode(t) for t in texts]
-    logprobs = lm.next_token_logprobs([[BOS_ID, *e.ids] for e in encodings]).double().cpu()  # (B, V)
-    entropy = torch.special.entr(logprobs.exp()).sum(-1)  # (B,); entr(0) = 0
-    top = torch.topk(logprobs, min(top_k, logprobs.size(-1)), dim=-1)  # (B, k)
-    results = []
-    for row, enc in enumerate(encodings):
-        nexts = [
-            TokenProb(
-                token=lm.tokenizer.piece(i), id=i, prob=math.exp(lp), logprob=lp, special=i < len(SPECIALS)
-            )
-            for lp, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
-            if math.isfinite(lp)  # a token the model cannot produce is not a candidate
-        ]
-        results.append(NextToken(tokens=enc.tokens, oov=enc.oov, next=nexts, entropy=float(entropy[row])))
-    return results
+    encodings = [tokenizer.encode(t) for t in texts]
+    return encodings, [[BOS_ID, *e.ids] for e in encodings]
+
+
+def describe_next(
+    tokenizer: Tokenizer, encodings: Sequence, dists: Sequence[Distribution]
+) -> list[NextToken]:
+    """What a user reads: the context's pieces and the top tokens as text, with probabilities."""
+    return [
+        NextToken(
+            tokens=enc.tokens,
+            oov=enc.oov,
+            entropy=d.entropy,
+            next=[
+                TokenProb(
+                    token=tokenizer.piece(i), id=i, prob=math.exp(lp), logprob=lp, special=i < len(SPECIALS)
+                )
+                for i, lp in zip(d.top_ids, d.top_logprobs, strict=True)
+                if math.isfinite(lp)  # a token the model cannot produce is not a candidate
+            ],
+        )
+        for enc, d in zip(encodings, dists, strict=True)
+    ]
+
+
+def next_token_distribution(lm: LanguageModel, texts: Sequence[str], top_k: int = 10) -> list[NextToken]:
+    """The raw model's next-token distribution after each text (no temperature or filtering)."""
+    encodings, prefixes = next_token_prefixes(lm.tokenizer, texts, top_k)
+    dists = top_distributions(lm.next_token_logprobs(prefixes), [top_k] * len(prefixes))
+    return describe_next(lm.tokenizer, encodings, dists)

@@ -22,6 +22,11 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 KINDS = ("char", "word")
 
 
+def append_piece(text: str, piece: str, joiner: str) -> str:
+    """``text`` with one more decoded ``piece``: ``joiner`` goes between two non-empty pieces."""
+    return text + (joiner if text and piece else "") + piece
+
+
 @dataclass
 class Encoding:
     ids: list[int]  # token ids, no <bos>/<eos>
@@ -91,6 +96,10 @@ class Tokenizer:
     def joiner(self) -> str:
         """What goes between decoded pieces: nothing for characters, a space for words."""
         return "" if self.kind == "char" else " "
+
+    def append_piece(self, text: str, piece: str) -> str:
+        """``text`` with one more token's ``piece`` (how every generated text is assembled)."""
+        return append_piece(text, piece, self.joiner)
 
     def rare_ids(self, max_count: int = 1) -> list[int]:
         """Ids of tokens seen at most ``max_count`` times in training (stand-ins for unknowns)."""

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from model.device import resolve_device as _resolve
-from model.engine import Engine, EngineConfig, EngineObserver
+from model.engine import Engine, EngineConfig, EngineObserver, GenerationStream
 from model.engine.text import next_token_distribution, score_candidates
 from model.generation import GenerationRequest, Sample, TokenEvent
 from model.lm import LanguageModel
@@ -63,11 +63,16 @@ class ModelRunner:
     async def next_token(self, texts: Sequence[str], top_k: int) -> list[NextToken]:
         return await next_token_distribution(self.engine, list(texts), top_k)
 
+    def begin(self, request: GenerationRequest) -> GenerationStream:
+        """Queue a generation (raises Overloaded at once when the queue is full); iterate the
+        stream for its events or ``await stream.collect()`` for the samples."""
+        return self.engine.generate(request)
+
     async def generate(self, request: GenerationRequest) -> list[Sample]:
-        return await self.engine.generate(request).collect()
+        return await self.begin(request).collect()
 
     async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        stream = self.engine.generate(request)  # raises Overloaded at once when the queue is full
+        stream = self.begin(request)
         async with stream:
             async for event in stream:
                 yield event

@@ -17,19 +17,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from model.sampling import StoppingCriteria
+from model.tokenizer import append_piece
 
 
 @dataclass
 class StreamedText:
     stop: list[str]
-    joiner: str = ""  # between pieces: "" for characters, " " for words (as the tokenizer joins)
+    joiner: str = ""  # between pieces: "" for characters, " " for words (the tokenizer's joiner)
     text: str = ""  # everything generated so far
     shown: int = 0  # characters of ``text`` already sent
     final: str | None = field(default=None)  # the trimmed text, once finished
 
     def push(self, piece: str, finish_reason: str | None) -> str:
         """Add one token's text; return the text that is now safe to send."""
-        self.text += (self.joiner if self.text and piece else "") + piece
+        self.text = append_piece(self.text, piece, self.joiner)
         if finish_reason is not None:
             self.final = StoppingCriteria(0, self.stop).trim(self.text)
             safe = len(self.final)

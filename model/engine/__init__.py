@@ -65,7 +65,6 @@ from .types import (
     EngineObserver,
     EngineStats,
     EngineStopped,
-    NextToken,
     Overloaded,
     ScoreResult,
 )
@@ -80,7 +79,6 @@ __all__ = [
     "EngineStats",
     "EngineStopped",
     "GenerationStream",
-    "NextToken",
     "Overloaded",
     "ScoreResult",
     "choose_tokens",

@@ -32,10 +32,11 @@ from typing import Any
 
 import torch
 
-from ..generation import GenerationRequest, sample_choosers
+from ..generation import GenerationRequest, sample_choosers, seeded
 from ..lm import LanguageModel
 from ..prefix import requested_positions
-from ..sampling import StoppingCriteria, draw_seed
+from ..sampling import StoppingCriteria
+from ..scoring import Distribution, top_distributions
 from ..tokenizer import BOS_ID, EOS_ID
 from .decode import DecodeBatch, Row
 from .stream import GenerationStream
@@ -45,7 +46,6 @@ from .types import (
     EngineObserver,
     EngineStats,
     EngineStopped,
-    NextToken,
     Overloaded,
     ScoreResult,
 )
@@ -166,7 +166,7 @@ class Engine:
 
     async def next_token(
         self, prefixes: Sequence[Sequence[int]], *, top_k: int = 10, timeout_s: float | None = None
-    ) -> list[NextToken]:
+    ) -> list[Distribution]:
         """The next-token distribution after each prefix (each starts with ``<bos>``)."""
         if top_k < 0:
             raise ValueError("top_k must be >= 0")
@@ -182,9 +182,9 @@ class Engine:
             raise ValueError("n must be >= 1")
         if request.n > self.config.max_rows:
             raise ValueError(f"n must be <= {self.config.max_rows} (the engine's max_rows)")
+        request = seeded(request)
         prompt_ids = self.lm.tokenizer.encode(request.prompt).ids
-        seed = request.sampling.seed if request.sampling.seed is not None else draw_seed()
-        stream = GenerationStream(self, request, prompt_ids, seed, self._deadline(timeout_s))
+        stream = GenerationStream(self, request, prompt_ids, self._deadline(timeout_s))
         if request.max_new_tokens <= 0:  # nothing to generate, as generate_stream does
             stream._push([], True)
             return stream
@@ -421,28 +421,14 @@ class Engine:
             offset += n
         return out
 
-    def _split_next(self, items: list[_OneShot], logprobs: torch.Tensor | None) -> list[list[NextToken]]:
+    def _split_next(self, items: list[_OneShot], logprobs: torch.Tensor | None) -> list[list[Distribution]]:
         if not items:
             return []
         assert logprobs is not None  # the queries were asked for
-        logprobs = logprobs.float().cpu()  # (Q, V)
-        k = min(max(item.top_k for item in items), logprobs.size(1))
-        top = logprobs.topk(k, dim=-1)  # (Q, k)
-        top_ids, top_lps = top.indices.tolist(), top.values.tolist()
-        entropy = torch.special.entr(logprobs.double().exp()).sum(dim=-1).tolist()  # (Q,) nats
+        dists = top_distributions(logprobs, [item.top_k for item in items for _ in item.seqs])
         out, q = [], 0
         for item in items:
-            out.append(
-                [
-                    NextToken(
-                        logprobs[q + i],
-                        top_ids[q + i][: item.top_k],
-                        top_lps[q + i][: item.top_k],
-                        entropy[q + i],
-                    )
-                    for i in range(len(item.seqs))
-                ]
-            )
+            out.append(dists[q : q + len(item.seqs)])
             q += len(item.seqs)
         return out
 

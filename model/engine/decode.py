@@ -87,7 +87,7 @@ class DecodeBatch:
             row.history.append(token)
             row.count += 1
             piece = "" if token == EOS_ID else tok.piece(token)
-            row.text += (tok.joiner if row.text and piece else "") + piece
+            row.text = tok.append_piece(row.text, piece)
             stop, reason = row.stopping(token, row.count, row.text)
             events.append((row, TokenEvent(row.sample, token, piece, lp, reason)))
             if not stop:

@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from ..generation import GenerationRequest, Sample, TokenEvent
+from ..generation import GenerationRequest, Sample, TokenEvent, add_event, new_samples
 from ..sampling import StoppingCriteria
 from .types import DeadlineExceeded
 
@@ -33,12 +33,12 @@ class GenerationStream:
         engine: Engine,
         request: GenerationRequest,
         prompt_ids: list[int],
-        seed: int,
         deadline: float | None,
     ) -> None:
+        assert request.sampling.seed is not None, "Engine.generate seeds the request"
         self.request = request
         self.prompt_ids = prompt_ids
-        self.seed = seed
+        self.seed: int = request.sampling.seed
         self.deadline = deadline  # time.monotonic() by which the request must be done
         self.submitted = time.monotonic()
         self.cancelled = False  # set by the caller's side; the worker drops the rows
@@ -97,16 +97,9 @@ class GenerationStream:
 
     async def collect(self) -> list[Sample]:
         """Run to the end: the same samples as :func:`model.generation.generate`."""
-        tok = self._engine.lm.tokenizer
         stopping = StoppingCriteria(self.request.max_new_tokens, self.request.stop)
-        samples = [Sample(seed=self.seed + i) for i in range(self.request.n)]
+        samples = new_samples(self.request)
         async with self:
             async for ev in self:
-                s = samples[ev.sample]
-                s.ids.append(ev.token_id)
-                s.logprobs.append(ev.logprob)
-                s.text += (tok.joiner if s.text and ev.text else "") + ev.text
-                if ev.finish_reason:
-                    s.finish_reason = ev.finish_reason
-                    s.text = stopping.trim(s.text)
+                add_event(samples, ev, self._engine.lm.tokenizer, stopping)
         return samples

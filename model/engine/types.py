@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from torch import Tensor
-
 KINDS = ("score", "next_token", "generate")
 
 
@@ -74,16 +72,6 @@ class ScoreResult:
     logprobs: list[float]  # per sequence: their sum
     positions_requested: int  # positions a per-sequence run feeds through the model
     positions_computed: int  # distinct prefixes among them: what this request costs on its own
-
-
-@dataclass
-class NextToken:
-    """The distribution after one prefix (raw model probabilities)."""
-
-    logprobs: Tensor  # (V,) float32 on the CPU
-    top_ids: list[int]  # the top_k most likely token ids, most likely first
-    top_logprobs: list[float]
-    entropy: float  # nats
 
 
 # -- observability ----------------------------------------------------------------------------

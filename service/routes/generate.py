@@ -19,8 +19,10 @@ from typing import cast
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
-from model.generation import GenerationRequest
-from model.sampling import SamplingParams, draw_seed
+from model.engine import GenerationStream
+from model.generation import GenerationRequest, Sample, TokenEvent, add_event, new_samples, seeded
+from model.sampling import SamplingParams, StoppingCriteria
+from model.tokenizer import Tokenizer
 
 from ..deps import MetricsDep, RegistryDep, SettingsDep
 from ..errors import ERROR_RESPONSES, ErrorDetail, ErrorResponse
@@ -75,7 +77,6 @@ async def generate(
 ) -> GenerateResponse:
     check_limits(body, settings)
     runner = registry.get(body.model)
-    seed = body.seed if body.seed is not None else draw_seed()
     gen = GenerationRequest(
         prompt=body.prompt,
         max_new_tokens=body.max_new_tokens,
@@ -86,14 +87,15 @@ async def generate(
             top_k=body.top_k,
             top_p=body.top_p,
             repetition_penalty=body.repetition_penalty,
-            seed=seed,
+            seed=body.seed,
         ),
     )
-    prompt_tokens = len(runner.lm.tokenizer.encode(body.prompt).ids)
+    stream = runner.begin(seeded(gen))  # the engine tokenizes the prompt once, and seeds it
+    seed, prompt_tokens = stream.seed, len(stream.prompt_ids)
     if body.stream:
-        events = stream_events(runner, gen, body, seed, prompt_tokens, metrics)
+        events = stream_events(runner, stream, body, prompt_tokens, metrics)
         return EventSourceResponse(events, ping=settings.sse_ping_s)  # type: ignore[return-value]
-    samples = await runner.generate(gen)
+    samples = await stream.collect()
     metrics.tokens_generated.labels(runner.name).inc(sum(len(s.ids) for s in samples))
     out = [
         GeneratedSample(
@@ -146,48 +148,35 @@ def _response(
 
 async def stream_events(
     runner: ModelRunner,
-    gen: GenerationRequest,
+    stream: GenerationStream,
     body: GenerateRequest,
-    seed: int,
     prompt_tokens: int,
     metrics: ServiceMetrics,
 ) -> AsyncIterator[dict]:
     """``token`` events as the runner produces them, then ``done`` (or ``error``)."""
     tok = runner.lm.tokenizer
     texts = [StreamedText(stop=list(body.stop), joiner=tok.joiner) for _ in range(body.n)]
-    ids: list[list[int]] = [[] for _ in range(body.n)]
-    lps: list[list[float]] = [[] for _ in range(body.n)]
-    reasons: list[str | None] = [None] * body.n
+    samples = new_samples(stream.request)  # collected as GenerationStream.collect does
+    stopping = StoppingCriteria(stream.request.max_new_tokens, stream.request.stop)
     generated = metrics.tokens_generated.labels(runner.name)
     try:
-        async for ev in runner.generate_stream(gen):
-            ids[ev.sample].append(ev.token_id)
-            lps[ev.sample].append(ev.logprob)
-            reasons[ev.sample] = ev.finish_reason or reasons[ev.sample]
-            generated.inc()
-            delta = texts[ev.sample].push(ev.text, ev.finish_reason)
-            data = TokenEventData(
-                sample=ev.sample,
-                index=len(ids[ev.sample]) - 1,
-                id=ev.token_id,
-                token=tok.piece(ev.token_id),
-                logprob=ev.logprob,
-                text=delta,
-                finish_reason=_finish_reason(ev.finish_reason) if ev.finish_reason is not None else None,
-            )
-            yield {"event": "token", "data": data.model_dump_json()}
-        samples = [
+        async with stream:
+            async for ev in stream:
+                add_event(samples, ev, tok, stopping)
+                generated.inc()
+                yield {"event": "token", "data": token_event(ev, texts, samples, tok).model_dump_json()}
+        out = [
             GeneratedSample(
                 index=i,
-                text=texts[i].final or "",
-                finish_reason=_finish_reason(reasons[i]),
-                num_tokens=len(ids[i]),
-                seed=seed + i,
-                logprobs=_logprobs(runner, ids[i], lps[i], body),
+                text=s.text,
+                finish_reason=_finish_reason(s.finish_reason),
+                num_tokens=len(s.ids),
+                seed=s.seed,
+                logprobs=_logprobs(runner, s.ids, s.logprobs, body),
             )
-            for i in range(body.n)
+            for i, s in enumerate(samples)
         ]
-        yield {"event": "done", "data": _response(runner, samples, seed, prompt_tokens).model_dump_json()}
+        yield {"event": "done", "data": _response(runner, out, stream.seed, prompt_tokens).model_dump_json()}
     except Exception:  # the response has started: report in-band, never a traceback
         log.exception("generation stream failed")
         error = ErrorResponse(
@@ -196,3 +185,19 @@ async def stream_events(
             )
         )
         yield {"event": "error", "data": json.dumps(error.model_dump())}
+
+
+def token_event(
+    ev: TokenEvent, texts: list[StreamedText], samples: list[Sample], tok: Tokenizer
+) -> TokenEventData:
+    """One ``token`` event: the token, and the text now safe to show (held back near a stop string)."""
+    delta = texts[ev.sample].push(ev.text, ev.finish_reason)
+    return TokenEventData(
+        sample=ev.sample,
+        index=len(samples[ev.sample].ids) - 1,
+        id=ev.token_id,
+        token=tok.piece(ev.token_id),
+        logprob=ev.logprob,
+        text=delta,
+        finish_reason=_finish_reason(ev.finish_reason) if ev.finish_reason is not None else None,
+    )
