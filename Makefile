@@ -24,8 +24,10 @@ serve: setup  ## start the service on the shipped model (http://$(HOST):$(PORT))
 test: setup  ## run the test suite (what CI runs)
 	$(BIN)/python -m pytest
 
-lint: setup  ## ruff
+lint: setup  ## the gates CI runs before the tests: ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 data: setup  ## download People's Daily 1998 and write the benchmark split to data/pd98
 	$(BIN)/rnnlm prepare-data pd98 --out data/pd98

@@ -2,7 +2,7 @@
 
     python docs/screenshots/capture.py [--model-dir weights/pd98-char-lstm]
 
-Uses the same service and browser helpers as tests/test_playground.py (Debian's chromium and
+Uses the same service and browser helpers as tests/service/test_playground.py (Debian's chromium and
 the ``playwright`` package). Generation uses a fixed seed, so a re-take with the same weights
 shows the same text.
 """
@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.test_playground import chromium_context, running_service  # noqa: E402
+from tests.service.test_playground import chromium_context, running_service  # noqa: E402
 
 
 def capture(base: str, out: Path, profile: Path) -> list[Path]:

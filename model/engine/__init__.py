@@ -44,7 +44,7 @@ requests, rows)``, ``on_positions(computed, requested)``, ``on_generated(tokens)
 worker thread (``on_rejected`` also on the event loop): keep them fast and thread-safe.
 ``engine.stats`` holds running totals; ``engine.queue_depth`` and ``engine.active_rows`` are gauges.
 
-Guarantees (tests/test_engine.py): batched results equal each request run alone (1e-5), and a
+Guarantees (tests/model/test_engine.py): batched results equal each request run alone (1e-5), and a
 generation equals :func:`model.generation.generate` for the same request and seed, whatever else
 runs beside it.
 

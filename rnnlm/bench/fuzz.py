@@ -1,8 +1,8 @@
-"""The long fuzz run: tests/test_fuzz.py with many examples per operation, its outcome recorded in
+"""The long fuzz run: tests/service/test_fuzz.py with many examples per operation, its outcome recorded in
 docs/RELIABILITY.md (between the ``fuzz:results`` markers).
 
-    .venv/bin/python -m bench.fuzz                  # 500 examples per operation and property
-    .venv/bin/python -m bench.fuzz --examples 100 --out none
+    .venv/bin/python -m rnnlm.bench.fuzz                  # 500 examples per operation and property
+    .venv/bin/python -m rnnlm.bench.fuzz --examples 100 --out none
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RNNLM_FUZZ_EXAMPLES"] = str(args.examples)
     outcomes = Outcomes()
     start = time.monotonic()
-    tests = str(REPO / "tests" / "test_fuzz.py")
+    tests = str(REPO / "tests" / "service" / "test_fuzz.py")
     rc = pytest.main(["-q", "-p", "no:cacheprovider", tests], plugins=[outcomes])
     took = time.monotonic() - start
-    command = " ".join([".venv/bin/python -m bench.fuzz", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([".venv/bin/python -m rnnlm.bench.fuzz", *(sys.argv[1:] if argv is None else argv)])
     counts = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.counts.items()))
     text = (
         f"- command: `{command}`; run {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, "

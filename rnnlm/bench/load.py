@@ -19,9 +19,9 @@ each phase and at the end; it must not grow by more than ``--rss-bound-mib``.
 Passes (exit 0) when: no 5xx other than 503 (overloaded) / 504 (deadline), no mixed-up or wrong
 answer, no transport error or hang, no slot leaked, RSS within bound.
 
-    .venv/bin/python -m bench.load                          # 3 × 60 s on the shipped model, updates
+    .venv/bin/python -m rnnlm.bench.load                          # 3 × 60 s on the shipped model, updates
                                                             # docs/RELIABILITY.md
-    .venv/bin/python -m bench.load --quick --model-dir DIR  # seconds (CI: tests/test_reliability_load.py)
+    .venv/bin/python -m rnnlm.bench.load --quick --model-dir DIR  # seconds (CI: tests/service/test_reliability_load.py)
 """
 
 from __future__ import annotations
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds, args.pool = min(args.seconds, 4.0), min(args.pool, 12)
     out = args.out if args.out is not None else (None if args.quick else DOC)
-    command = " ".join([".venv/bin/python -m bench.load", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([".venv/bin/python -m rnnlm.bench.load", *(sys.argv[1:] if argv is None else argv)])
     rng = random.Random(args.seed)
     pools = request_pools(rng, args.pool)
     cap = args.capacity

@@ -24,9 +24,8 @@ from model.generation import GenerationRequest, Sample, TokenEvent, add_event, n
 from model.sampling import SamplingParams, StoppingCriteria
 from model.tokenizer import Tokenizer
 
-from ..deps import MetricsDep, RegistryDep, SettingsDep
+from ..deps import GenerateBody, MetricsDep, RegistryDep, SettingsDep
 from ..errors import ERROR_RESPONSES, ErrorDetail, ErrorResponse
-from ..limits import check_limits
 from ..metrics import ServiceMetrics
 from ..runner import ModelRunner
 from ..schemas import (
@@ -73,9 +72,8 @@ STREAM_DOC = {
     responses={**ERROR_RESPONSES, 200: STREAM_DOC},
 )
 async def generate(
-    body: GenerateRequest, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
+    body: GenerateBody, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
 ) -> GenerateResponse:
-    check_limits(body, settings)
     runner = registry.get(body.model)
     gen = GenerationRequest(
         prompt=body.prompt,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..deps import RegistryDep, SettingsDep
+from ..deps import NextTokenBody, RegistryDep
 from ..errors import ERROR_RESPONSES
-from ..limits import check_limits
-from ..schemas import NextTokenBatchResponse, NextTokenRequest, NextTokenResponse, NextTokenResult
+from ..schemas import NextTokenBatchResponse, NextTokenResponse, NextTokenResult
 
 router = APIRouter(tags=["model"])
 
@@ -18,9 +17,8 @@ router = APIRouter(tags=["model"])
     responses=ERROR_RESPONSES,
 )
 async def next_token(
-    body: NextTokenRequest, registry: RegistryDep, settings: SettingsDep
+    body: NextTokenBody, registry: RegistryDep
 ) -> NextTokenResponse | NextTokenBatchResponse:
-    check_limits(body, settings)
     runner = registry.get(body.model)
     texts = body.text if isinstance(body.text, list) else [body.text]
     found = await runner.next_token(texts, body.top_k)

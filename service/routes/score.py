@@ -9,19 +9,15 @@ from fastapi import APIRouter
 
 from model.scoring import ScoreOptions
 
-from ..deps import MetricsDep, RegistryDep, SettingsDep
+from ..deps import MetricsDep, RegistryDep, ScoreBody
 from ..errors import ERROR_RESPONSES
-from ..limits import check_limits
-from ..schemas import CandidateResult, ScoreRequest, ScoreResponse, TokenLogprob
+from ..schemas import CandidateResult, ScoreResponse, TokenLogprob
 
 router = APIRouter(tags=["model"])
 
 
 @router.post("/score", summary="Score and rank candidates (n-best reranking)", responses=ERROR_RESPONSES)
-async def score(
-    body: ScoreRequest, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
-) -> ScoreResponse:
-    check_limits(body, settings)
+async def score(body: ScoreBody, registry: RegistryDep, metrics: MetricsDep) -> ScoreResponse:
     runner = registry.get(body.model)
     options = ScoreOptions(
         context=body.context,

@@ -19,7 +19,7 @@ from service.runner import ModelRegistry, resolve_device
 from service.settings import Settings, get_settings
 from service.streaming import StreamedText
 
-from .conftest import build_tiny_model
+from ..conftest import build_tiny_model
 
 LIMITS = dict(
     max_body_bytes=4000,

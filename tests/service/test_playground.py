@@ -36,9 +36,9 @@ import pytest
 
 from model.checkpoint import save_rnn
 
-from .conftest import build_tiny_model
+from ..conftest import build_tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STATIC = REPO / "service" / "static"
 CHROMIUM = Path(os.environ.get("RNNLM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

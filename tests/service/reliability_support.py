@@ -20,9 +20,9 @@ import torch
 from model.checkpoint import save_rnn
 from model.tokenizer import EOS_ID
 
-from .conftest import build_tiny_model
+from ..conftest import build_tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

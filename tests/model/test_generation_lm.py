@@ -6,7 +6,7 @@ from model.lm import RNNLanguageModel
 from model.sampling import SamplingParams
 from model.tokenizer import BOS_ID
 
-from .conftest import build_tiny_model
+from ..conftest import build_tiny_model
 
 
 def tiny_lm() -> RNNLanguageModel:

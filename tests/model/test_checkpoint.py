@@ -6,7 +6,7 @@ import torch
 from model.checkpoint import CONFIG, TOKENIZER, WEIGHTS, CheckpointError, load_rnn, save_rnn
 from model.loading import load_model
 
-from .conftest import build_tiny_model
+from ..conftest import build_tiny_model
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])

@@ -16,7 +16,7 @@ import pytest
 
 from .reliability_support import wait_ready
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "weights" / "pd98-char-lstm"
 START_TIMEOUT_S = 90
 

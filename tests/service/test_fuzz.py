@@ -30,7 +30,7 @@ from model.tokenizer import Tokenizer
 from service.app import create_app
 from service.settings import Settings
 
-from .conftest import TINY_LINES
+from ..conftest import TINY_LINES
 
 EXAMPLES = int(os.environ.get("RNNLM_FUZZ_EXAMPLES", "25"))
 LIMITS = dict(

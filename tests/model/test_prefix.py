@@ -15,7 +15,7 @@ from model.loading import load_model
 from model.prefix import build_tree, plan_depths, score_tree
 from model.tokenizer import BOS_ID, EOS_ID
 
-from .conftest import build_tiny_model
+from ..conftest import build_tiny_model
 
 TOL = 1e-5
 

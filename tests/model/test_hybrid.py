@@ -20,7 +20,7 @@ from model.ngram.torch_tables import TorchBackoffTables, histories_of
 from model.tokenizer import PAD_ID, Tokenizer
 from model.window import WindowConfig, WindowLanguageModel, WindowNet
 
-from .conftest import TINY_LINES
+from ..conftest import TINY_LINES
 
 SENTENCES = ["厨房里食油用完了", "你先走吧", "今天天气很好", "新华社记者报道了中国人民银行的消息"]
 

@@ -6,7 +6,7 @@ import math
 from model.evaluate import evaluate_lines
 from model.loading import load_model
 
-from .conftest import SHIPPED
+from ..conftest import SHIPPED
 
 # News sentences in the style of the training data (written for this test, not from the corpus).
 NEWS = [

@@ -189,7 +189,7 @@ def test_choose_default_picks_the_best_valid_reranker(tiny_corpus, tiny_model_di
     from model.ngram.store import save_ngram
     from model.tokenizer import Tokenizer
 
-    from .conftest import TINY_LINES
+    from ..conftest import TINY_LINES
 
     save_ngram(tmp_path / "kn2", build_ngram(Tokenizer.build(TINY_LINES), TINY_LINES, order=2))
     out = tmp_path / "DEFAULT.json"

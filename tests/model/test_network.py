@@ -6,7 +6,7 @@ from model.config import ModelConfig
 from model.network import RNNLM
 from model.tokenizer import Tokenizer
 
-from .conftest import TINY_LINES
+from ..conftest import TINY_LINES
 
 
 def tiny_batch():
