@@ -155,6 +155,16 @@ def read_config(model_dir: str | Path) -> dict:
     return config
 
 
+def load_tokenizer(d: Path) -> Tokenizer:
+    """A checkpoint's vocabulary, or a CheckpointError naming the file."""
+    try:
+        return Tokenizer.load(d / TOKENIZER)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{d / TOKENIZER}: missing") from e
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{d / TOKENIZER}: invalid tokenizer ({e})") from e
+
+
 def verify_file(path: Path, expected_sha256: str | None) -> None:
     if not path.exists():
         raise CheckpointError(f"{path}: missing")
@@ -188,12 +198,7 @@ def load_network(
     if config["model_type"] != model_type:
         raise CheckpointError(f"{d / CONFIG}: model_type is {config['model_type']!r}, not {model_type!r}")
     verify_file(d / WEIGHTS, config.get("weights_sha256"))
-    try:
-        tokenizer = Tokenizer.load(d / TOKENIZER)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{d / TOKENIZER}: missing") from e
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{d / TOKENIZER}: invalid tokenizer ({e})") from e
+    tokenizer = load_tokenizer(d)
     try:
         mconf = config_cls.from_dict(config["model"])
     except (KeyError, TypeError, ValueError) as e:

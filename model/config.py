@@ -8,6 +8,17 @@ from typing import Any
 CELLS = ("rnn_tanh", "gru", "lstm")
 
 
+def known_fields(cls: Any, d: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``d`` that ``cls`` (a dataclass) has fields for, as its constructor takes
+    them (a JSON list back to the tuple a field holds). Unknown keys from newer versions are
+    ignored, so an older config still loads."""
+    names = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in d.items() if k in names}
+    if "never_predict" in kwargs:
+        kwargs["never_predict"] = tuple(kwargs["never_predict"])
+    return kwargs
+
+
 @dataclass
 class ModelConfig:
     """Architecture of the recurrent language model (everything needed to rebuild it)."""
@@ -44,11 +55,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        if "never_predict" in kwargs:
-            kwargs["never_predict"] = tuple(kwargs["never_predict"])
-        return cls(**kwargs)
+        return cls(**known_fields(cls, d))
 
 
 @dataclass
@@ -76,8 +83,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**known_fields(cls, d))
 
 
 FIT_KINDS = ("rnn", "hybrid", "window")

@@ -28,6 +28,12 @@ def evaluate_lines(lm: LanguageModel, lines: Sequence[str], batch_lines: int = 2
             tokens += len(s)
             oov += enc.oov
             chars += len(line) + 1  # characters plus one for the end of the line
+    return figures(total_logprob, tokens, len(lines), oov, chars)
+
+
+def figures(total_logprob: float, tokens: int, lines: int, oov: int, chars: int) -> dict:
+    """Perplexity and friends from a summed log-prob over ``tokens`` (``chars`` counts the text's
+    characters plus one per line for ``<eos>``)."""
     nll = -total_logprob / max(tokens, 1)
     return {
         "perplexity": math.exp(nll),
@@ -37,7 +43,7 @@ def evaluate_lines(lm: LanguageModel, lines: Sequence[str], batch_lines: int = 2
         "bits_per_char": -total_logprob / math.log(2) / max(chars, 1),
         "logprob": total_logprob,
         "tokens": tokens,
-        "lines": len(lines),
+        "lines": lines,
         "oov": oov,
         "mode": "per-sentence",
     }

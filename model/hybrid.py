@@ -39,11 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .batching import pad_batch
 from .checkpoint import CONFIG, CheckpointError, load_network, save_network
 from .config import ModelConfig
 from .data import sha256_file
-from .lm import LanguageModel, State
+from .lm import LanguageModel, State, in_padded_batches
 from .network import RNNLM
 from .ngram.model import NGramLanguageModel
 from .ngram.torch_tables import TorchBackoffTables, histories_of
@@ -109,15 +108,7 @@ class HybridLanguageModel(LanguageModel):
     # -- scoring --------------------------------------------------------------------------------
     @torch.inference_mode()
     def sequence_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[Tensor]:
-        results: list[Tensor] = [torch.empty(0)] * len(seqs)
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        for start in range(0, len(order), self.max_batch):
-            rows = order[start : start + self.max_batch]
-            batch = pad_batch([seqs[i] for i in rows]).to(self.device)  # (B, L)
-            scores = self._target_logprobs(batch)  # (B, L-1)
-            for r, i in enumerate(rows):
-                results[i] = scores[r, : len(seqs[i]) - 1].double().cpu()
-        return results
+        return in_padded_batches(seqs, self.max_batch, self.device, self._target_logprobs)
 
     def _target_logprobs(self, batch: Tensor) -> Tensor:
         B, L = batch.shape

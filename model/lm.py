@@ -18,7 +18,7 @@ get probability 0; ``<eos>`` and ``<unk>`` are ordinary outcomes).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -123,15 +123,7 @@ class RNNLanguageModel(LanguageModel):
 
     @torch.inference_mode()
     def sequence_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[Tensor]:
-        results: list[Tensor] = [torch.empty(0)] * len(seqs)
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        for start in range(0, len(order), self.max_batch):
-            rows = order[start : start + self.max_batch]
-            batch = pad_batch([seqs[i] for i in rows]).to(self.device)  # (B, L)
-            scores = self._target_logprobs(batch)  # (B, L-1)
-            for r, i in enumerate(rows):
-                results[i] = scores[r, : len(seqs[i]) - 1].double().cpu()
-        return results
+        return in_padded_batches(seqs, self.max_batch, self.device, self._target_logprobs)
 
     def _target_logprobs(self, batch: Tensor) -> Tensor:
         """log P(batch[:, t+1] | batch[:, :t+1]) for every t, window by window: (B, L-1)."""
@@ -190,6 +182,25 @@ class RNNLanguageModel(LanguageModel):
             "parameters": self.net.num_parameters(),
             "device": str(self.device),
         }
+
+
+def in_padded_batches(
+    seqs: Sequence[Sequence[int]],
+    max_batch: int,
+    device: torch.device,
+    target_logprobs: Callable[[Tensor], Tensor],
+) -> list[Tensor]:
+    """``sequence_logprobs`` for a model that scores a padded (B, L) batch at once:
+    ``target_logprobs(batch)`` gives (B, L-1); sequences of similar length run together."""
+    results: list[Tensor] = [torch.empty(0)] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for start in range(0, len(order), max_batch):
+        rows = order[start : start + max_batch]
+        batch = pad_batch([seqs[i] for i in rows]).to(device)  # (B, L)
+        scores = target_logprobs(batch)  # (B, L-1)
+        for r, i in enumerate(rows):
+            results[i] = scores[r, : len(seqs[i]) - 1].double().cpu()
+    return results
 
 
 def bos_prefix(ids: Sequence[int]) -> list[int]:

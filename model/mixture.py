@@ -253,20 +253,10 @@ def mix_models(
 
 def summarize(logp: np.ndarray, lines: Sequence[str], tokenizer: Tokenizer) -> dict:
     """The figures :func:`model.evaluate.evaluate_lines` reports, from per-token log-probs."""
-    total, tokens = float(logp.sum()), len(logp)
-    chars = sum(len(line) + 1 for line in lines)
-    nll = -total / max(tokens, 1)
-    return {
-        "perplexity": math.exp(nll),
-        "cross_entropy_nats": nll,
-        "bits_per_token": nll / math.log(2),
-        "bits_per_char": -total / math.log(2) / max(chars, 1),
-        "logprob": total,
-        "tokens": tokens,
-        "lines": len(lines),
-        "oov": sum(tokenizer.encode(line).oov for line in lines),
-        "mode": "per-sentence",
-    }
+    from .evaluate import figures
+
+    oov = sum(tokenizer.encode(line).oov for line in lines)
+    return figures(float(logp.sum()), len(logp), len(lines), oov, sum(len(line) + 1 for line in lines))
 
 
 def render_mixture_card(out_dir: str | Path, metrics: dict) -> str:

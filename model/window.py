@@ -12,13 +12,14 @@ similar characters through their embeddings. Its decoding state is the window it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .batching import pad_batch
+from .config import known_fields
 from .lm import LanguageModel
 from .ngram.torch_tables import histories_of
 from .tokenizer import PAD_ID, Tokenizer
@@ -40,11 +41,7 @@ class WindowConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WindowConfig:
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        if "never_predict" in kwargs:
-            kwargs["never_predict"] = tuple(kwargs["never_predict"])
-        return cls(**kwargs)
+        return cls(**known_fields(cls, d))
 
 
 class WindowNet(nn.Module):

@@ -26,8 +26,8 @@ from ..checkpoint import (
     CONFIG,
     FORMAT_VERSION,
     METRICS,
-    TOKENIZER,
     CheckpointError,
+    load_tokenizer,
     read_config,
     read_json,
     verify_file,
@@ -36,7 +36,6 @@ from ..checkpoint import (
     write_shared_files,
 )
 from ..data import sha256_file
-from ..tokenizer import Tokenizer
 from .model import NGramLanguageModel
 from .tables import BackoffTables
 
@@ -107,12 +106,7 @@ def load_ngram(model_dir: str | Path) -> NGramLanguageModel:
         raise CheckpointError(f"{d / CONFIG}: model_type is {config['model_type']!r}, not 'ngram'")
     path = d / config.get("tables_file", TABLES)
     verify_file(path, config.get("tables_sha256"))
-    try:
-        tokenizer = Tokenizer.load(d / TOKENIZER)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{d / TOKENIZER}: missing") from e
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{d / TOKENIZER}: invalid tokenizer ({e})") from e
+    tokenizer = load_tokenizer(d)
     try:
         arrays = load_file(str(path))
         tables = tables_from_arrays(arrays, int(config["order"]), tokenizer.vocab_size)

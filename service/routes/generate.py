@@ -95,7 +95,11 @@ async def generate(
         return EventSourceResponse(events, ping=settings.sse_ping_s)  # type: ignore[return-value]
     samples = await stream.collect()
     metrics.tokens_generated.labels(runner.name).inc(sum(len(s.ids) for s in samples))
-    out = [
+    return _response(runner, _samples_out(runner, samples, body), seed, prompt_tokens)
+
+
+def _samples_out(runner: ModelRunner, samples: list[Sample], body: GenerateRequest) -> list[GeneratedSample]:
+    return [
         GeneratedSample(
             index=i,
             text=s.text,
@@ -106,7 +110,6 @@ async def generate(
         )
         for i, s in enumerate(samples)
     ]
-    return _response(runner, out, seed, prompt_tokens)
 
 
 def _finish_reason(reason: str | None) -> FinishReason:
@@ -163,17 +166,7 @@ async def stream_events(
                 add_event(samples, ev, tok, stopping)
                 generated.inc()
                 yield {"event": "token", "data": token_event(ev, texts, samples, tok).model_dump_json()}
-        out = [
-            GeneratedSample(
-                index=i,
-                text=s.text,
-                finish_reason=_finish_reason(s.finish_reason),
-                num_tokens=len(s.ids),
-                seed=s.seed,
-                logprobs=_logprobs(runner, s.ids, s.logprobs, body),
-            )
-            for i, s in enumerate(samples)
-        ]
+        out = _samples_out(runner, samples, body)
         yield {"event": "done", "data": _response(runner, out, stream.seed, prompt_tokens).model_dump_json()}
     except Exception:  # the response has started: report in-band, never a traceback
         log.exception("generation stream failed")
