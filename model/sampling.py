@@ -6,8 +6,15 @@
                          repetition penalty, temperature, top-k, top-p          Greedy | Sampling(seed)
     generated text ─▶ StoppingCriteria ─▶ (stop?, finish_reason)
 
-Every row of a batch carries its own parameters and its own seeded ``torch.Generator``, so a
-seeded request gives the same tokens whatever else shares its batch.
+Every row of a batch carries its own parameters, seed and step count. A sampled token is drawn
+by the Gumbel-max trick with *counter-based* noise: the noise of vocabulary entry ``v`` at a
+row's step ``t`` is a hash of ``(seed, t, v)``, not the next number of a stateful generator. So
+one vectorized argmax draws every row of a batch at once, and a seeded request gives the same
+tokens alone or among any neighbours, and after a restart::
+
+    token = argmax_v( scores[v] + G(seed, t, v) ),   G = -log(-log(U)),   U = (hash + 0.5) / 2^32
+
+which samples exactly from softmax(scores) (Gumbel 1954; Maddison et al. 2014).
 """
 
 from __future__ import annotations
@@ -103,16 +110,43 @@ class Greedy:
 
 
 class Sampling:
-    """Draws from softmax(scores) with its own generator: reproducible per request."""
+    """Draws from softmax(scores) with counter-based noise of its seed: reproducible per request."""
 
     def __init__(self, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
 
-    def __call__(self, scores: Tensor) -> int:
-        return self.draw(torch.softmax(scores.double(), dim=-1))
+    def __call__(self, scores: Tensor, step: int = 0) -> int:
+        noise = gumbel_noise(torch.tensor([self.seed]), torch.tensor([step]), scores.size(-1))[0]
+        return int(torch.argmax(scores.double() + noise))
 
-    def draw(self, probs: Tensor) -> int:
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+# -- counter-based noise: a hash of (seed, step, vocabulary index) ---------------------------------
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """(x · c) mod 2^32 for 32-bit values held in int64, without overflowing int64."""
+    lo, hi = x & 0xFFFF, x >> 16
+    return (lo * c + ((hi * (c & 0xFFFF)) << 16)) & _MASK32
+
+
+def mix32(x: Tensor) -> Tensor:
+    """MurmurHash3's 32-bit finalizer: a bijection on [0, 2^32) that mixes every bit."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = _mul32(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def gumbel_noise(seeds: Tensor, steps: Tensor, vocab_size: int) -> Tensor:
+    """(B, V) float64 standard Gumbel noise, a pure function of each row's (seed, step) and the
+    vocabulary index: the same numbers whatever the batch, the device or the process."""
+    row = mix32(mix32((seeds.long() & _MASK32) ^ 0x9E3779B9) ^ (steps.long() & _MASK32))  # (B,)
+    index = torch.arange(vocab_size, dtype=torch.long)
+    bits = mix32(mix32(row.unsqueeze(1) ^ index.unsqueeze(0)) ^ 0x85EBCA77)  # (B, V)
+    uniform = (bits.double() + 0.5) / 2.0**32  # in (0, 1)
+    return -torch.log(-torch.log(uniform))
 
 
 def draw_seed() -> int:
@@ -127,6 +161,7 @@ class TokenChooser:
     seed: int = field(init=False)
     processors: list = field(init=False)
     chooser: Greedy | Sampling = field(init=False)
+    step: int = field(init=False, default=0)  # tokens chosen so far: the noise counter
 
     def __post_init__(self) -> None:
         self.seed = self.params.seed if self.params.seed is not None else draw_seed()
@@ -143,9 +178,9 @@ def choose_tokens(
 ) -> list[int]:
     """The next token of every row: ``logprobs`` (B, V) on the CPU, one chooser and history per row.
 
-    Masking, greedy argmax and the softmax before sampling run once for all rows; only the
-    processors (which differ per row) and the draw (which uses the row's own generator) run
-    per row. ``logprobs`` is (B, V) on the CPU.
+    Masking, the greedy argmax and the Gumbel-max draw run once for all rows; only the
+    processors (which differ per row) run per row. A row's token depends on its own scores, seed
+    and step only (see the module docstring). Each chooser's step advances by one.
     """
     scores = logprobs.float().clone()  # (B, V)
     scores[:, PAD_ID] = float("-inf")
@@ -167,11 +202,13 @@ def choose_tokens(
         for r, token in zip(greedy, scores[greedy].argmax(dim=-1).tolist(), strict=True):
             chosen[r] = token
     if sampled:
-        probs = torch.softmax(scores[sampled].double(), dim=-1)  # (b, V)
-        for i, r in enumerate(sampled):
-            chooser = choosers[r].chooser
-            assert isinstance(chooser, Sampling)
-            chosen[r] = chooser.draw(probs[i])
+        seeds = torch.tensor([choosers[r].seed for r in sampled])
+        steps = torch.tensor([choosers[r].step for r in sampled])
+        noisy = scores[sampled].double() + gumbel_noise(seeds, steps, scores.size(1))  # (b, V)
+        for r, token in zip(sampled, noisy.argmax(dim=-1).tolist(), strict=True):
+            chosen[r] = token
+    for c in choosers:
+        c.step += 1
     return chosen
 
 

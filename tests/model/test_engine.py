@@ -318,6 +318,26 @@ def test_seeded_request_is_reproducible_whatever_else_runs(lm: RNNLanguageModel)
     assert samples[0].ids == generate(lm, replace(unseeded, sampling=SamplingParams(seed=seed)))[0].ids
 
 
+def test_a_seeded_sample_is_the_same_among_63_sampled_neighbours(lm: RNNLanguageModel) -> None:
+    """Batch invariance of the sampler: one decode step draws all 64 rows at once, and a row's
+    token depends on its own seed, step and scores only (model/sampling.py)."""
+    mine = GenerationRequest("厨房", max_new_tokens=30, sampling=SamplingParams(seed=99, top_p=0.9))
+    crowd = [
+        GenerationRequest(t, max_new_tokens=30, sampling=SamplingParams(seed=s, temperature=1.3))
+        for s, t in enumerate(["你", "新华", "", "人民", "今天", "中国", "他们"] * 9)
+    ]
+
+    async def main(neighbours: list[GenerationRequest]):
+        async with Engine(lm, EngineConfig(max_wait_ms=0, max_rows=64)) as engine:
+            streams = [engine.generate(r).collect() for r in [mine, *neighbours]]
+            return (await asyncio.gather(*streams))[0][0]
+
+    alone, among = run(main([])), run(main(crowd))
+    assert len(crowd) == 63
+    assert (alone.ids, alone.text) == (among.ids, among.text)
+    assert alone.ids == generate(lm, mine)[0].ids  # and the same as the plain library loop
+
+
 # -- cancellation, overload, deadlines, stop ----------------------------------------------------
 async def wait_until(predicate, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout

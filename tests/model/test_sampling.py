@@ -102,3 +102,48 @@ def test_stop_trim_cuts_at_the_earliest_stop_string():
     assert crit.trim("用完了。再") == "用完"
     assert crit.trim("没有") == "没有"
     assert math.isfinite(len(crit.trim("")))
+
+
+# -- counter-based noise ------------------------------------------------------------------------------
+def _fmix32(x: int) -> int:
+    """MurmurHash3's finalizer in plain Python integers: the reference for model.sampling.mix32."""
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_noise_is_the_documented_hash_of_seed_step_and_index():
+    import math
+
+    from model.sampling import gumbel_noise, mix32
+
+    xs = [0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 123456789]
+    assert mix32(torch.tensor(xs)).tolist() == [_fmix32(x) for x in xs]
+    seed, step, v = 2**31 - 2, 17, 4622
+    row = _fmix32(_fmix32(seed ^ 0x9E3779B9) ^ step)
+    want = [
+        -math.log(-math.log((_fmix32(_fmix32(row ^ i) ^ 0x85EBCA77) + 0.5) / 2**32)) for i in (0, 5, v - 1)
+    ]
+    got = gumbel_noise(torch.tensor([seed]), torch.tensor([step]), v)[0, [0, 5, v - 1]].tolist()
+    assert got == pytest.approx(want, rel=1e-12)  # a pure function: the same in any process
+
+
+def test_a_rows_noise_does_not_depend_on_its_neighbours():
+    from model.sampling import gumbel_noise
+
+    alone = gumbel_noise(torch.tensor([42]), torch.tensor([3]), 50)
+    crowd = gumbel_noise(torch.tensor([1, 42, 7] * 21), torch.tensor([0, 3, 9] * 21), 50)
+    assert torch.equal(crowd[1], alone[0]) and torch.equal(crowd[-2], alone[0])
+    assert not torch.equal(crowd[0], alone[0])
+
+
+def test_gumbel_max_samples_the_softmax():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    chooser = TokenChooser(SamplingParams(seed=3))
+    logprobs = torch.cat([torch.full((4,), float("-inf")), probs.log()])  # ids 0-3 are specials
+    draws = [chooser.next_id(logprobs, []) - 4 for _ in range(4000)]  # each call is the next step
+    freq = torch.bincount(torch.tensor(draws), minlength=4).double() / len(draws)
+    assert torch.allclose(freq, probs.double(), atol=0.03)
+    assert chooser.step == 4000
