@@ -8,8 +8,8 @@ tokens of all streams over the wall-clock time. Time to first token runs from th
 first event (queueing + prefill + one choice); time per token is the mean gap between a stream's
 later events.
 
-    .venv/bin/python -m bench.generation            # the full run, updates docs/BENCHMARKS.md
-    .venv/bin/python -m bench.generation --quick    # seconds: checks that it works
+    .venv/bin/python -m rnnlm.bench.generation            # the full run, updates docs/BENCHMARKS.md
+    .venv/bin/python -m rnnlm.bench.generation --quick    # seconds: checks that it works
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@
 The client runs on the same machine (httpx, asyncio) and takes CPU from the server: on a 2-core
 machine that is part of what is measured, as it is for any loopback benchmark.
 
-    .venv/bin/python -m bench.http            # the full run, updates docs/BENCHMARKS.md
-    .venv/bin/python -m bench.http --quick    # seconds: checks that it works
+    .venv/bin/python -m rnnlm.bench.http            # the full run, updates docs/BENCHMARKS.md
+    .venv/bin/python -m rnnlm.bench.http --quick    # seconds: checks that it works
 """
 
 from __future__ import annotations

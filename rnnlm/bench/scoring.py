@@ -5,8 +5,8 @@ Workload: n-best lists of 10 candidates of ~20 characters (a held-out clause and
 the reranking benchmark (6-way lists differing by one edit): positions computed with and without
 the prefix tree, the time each takes, and the largest score difference between the two.
 
-    .venv/bin/python -m bench.scoring            # the full run, updates docs/BENCHMARKS.md
-    .venv/bin/python -m bench.scoring --quick    # seconds: checks that it works
+    .venv/bin/python -m rnnlm.bench.scoring            # the full run, updates docs/BENCHMARKS.md
+    .venv/bin/python -m rnnlm.bench.scoring --quick    # seconds: checks that it works
 """
 
 from __future__ import annotations
