@@ -63,7 +63,7 @@ class TrainConfig:
     """How a model is trained; recorded in ``metrics.json`` so a run can be repeated."""
 
     epochs: int = 20  # upper bound; early stopping usually ends sooner
-    max_minutes: float = 0.0  # wall-clock budget (0 = none); the schedule is fitted to it
+    max_minutes: float = 0.0  # wall-clock limit, final evaluation included (0 = none); schedule fitted to it
     batch_size: int = 64  # sentences per batch
     bptt: int = 128  # truncated-BPTT window; longer sentences are split, state carried
     optimizer: str = "adamw"  # adamw | sgd
@@ -96,7 +96,7 @@ class FitConfig:
     kind: str = "rnn"  # rnn | hybrid (RNN residual over a KN n-gram) | window (Bengio 2003)
     ngram_order: int = 5  # hybrid: order of the Kneser-Ney n-gram
     folds: int = 5  # hybrid: train positions see an n-gram counted without their fold
-    max_minutes: float = 10.0  # wall-clock budget for training and its validations (0 = none)
+    max_minutes: float = 10.0  # wall-clock limit of the whole run, final evaluation included (0 = none)
     max_tokens: int = 0  # token budget (0 = none); the schedule follows whichever ends first
     sentence_fraction: float = 0.25  # last part of the budget on whole sentences (1 = sentences only)
     batch_size: int = 64  # stream rows, or sentences per batch
@@ -121,3 +121,75 @@ class FitConfig:
             raise ValueError("sentence_fraction must be in [0, 1]")
         if self.max_minutes <= 0 and self.max_tokens <= 0:
             raise ValueError("give a budget: max_minutes or max_tokens")
+
+
+# -- the command line's words for each field (`rnnlm train --help`, `rnnlm fit --help`) --------------
+# One line per field: what it means to someone typing it, with its unit or range; the comments
+# above say the same to a reader of the code. A field with a fixed set of values lists it in CHOICES.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "cell": CELLS,
+    "optimizer": ("adamw", "sgd"),
+    "kind": FIT_KINDS,
+    "precision": ("bf16", "fp32"),
+    "save_dtype": ("float32", "float16"),
+}
+_BUDGET = "wall-clock limit of the whole run in minutes, the final valid and test evaluation included"
+_SHARED = {
+    "lr": "peak learning rate (after the warm-up)",
+    "warmup_steps": "optimizer steps of linear warm-up before the cosine decay",
+    "clip": "largest global gradient norm (L2); larger gradients are scaled down to it",
+    "unk_replace": "probability (0-1) that a token seen once in train is shown as <unk>",
+    "seed": "random seed: initial weights, batch order and noise",
+}
+FIELD_HELP: dict[type, dict[str, str]] = {
+    ModelConfig: {
+        "vocab_size": "tokens in the vocabulary, specials included (set from the tokenizer)",
+        "cell": "recurrent cell: rnn_tanh (Elman), gru or lstm",
+        "emb_dim": "width of the token embedding (units)",
+        "hidden_dim": "width of each recurrent layer (units)",
+        "num_layers": "stacked recurrent layers",
+        "dropout": "dropout probability (0-1) on the embedding, between layers and before the output",
+        "emb_dropout": "probability (0-1) of dropping a whole embedding row per batch (AWD-LSTM)",
+        "variational": "one dropout mask per sequence instead of per step (locked dropout)",
+        "tie_weights": "share the embedding matrix with the output layer",
+        "pad_id": "id of <pad> (set from the tokenizer)",
+        "never_predict": "ids never predicted: <pad>, <bos> (set from the tokenizer)",
+    },
+    TrainConfig: {
+        "epochs": "most passes over train (early stopping usually ends sooner)",
+        "max_minutes": f"{_BUDGET} (0 = none; the schedule is fitted to it)",
+        "batch_size": "sentences per batch",
+        "bptt": "truncated-BPTT window in tokens; longer sentences are split, the state carried",
+        "optimizer": "adamw: AdamW with decoupled weight decay; sgd: plain SGD",
+        "lr": _SHARED["lr"],
+        "weight_decay": "AdamW decoupled weight decay (per step, times lr)",
+        "warmup_steps": _SHARED["warmup_steps"],
+        "min_lr_ratio": "the cosine ends at lr times this ratio (0-1)",
+        "clip": _SHARED["clip"],
+        "unk_replace": _SHARED["unk_replace"],
+        "patience": "validations in a row without a better valid perplexity before stopping",
+        "eval_every": "optimizer steps between validations (0 = once per epoch)",
+        "seed": _SHARED["seed"],
+        "threads": "torch intra-op CPU threads (0 = torch's default)",
+    },
+    FitConfig: {
+        "kind": "rnn; hybrid: an RNN learning the residual over a Kneser-Ney n-gram; window: Bengio 2003",
+        "ngram_order": "hybrid: order n of its Kneser-Ney n-gram",
+        "folds": "hybrid: folds; each train position sees an n-gram counted without its fold",
+        "max_minutes": f"{_BUDGET} (0 = none; give this or --max-tokens)",
+        "max_tokens": "train tokens to read (0 = none); the schedule follows whichever budget ends first",
+        "sentence_fraction": "fraction (0-1) of the budget spent on whole sentences at the end (1 = only)",
+        "batch_size": "rows of the stream, or sentences per batch",
+        "bptt": "window length in tokens in the stream phase (and the longest sentence window)",
+        "lr": _SHARED["lr"],
+        "weight_decay": "AdamW decoupled weight decay on matrices (per step, times lr)",
+        "warmup_steps": _SHARED["warmup_steps"],
+        "min_lr_ratio": "the cosine ends at lr times this ratio (0-1)",
+        "clip": _SHARED["clip"],
+        "unk_replace": _SHARED["unk_replace"],
+        "precision": "bf16: bfloat16 autocast; fp32: full precision",
+        "eval_every_tokens": "train tokens between validations",
+        "save_dtype": "precision of the stored weights (computed in float32 when used)",
+        "seed": _SHARED["seed"],
+    },
+}

@@ -20,6 +20,10 @@ compared on equal terms. Regularization: dropout (variational if asked), embeddi
 weight decay, and ``<unk>`` noise on train singletons (see :mod:`model.train`). The checkpoint
 with the best per-sentence valid perplexity is kept; the final figures are computed from it by
 the same :func:`~model.evaluate.evaluate_lines` that ``rnnlm evaluate`` runs.
+
+``max_minutes`` limits the whole run, the final evaluation included, as in :mod:`model.train`
+(:class:`~model.train.TimeBudget`): a timed run validates and saves at step 0, times the final
+evaluation's path on a sample of valid, and stops training early enough to leave that time.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .device import pick_device
 from .evaluate import evaluate_lines
 from .ngram.torch_tables import TorchBackoffTables, histories_of
 from .tokenizer import PAD_ID, UNK_ID, Tokenizer
+from .train import TimeBudget, count_tokens, timing_sample
 
 
 @dataclass
@@ -178,7 +183,8 @@ def build_net(kind: str, model: dict[str, Any], vocab_size: int) -> nn.Module:
 class Fitter:
     """State of one :func:`fit` run and its few operations: step, validate, save."""
 
-    def __init__(self, job: FitJob, device: torch.device, log=print) -> None:
+    def __init__(self, job: FitJob, device: torch.device, log=print, final_eval: bool = True) -> None:
+        started = time.time()  # the budget counts the set-up (tokenizing, the hybrid's n-grams) too
         self.job, self.cfg, self.device, self.say = job, job.fit, device, log
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
@@ -211,7 +217,10 @@ class Fitter:
         self.run_dir = Path(job.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.run_dir / "log.jsonl"
-        self.t0 = time.time()
+        # the final evaluation: the last validation (other_s), then valid and test as served
+        final_tokens = self.valid_tokens() + count_tokens(self.tokenizer, load_split(job.data_dir, "test"))
+        self.budget = TimeBudget(cfg.max_minutes, final_tokens if final_eval else 0, time.time() - started)
+        self.t0 = time.time()  # training time: logs and metrics
 
     # -- setup ------------------------------------------------------------------------------------
     def _ngram_tables(self) -> tuple[TorchBackoffTables, TorchBackoffTables]:
@@ -259,9 +268,25 @@ class Fitter:
     # -- budget -----------------------------------------------------------------------------------
     def fraction_done(self) -> float:
         cfg = self.cfg
-        by_time = (time.time() - self.t0) / (cfg.max_minutes * 60) if cfg.max_minutes > 0 else 0.0
         by_tokens = self.progress.tokens / cfg.max_tokens if cfg.max_tokens > 0 else 0.0
-        return max(by_time, by_tokens)
+        return max(self.budget.fraction(), by_tokens)
+
+    def valid_tokens(self) -> int:
+        return sum(len(s) - 1 for s in self.valid_seqs)
+
+    def time_final_evaluation(self) -> None:
+        """Time the final evaluation's path (the saved checkpoint, loaded as served, scoring
+        sentences) on a sample of valid, so the budget keeps that time for it."""
+        from .loading import load_model
+
+        sample = timing_sample(self.valid_lines)
+        start = time.time()
+        evaluate_lines(load_model(self.job.out_dir, str(self.device)), sample)
+        self.budget.measured(time.time() - start, count_tokens(self.tokenizer, sample))
+        self.say(self.budget.describe())
+        warning = self.budget.too_small()
+        if warning:
+            self.say(warning)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
@@ -343,6 +368,7 @@ class Fitter:
     @torch.no_grad()
     def validate(self) -> float:
         """Per-sentence valid perplexity (each sentence from the zero state, <eos> counted)."""
+        start = time.time()
         self.net.eval()
         total, count = 0.0, 0
         with self.autocast():
@@ -351,6 +377,8 @@ class Fitter:
                 loss, n, state = self.objective(x, y, hist, None, None if new else state)
                 total, count = total + float(loss), count + n
         self.net.train()
+        if self.budget.final_tokens:
+            self.budget.other_s = time.time() - start  # the last validation is part of the final evaluation
         return math.exp(total / max(count, 1))
 
     def log(self, record: dict) -> None:
@@ -431,6 +459,9 @@ class Fitter:
     def run(self) -> Progress:
         cfg, p = self.cfg, self.progress
         self.net.train()
+        if self.budget.limit_s > 0 and self.budget.final_tokens:
+            self.evaluate_and_keep()  # a checkpoint to time the final evaluation with
+            self.time_final_evaluation()
         next_eval = cfg.eval_every_tokens
         rate_t, rate_tokens, running = time.time(), 0, None
         epoch = 0
@@ -479,11 +510,14 @@ class Fitter:
 
 
 def fit(job: FitJob, device: str = "auto", log=print, final_eval: bool = True) -> dict:
-    """Train ``job`` to its budget, keep the best checkpoint on valid, evaluate it on valid and test."""
+    """Train ``job`` to its budget, keep the best checkpoint on valid, evaluate it on valid and test
+    and write its model card; ``max_minutes`` covers all of it (the final evaluation is skipped,
+    and not reserved for, with ``final_eval=False``)."""
+    from .card import render_fit_card
     from .loading import load_model
 
     dev = pick_device(device)
-    fitter = Fitter(job, dev, log)
+    fitter = Fitter(job, dev, log, final_eval)
     params = sum(p.numel() for p in fitter.net.parameters())
     log(
         f"{job.fit.kind}: {params:,} parameters on {dev}; budget {job.fit.max_minutes} min / "
@@ -492,6 +526,7 @@ def fit(job: FitJob, device: str = "auto", log=print, final_eval: bool = True) -
     progress = fitter.run()
     from .loading import OPENERS  # noqa: F401  (every kind registered)
 
+    start = time.time()
     lm = load_model(job.out_dir, str(dev))
     metrics = dict(lm.metrics)
     for split in ("valid", "test") if final_eval else ():
@@ -503,7 +538,14 @@ def fit(job: FitJob, device: str = "auto", log=print, final_eval: bool = True) -
         tokens_seen=progress.tokens,
         history=progress.history,
     )
+    if final_eval:
+        metrics["final_eval_s"] = time.time() - start
     write_metrics(job.out_dir, metrics)
+    if final_eval:
+        config = json.loads((Path(job.out_dir) / "config.json").read_text(encoding="utf-8"))
+        ngram = Path(job.ngram_dir).name if job.fit.kind == "hybrid" else ""
+        card = render_fit_card(Path(job.out_dir).name, config["model"], metrics, ngram, job.fit.ngram_order)
+        write_card(job.out_dir, card)
     return metrics
 
 
@@ -514,6 +556,14 @@ def write_metrics(model_dir: str | Path, metrics: dict) -> None:
     tmp.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     tmp.chmod(0o644)
     tmp.replace(path)
+
+
+def write_card(model_dir: str | Path, card: str) -> None:
+    """Replace a checkpoint's MODEL_CARD.md in one rename."""
+    tmp = Path(model_dir) / "MODEL_CARD.md.tmp"
+    tmp.write_text(card, encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(Path(model_dir) / "MODEL_CARD.md")
 
 
 def publish(
@@ -553,9 +603,5 @@ def publish(
     ngram_name, order = "", 0
     if config["model_type"] == "hybrid":
         ngram_name, order = str(Path(ngram_dir or "").name), lm.ngram.order  # type: ignore[attr-defined]
-    card = render_fit_card(dst.name, config["model"], metrics, ngram=ngram_name, order=order)
-    tmp = dst / "MODEL_CARD.md.tmp"
-    tmp.write_text(card, encoding="utf-8")
-    tmp.chmod(0o644)
-    tmp.replace(dst / "MODEL_CARD.md")
+    write_card(dst, render_fit_card(dst.name, config["model"], metrics, ngram=ngram_name, order=order))
     return metrics

@@ -9,6 +9,11 @@ BPTT windows with the state carried (detached) from window to window.
 Unknown characters: a train character seen once is shown as ``<unk>`` with probability
 ``unk_replace`` (a fresh draw every time), so the model learns a sensible P(<unk> | context)
 instead of assigning ~0 to the out-of-vocabulary characters real input contains.
+
+The time budget (``max_minutes``) is a limit on the whole run, set-up and final evaluation
+included (:class:`TimeBudget`); it is checked after every optimizer step. Every checkpoint
+written has its model card; the last one, however the run ends (epochs, patience, budget,
+Ctrl-C), also has its test figures.
 """
 
 from __future__ import annotations
@@ -35,6 +40,88 @@ from .evaluate import evaluate_lines
 from .lm import RNNLanguageModel
 from .network import RNNLM
 from .tokenizer import UNK_ID, Tokenizer
+
+
+class TimeBudget:
+    """``max_minutes`` as a limit on the whole run, its final evaluation included::
+
+        |<──────────────────────────── max_minutes ────────────────────────────>|
+        | training and its validations                 | final evaluation       |
+                                                       ▲ training stops here: what is left
+                                                         is what the final evaluation takes
+
+    The final evaluation (the last validation and one pass over test) is timed, not guessed:
+    each evaluation the run makes on this machine gives seconds per token (:meth:`measured`), the
+    final passes' tokens are known, and the reserve is their product with a margin. Evaluations
+    of another kind (``fit``'s batched validation) add their own seconds (``other_s``).
+    """
+
+    MARGIN = 1.25  # the final passes may run a little slower than the measured ones
+    SLACK_S = 0.5  # writing the checkpoint, its metrics and the model card
+
+    def __init__(self, minutes: float, final_tokens: int, elapsed_s: float = 0.0) -> None:
+        self.limit_s = max(minutes, 0.0) * 60
+        self.final_tokens = final_tokens
+        self.t0 = time.time() - elapsed_s
+        self.s_per_token = 0.0
+        self.other_s = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.t0
+
+    def measured(self, seconds: float, tokens: int) -> None:
+        """An evaluation of ``tokens`` took ``seconds``; the latest figure sets the reserve."""
+        if tokens > 0:
+            self.s_per_token = seconds / tokens
+
+    def reserve_s(self) -> float:
+        """Seconds kept for the final evaluation."""
+        if self.limit_s <= 0 or (self.final_tokens <= 0 and self.other_s <= 0):
+            return 0.0
+        return (self.s_per_token * self.final_tokens + self.other_s) * self.MARGIN + self.SLACK_S
+
+    def training_s(self) -> float:
+        """Seconds the budget leaves for training and its validations."""
+        return max(self.limit_s - self.reserve_s(), 0.0)
+
+    def out_of_time(self) -> bool:
+        return self.limit_s > 0 and self.elapsed >= self.training_s()
+
+    def fraction(self) -> float:
+        """The share of the training time used (0 without a limit): what the schedule follows."""
+        if self.limit_s <= 0:
+            return 0.0
+        return self.elapsed / max(self.training_s(), 1e-9)
+
+    def describe(self) -> str:
+        return (
+            f"time budget {self.limit_s / 60:g} min, final evaluation included "
+            f"(about {self.reserve_s():.0f} s kept for it)"
+        )
+
+    def too_small(self) -> str | None:
+        """A warning when the final evaluation alone takes the whole budget."""
+        if self.limit_s > 0 and self.training_s() <= 0:
+            return (
+                f"warning: the final evaluation takes about {self.reserve_s():.0f} s here, the whole "
+                f"budget of {self.limit_s / 60:g} min: no time is left to train; give more --max-minutes"
+            )
+        return None
+
+
+def timing_sample(lines: list[str], n: int = 64) -> list[str]:
+    """``n`` lines of about the median length: one full batch of similar lengths, as the length-sorted
+    batches of a whole evaluation are, so its seconds per token are theirs (the first ``n`` lines,
+    padded to the longest of them, would cost several times more per token)."""
+    by_length = sorted(lines, key=len)
+    start = max(0, (len(by_length) - n) // 2)
+    return by_length[start : start + n]
+
+
+def count_tokens(tokenizer: Tokenizer, lines: list[str]) -> int:
+    """Tokens an evaluation of ``lines`` scores: each line's pieces and its <eos>."""
+    return sum(len(tokenizer.encode(line).ids) + 1 for line in lines)
 
 
 @dataclass
@@ -91,6 +178,7 @@ class Trainer:
     it does (a step, a validation, a save), as nanoGPT's train.py reads top to bottom."""
 
     def __init__(self, job: TrainJob, device: torch.device, progress_bar: bool = True) -> None:
+        started = time.time()  # the budget counts the set-up (reading, tokenizing) too
         cfg = self.cfg = job.train
         self.job, self.device = job, device
         self.run_dir = Path(job.run_dir)
@@ -99,7 +187,10 @@ class Trainer:
 
         train_lines = load_split(job.data_dir, "train")
         self.valid_lines = load_split(job.data_dir, "valid")
+        test_lines = load_split(job.data_dir, "test")  # read now: a missing split fails before training
         self.tokenizer = Tokenizer.build(train_lines, kind=job.tokenizer_kind, min_count=job.min_count)
+        self.valid_tokens = count_tokens(self.tokenizer, self.valid_lines)
+        test_tokens = count_tokens(self.tokenizer, test_lines)
         self.train_seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in train_lines]
         self.rare = torch.zeros(self.tokenizer.vocab_size, dtype=torch.bool)
         self.rare[self.tokenizer.rare_ids(1)] = True
@@ -113,8 +204,12 @@ class Trainer:
         self.progress = Progress(next_eval=self.eval_every)
         if job.resume and self.state_path.exists():
             self.resume()
-        self.budget_s = cfg.max_minutes * 60
-        self.t0 = time.time() - self.progress.elapsed
+        # the final evaluation: the last validation, then test
+        setup_s = time.time() - started
+        self.budget = TimeBudget(
+            cfg.max_minutes, self.valid_tokens + test_tokens, self.progress.elapsed + setup_s
+        )
+        self.t0 = time.time() - self.progress.elapsed  # training time: logs, resume
         self.base_metrics = self.describe(len(train_lines))
         self.bar = tqdm(
             total=self.total_steps,
@@ -175,11 +270,23 @@ class Trainer:
     # -- budget ---------------------------------------------------------------------------------
     def fraction_done(self) -> float:
         by_steps = self.progress.step / max(self.total_steps, 1)
-        by_time = (time.time() - self.t0) / self.budget_s if self.budget_s > 0 else 0.0
-        return max(by_steps, by_time)
+        return max(by_steps, self.budget.fraction())
 
     def out_of_time(self) -> bool:
-        return self.budget_s > 0 and time.time() - self.t0 >= self.budget_s
+        return self.budget.out_of_time()
+
+    def time_evaluation(self) -> None:
+        """Time an evaluation of a sample of valid, so the budget can keep time for the final
+        evaluation before the first validation has run."""
+        sample = timing_sample(self.valid_lines)
+        start = time.time()
+        evaluate_lines(RNNLanguageModel(self.net, self.tokenizer), sample)
+        self.net.train()
+        self.budget.measured(time.time() - start, count_tokens(self.tokenizer, sample))
+        self.bar.write(self.budget.describe())
+        warning = self.budget.too_small()
+        if warning:
+            self.bar.write(warning)
 
     # -- training -------------------------------------------------------------------------------
     def batch(self, rows: list[int]) -> torch.Tensor:
@@ -190,11 +297,15 @@ class Trainer:
             batch = batch.masked_fill(hide, UNK_ID)
         return batch.to(self.device)
 
-    def train_batch(self, batch: torch.Tensor) -> None:
-        """Every BPTT window of one batch, each sentence from the zero state, the state carried."""
+    def train_batch(self, batch: torch.Tensor) -> bool:
+        """Every BPTT window of one batch, each sentence from the zero state, the state carried.
+        False when the time budget ended it part-way (checked after every step)."""
         state = None
         for inputs, targets in bptt_windows(batch, self.cfg.bptt):
             state = self.step(inputs, targets, state)
+            if self.out_of_time():
+                return False
+        return True
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         cfg, p = self.cfg, self.progress
@@ -240,18 +351,20 @@ class Trainer:
         )
 
     # -- validation and saving ------------------------------------------------------------------
-    def validate(self) -> float:
-        self.net.eval()
+    def validate(self) -> dict:
+        """Valid figures of the current weights (timed: the budget learns what evaluation costs)."""
+        start = time.time()
         metrics = evaluate_lines(RNNLanguageModel(self.net, self.tokenizer), self.valid_lines)
         self.net.train()
-        return metrics["perplexity"]
+        self.budget.measured(time.time() - start, self.valid_tokens)
+        return metrics
 
-    def evaluate_and_keep(self) -> bool:
-        """Validate, keep the checkpoint if it is the best so far; True when training should stop."""
+    def evaluate_and_keep(self) -> str | None:
+        """Validate, keep the checkpoint if it is the best so far; why training should stop, or None."""
         p, cfg = self.progress, self.cfg
-        out_of_time = self.out_of_time()
         p.next_eval = p.step + self.eval_every
-        ppl = self.validate()
+        valid = self.validate()
+        ppl = valid["perplexity"]
         record = {
             "event": "valid",
             "step": p.step,
@@ -268,22 +381,26 @@ class Trainer:
             metrics = {
                 **self.base_metrics,
                 "best": record,
-                "valid": {"perplexity": ppl},
+                "valid": valid,
                 "train_time_s": time.time() - self.t0,
                 "steps": p.step,
             }
-            save_rnn(self.job.out_dir, self.net, self.tokenizer, metrics)
+            # A card from the start: a run killed now still leaves a described checkpoint (its
+            # test figures come with the final evaluation).
+            card = render_model_card(Path(self.job.out_dir).name, self.net.config, metrics)
+            save_rnn(self.job.out_dir, self.net, self.tokenizer, metrics, card=card)
         else:
             p.bad_evals += 1
         self.save_resume_state()
-        stop = False
         if p.bad_evals >= cfg.patience:
             self.bar.write(f"early stop: no valid improvement in {cfg.patience} evaluations")
-            stop = True
-        if out_of_time:
-            self.bar.write(f"time budget of {cfg.max_minutes} min reached")
-            stop = True
-        return stop
+            return "patience"
+        if self.out_of_time():
+            self.bar.write(
+                f"time budget: training stops to leave {self.budget.reserve_s():.0f} s for the final evaluation"
+            )
+            return "budget"
+        return None
 
     def save_resume_state(self) -> None:
         self.progress.elapsed = time.time() - self.t0
@@ -303,50 +420,72 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self) -> None:
-        cfg, p = self.cfg, self.progress
+    def run(self) -> str:
+        """Train until the epochs, early stopping, the time budget or Ctrl-C end it; says which."""
         self.net.train()
-        stop = False
-        while p.epoch < cfg.epochs and not stop:
+        if self.budget.limit_s > 0:
+            self.time_evaluation()
+        try:
+            return self._train()
+        except KeyboardInterrupt:
+            self.bar.write("interrupted: evaluating the best checkpoint on test (Ctrl-C again to abort)")
+            if math.isinf(self.progress.best_valid):  # nothing kept yet: keep what there is
+                self.evaluate_and_keep()
+            return "interrupted"
+        finally:
+            self.bar.close()
+
+    def _train(self) -> str:
+        cfg, p = self.cfg, self.progress
+        while p.epoch < cfg.epochs:
             batches = list(
                 length_sorted_batches(self.train_seqs, cfg.batch_size, random.Random(cfg.seed + p.epoch))
             )
             for b_index in range(p.batch_in_epoch, len(batches)):
-                self.train_batch(self.batch(batches[b_index]))
-                p.batch_in_epoch = b_index + 1
+                if self.train_batch(self.batch(batches[b_index])):
+                    p.batch_in_epoch = b_index + 1  # a batch cut by the budget is redone on resume
                 if p.step >= p.next_eval or self.out_of_time():
-                    stop = self.evaluate_and_keep()
-                    if stop:
-                        break
-            if not stop:
-                p.epoch += 1
-                p.batch_in_epoch = 0
-                self.save_resume_state()
-        self.bar.close()
+                    reason = self.evaluate_and_keep()
+                    if reason:
+                        return reason
+            p.epoch += 1
+            p.batch_in_epoch = 0
+            self.save_resume_state()
+        if not p.history or p.history[-1]["step"] < p.step:  # the last steps were never validated
+            self.evaluate_and_keep()
+        return "epochs"
 
 
 def run_training(job: TrainJob, device: str = "auto", progress: bool = True) -> dict:
-    """Train ``job`` (resuming its run if there is one), then evaluate the best checkpoint."""
+    """Train ``job`` (resuming its run if there is one), then evaluate the best checkpoint on test.
+    ``metrics["stopped_by"]`` says what ended training: epochs, patience, budget or interrupted."""
     if job.train.threads > 0:
         torch.set_num_threads(job.train.threads)
     dev = pick_device(device)
     trainer = Trainer(job, dev, progress)
-    trainer.run()
-    return finalize(job, dev, trainer.progress, time.time() - trainer.t0)
+    stopped_by = trainer.run()
+    return finalize(job, dev, trainer.progress, time.time() - trainer.t0, stopped_by)
 
 
-def finalize(job: TrainJob, dev: torch.device, progress: Progress, train_time_s: float) -> dict:
-    """Evaluate the best checkpoint on valid and test, and write metrics and the model card."""
+def finalize(
+    job: TrainJob, dev: torch.device, progress: Progress, train_time_s: float, stopped_by: str = ""
+) -> dict:
+    """Evaluate the best checkpoint on test (its valid figures were measured when it was kept),
+    and write metrics and the model card."""
     from .checkpoint import load_rnn
 
+    start = time.time()
     net, tokenizer, metrics = load_rnn(job.out_dir, device=dev)
     lm = RNNLanguageModel(net, tokenizer)
-    for split in ("valid", "test"):
+    splits = ("test",) if "tokens" in metrics.get("valid", {}) else ("valid", "test")  # older runs
+    for split in splits:
         metrics[split] = evaluate_lines(lm, load_split(job.data_dir, split))
     metrics["train_time_s"] = train_time_s
+    metrics["final_eval_s"] = time.time() - start
     metrics["total_steps"] = progress.step
     metrics["tokens_seen"] = progress.tokens_seen
     metrics["history"] = progress.history
+    metrics["stopped_by"] = stopped_by
     save_rnn(
         job.out_dir,
         net.cpu(),

@@ -1,7 +1,9 @@
 """``rnnlm benchmark <name>``: one entry per benchmark, registered like the top-level subcommands.
 
 Only argparse is imported here; each handler imports what it needs when it runs, so ``rnnlm
---help`` stays fast. Add a benchmark with ``@benchmark("name", add_args)``.
+--help`` stays fast. Add a benchmark with ``@benchmark("name", add_args)``. Errors are
+:mod:`rnnlm.cli`'s: raise :class:`argparse.ArgumentError` for a usage error (exit status 2); the
+library's errors (a missing checkpoint or corpus) end the command with exit status 1.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ def benchmark(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
 def add_benchmark_parsers(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", required=True)
     for name, (add_args, handler) in BENCHMARKS.items():
-        p = sub.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0] or None)
+        summary = (handler.__doc__ or "").strip().split("\n")[0]
+        p = sub.add_parser(name, help=summary, description=summary)
         add_args(p)
         p.set_defaults(benchmark_handler=handler)
+
+
+DEVICE_HELP = "where to run: cpu, cuda or cuda:N (default: cpu)"
 
 
 def positive_int(text: str) -> int:
@@ -52,7 +58,9 @@ def add_set_args(p: argparse.ArgumentParser) -> None:
         default=20,
         help="homophones: times a replacement must be read that way in train (default 20)",
     )
-    g.add_argument("--sets-dir", default="runs/rerank", help="where built sets are saved as JSONL")
+    g.add_argument(
+        "--sets-dir", default="runs/rerank", help="where built sets are saved as JSONL (default: runs/rerank)"
+    )
 
 
 def set_specs(args: argparse.Namespace, kinds: list[str], split: str = "test") -> list:
@@ -82,7 +90,7 @@ def _rerank_args(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="checkpoint directory (repeat for several models)",
     )
-    p.add_argument("--data", help="corpus directory (from prepare-data) to build the sets from")
+    p.add_argument("--data", help="corpus directory (from `rnnlm prepare-data`) to build the sets from")
     p.add_argument(
         "--set",
         action="append",
@@ -98,42 +106,31 @@ def _rerank_args(p: argparse.ArgumentParser) -> None:
         metavar="ALPHA",
         help="with two --model: also rerank by ALPHA·log P_first + (1-ALPHA)·log P_second",
     )
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     add_set_args(p)
 
 
 @benchmark("rerank", _rerank_args)
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Top-1 accuracy and MRR of picking the original sentence out of homophone / word-order n-bests."""
-    from model.checkpoint import CheckpointError
     from model.loading import load_model
     from model.quality.confusion import load_items
     from model.quality.rerank import RerankResult, build_and_save_set, rerank
 
     if args.items is None and args.data is None:
-        print("error: --data (to build the sets) or --items (a saved set) is required", file=sys.stderr)
-        return 2
+        raise argparse.ArgumentError(None, "--data (to build the sets) or --items (a saved set) is required")
     if args.loglinear is not None and (len(args.model) != 2 or not 0 <= args.loglinear <= 1):
-        print("error: --loglinear needs exactly two --model and a weight in [0, 1]", file=sys.stderr)
-        return 2
+        raise argparse.ArgumentError(None, "--loglinear needs exactly two --model and a weight in [0, 1]")
     sets = {}
-    try:
-        if args.items:
-            sets[args.items] = (load_items(args.items), args.items)
-        else:
-            for spec in set_specs(args, args.sets or ["homophone", "wordorder"], args.split):
-                items, path = build_and_save_set(args.data, spec, args.sets_dir)
-                sets[spec.kind] = (items, str(path))
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.items:
+        sets[args.items] = (load_items(args.items), args.items)
+    else:
+        for spec in set_specs(args, args.sets or ["homophone", "wordorder"], args.split):
+            items, path = build_and_save_set(args.data, spec, args.sets_dir)
+            sets[spec.kind] = (items, str(path))
     per_token: dict[str, list] = {name: [] for name in sets}
     for model_dir in args.model:
-        try:
-            lm = load_model(model_dir, device=args.device)
-        except (CheckpointError, OSError) as e:
-            print(f"error: --model {model_dir}: {e}", file=sys.stderr)
-            return 2
+        lm = load_model(model_dir, device=args.device)
         report = {"model": model_dir, "kind": lm.kind}
         for name, (items, path) in sets.items():
             result, tokens = rerank(lm, items)
@@ -163,9 +160,13 @@ def _choose_args(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="candidate checkpoint directory (repeat for several)",
     )
-    p.add_argument("--data", required=True, help="corpus directory (from prepare-data)")
-    p.add_argument("--out", default="weights/DEFAULT.json", help="where the choice is recorded")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--data", required=True, help="corpus directory (from `rnnlm prepare-data`)")
+    p.add_argument(
+        "--out",
+        default="weights/DEFAULT.json",
+        help="where the choice is recorded (default: weights/DEFAULT.json)",
+    )
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     add_set_args(p)
 
 
@@ -174,36 +175,42 @@ def cmd_choose_default(args: argparse.Namespace) -> int:
     """Pick the served default: the best reranker on the valid split (homophone + word order)."""
     import shlex
 
-    from model.checkpoint import CheckpointError
-
     from .choose_default import choose_default
 
     command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "choose-default"] else ""
-    try:
-        record = choose_default(
-            args.model,
-            args.data,
-            set_specs(args, ["homophone", "wordorder"], "valid"),
-            args.sets_dir,
-            args.out,
-            args.device,
-            command,
-        )
-    except (CheckpointError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    record = choose_default(
+        args.model,
+        args.data,
+        set_specs(args, ["homophone", "wordorder"], "valid"),
+        args.sets_dir,
+        args.out,
+        args.device,
+        command,
+    )
     print(json.dumps(record, ensure_ascii=False, indent=2))
     return 0
 
 
 # -- quality -----------------------------------------------------------------------------------
 def _quality_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="corpus directory (from prepare-data)")
-    p.add_argument("--out", default="docs/RESULTS.md", help="markdown to write (and .json beside it)")
-    p.add_argument("--weights", default="weights", help="every RNN checkpoint in here gets a row")
-    p.add_argument("--rnn", action="append", default=[], metavar="DIR", help="another RNN checkpoint")
-    p.add_argument("--ngram-dir", default="runs/ngram", help="where the n-gram baselines are cached")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--data", required=True, help="corpus directory (from `rnnlm prepare-data`)")
+    p.add_argument(
+        "--out",
+        default="docs/RESULTS.md",
+        help="markdown to write, and .json beside it (default: docs/RESULTS.md)",
+    )
+    p.add_argument(
+        "--weights", default="weights", help="every RNN checkpoint in here gets a row (default: weights)"
+    )
+    p.add_argument(
+        "--rnn", action="append", default=[], metavar="DIR", help="another RNN checkpoint (repeatable)"
+    )
+    p.add_argument(
+        "--ngram-dir",
+        default="runs/ngram",
+        help="where the n-gram baselines are cached (default: runs/ngram)",
+    )
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     add_set_args(p)
 
 
@@ -212,27 +219,21 @@ def cmd_quality(args: argparse.Namespace) -> int:
     """The results table: perplexity, reranking, size and training time of every model."""
     import shlex
 
-    from model.checkpoint import CheckpointError
-
     from .reports.results import run_quality
 
     spec = set_specs(args, ["homophone"])[0]
     command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "quality"] else ""
-    try:
-        result = run_quality(
-            args.data,
-            args.out,
-            weights_dir=args.weights,
-            extra_rnns=args.rnn,
-            ngram_dir=args.ngram_dir,
-            sets_dir=args.sets_dir,
-            spec=spec,
-            device=args.device,
-            command=command,
-        )
-    except (CheckpointError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = run_quality(
+        args.data,
+        args.out,
+        weights_dir=args.weights,
+        extra_rnns=args.rnn,
+        ngram_dir=args.ngram_dir,
+        sets_dir=args.sets_dir,
+        spec=spec,
+        device=args.device,
+        command=command,
+    )
     print(
         json.dumps(
             {"out": args.out, "rows": [r["name"] for r in result["rows"]], "seconds": result["seconds"]},

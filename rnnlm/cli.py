@@ -5,8 +5,22 @@ one place that imports both, and nothing imports it. Argument parsing lives in
 :func:`build_parser`, never at import time, so tests can call ``main([...])`` directly; each
 handler imports what it needs when it runs, so ``rnnlm --help`` stays fast.
 
-Add a subcommand with ``@subcommand("name", add_args)``; a benchmark with ``@benchmark`` in
-:mod:`rnnlm.benchmarks`.
+Add a subcommand with ``@subcommand("name", add_args)`` (its docstring is its line in
+``rnnlm --help``; every option gets a help text: tests/rnnlm/test_cli_help.py checks); a benchmark
+with ``@benchmark`` in :mod:`rnnlm.benchmarks`.
+
+Errors are one line on stderr, never a traceback, with the exit status saying which kind::
+
+    0  done
+    1  failed: a missing or unreadable file or checkpoint, a corpus that is not one, a run that
+       could not finish (what ``rnnlm serve`` does when a model does not load)
+    2  usage: an unknown or missing option, a value out of its range or choices
+    130  interrupted (Ctrl-C)
+
+Errors in the command line itself leave through ``SystemExit(2)``, as argparse's do. A handler
+signals a usage error by raising :class:`argparse.ArgumentError` (:func:`usage_error`); :func:`main`
+turns it, and the library's errors a user can meet (:func:`_is_failure`), into the line and the
+status. Any other exception is a bug, and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,11 +30,11 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import Field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from model.config import FitConfig, ModelConfig, TrainConfig
+from model.config import CHOICES, FIELD_HELP, FitConfig, ModelConfig, TrainConfig
 
 if TYPE_CHECKING:
     from model.fit import FitJob
@@ -37,6 +51,22 @@ def subcommand(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
     return register
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (not the whole usage of a 30-option command)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (`{self.prog} --help` lists the options)\n")
+
+
+def usage_error(message: str) -> argparse.ArgumentError:
+    """Raise this from a handler for a value the command cannot take (exit status 2)."""
+    return argparse.ArgumentError(None, message)
+
+
+DEVICE_HELP = "where to run: auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N"
+CORPUS_HELP = "corpus directory (train.txt, valid.txt, test.txt) from `rnnlm prepare-data`"
+
+
 # -- prepare-data ----------------------------------------------------------------------------
 def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("corpus", choices=["pd98", "plain"], help="pd98: People's Daily 1998; plain: your files")
@@ -49,6 +79,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 
 @subcommand("prepare-data", _prepare_args)
 def cmd_prepare(args: argparse.Namespace) -> int:
+    """Write a corpus directory: People's Daily 1998 (downloaded once), or your own text files."""
     from model.data import prepare_pd98, prepare_plain
 
     if args.corpus == "pd98":
@@ -56,58 +87,102 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     else:
         missing = [f"--{k}" for k in ("train", "valid", "test") if not getattr(args, k)]
         if missing:
-            print(f"error: plain corpus needs {', '.join(missing)}", file=sys.stderr)
-            return 2
+            raise usage_error(f"plain corpus needs {', '.join(missing)}")
         manifest = prepare_plain(args.out, args.train, args.valid, args.test)
     print(json.dumps(manifest, ensure_ascii=False, indent=2))
     return 0
 
 
 # -- train -----------------------------------------------------------------------------------
+# ModelConfig fields the tokenizer sets: never options
+FROM_TOKENIZER = ("vocab_size", "pad_id", "never_predict")
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="corpus directory from prepare-data")
-    p.add_argument("--out", required=True, help="checkpoint directory (best model on valid)")
-    p.add_argument("--run-dir", help="resume state and log.jsonl (default: runs/<out name>)")
-    p.add_argument("--tokenizer", choices=["char", "word"], default="char")
-    p.add_argument("--min-count", type=int, default=1, help="rarer pieces become <unk>")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--no-resume", action="store_true", help="start over even if a run exists")
+    p.add_argument("--data", required=True, help=CORPUS_HELP)
+    p.add_argument("--out", required=True, help="checkpoint directory to write (the best model on valid)")
+    p.add_argument("--run-dir", help="where resume state and log.jsonl go (default: runs/<out name>)")
+    p.add_argument(
+        "--tokenizer",
+        choices=["char", "word"],
+        default="char",
+        help="char: one token per character; word: whitespace-separated words (default: char)",
+    )
+    p.add_argument(
+        "--min-count", type=int, default=1, help="pieces seen fewer times in train become <unk> (default: 1)"
+    )
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --run-dir holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     m = p.add_argument_group("model")
     for f in fields(ModelConfig):
-        if f.name in ("vocab_size", "pad_id"):
-            continue
-        _add_field(m, f, ModelConfig)
+        if f.name not in FROM_TOKENIZER:
+            _add_field(m, f, ModelConfig)
     t = p.add_argument_group("training")
     for f in fields(TrainConfig):
         _add_field(t, f, TrainConfig)
 
 
-def _add_field(group: argparse._ArgumentGroup, f, cls) -> None:
+# the unit of a config field, as its option's placeholder (`--max-minutes MINUTES`)
+METAVARS = {
+    "max_minutes": "MINUTES",
+    "max_tokens": "TOKENS",
+    "eval_every_tokens": "TOKENS",
+    "bptt": "TOKENS",
+    "warmup_steps": "STEPS",
+    "eval_every": "STEPS",
+    "emb_dim": "UNITS",
+    "hidden_dim": "UNITS",
+}
+
+
+def parse_bool(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+def _add_field(group: argparse._ArgumentGroup, f: Field, cls: type) -> None:
+    """One option for a config field: its help line from model/config.py, its choices, its default."""
     flag = "--" + f.name.replace("_", "-")
     default = f.default
+    meaning = FIELD_HELP[cls][f.name]
     if isinstance(default, bool):
         group.add_argument(
             flag,
-            type=lambda s: s.lower() in ("1", "true", "yes"),
+            type=parse_bool,
             default=default,
-            metavar="BOOL",
-            help=f"(default {default})",
+            metavar="{true,false}",
+            help=f"{meaning} (default: {str(default).lower()})",
         )
     else:
-        group.add_argument(flag, type=type(default), default=default, help=f"(default {default})")
+        group.add_argument(
+            flag,
+            type=type(default),
+            default=default,
+            choices=CHOICES.get(f.name),
+            metavar=METAVARS.get(f.name),
+            help=f"{meaning} (default: {default})",
+        )
+
+
+def _checked(build: Callable[[], Any]) -> Any:
+    """A config built from the options; its own checks (a range, a choice) are usage errors."""
+    try:
+        return build()
+    except (TypeError, ValueError) as e:
+        raise usage_error(str(e)) from e
 
 
 @subcommand("train", _train_args)
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    """Train an RNN on whole sentences (the classic trainer: resumable, early stopping)."""
     from model.train import TrainJob, run_training
 
-    model_kw = {
-        f.name: getattr(args, f.name) for f in fields(ModelConfig) if f.name not in ("vocab_size", "pad_id")
-    }
-    train_cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    model_kw = {f.name: getattr(args, f.name) for f in fields(ModelConfig) if f.name not in FROM_TOKENIZER}
+    _checked(lambda: ModelConfig(vocab_size=1, **model_kw))  # the real one is built with the vocabulary
+    train_cfg = _checked(lambda: TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}))
     job = TrainJob(
         data_dir=args.data,
         out_dir=args.out,
@@ -121,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     metrics = run_training(job, device=args.device, progress=not args.no_progress)
     print(json.dumps({"valid": metrics.get("valid"), "test": metrics.get("test")}, indent=2))
-    return 0
+    return 130 if metrics.get("stopped_by") == "interrupted" else 0
 
 
 # -- fit: the stream-then-sentences recipe (model/fit.py) -------------------------------------
@@ -133,39 +208,57 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+# architecture fields --model takes, per kind (model/window.py's WindowConfig for window)
+MODEL_KEYS = [f.name for f in fields(ModelConfig) if f.name not in FROM_TOKENIZER]
+WINDOW_KEYS = ["context", "emb_dim", "hidden_dim", "dropout", "tie_weights"]
+
+
 def _fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="corpus directory from `rnnlm prepare-data`")
-    p.add_argument("--out", required=True, help="checkpoint directory (the best model on valid)")
+    p.add_argument("--data", required=True, help=CORPUS_HELP)
+    p.add_argument("--out", required=True, help="checkpoint directory to write (the best model on valid)")
     p.add_argument("--run-dir", help="where log.jsonl goes (default: runs/<out name>)")
-    p.add_argument("--ngram-dir", default="", help="hybrid: its n-gram checkpoint (built here if missing)")
-    p.add_argument("--init-from", default="", help="start from this checkpoint's weights")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--ngram-dir",
+        default="",
+        help="hybrid: its n-gram checkpoint directory (built and saved there if missing)",
+    )
+    p.add_argument("--init-from", default="", help="checkpoint directory whose weights to start from")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument(
         "--model",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="architecture field, e.g. --model hidden_dim=768 --model cell=lstm (repeatable)",
+        help=f"architecture, repeatable, e.g. --model hidden_dim=768; rnn and hybrid keys: "
+        f"{', '.join(MODEL_KEYS)} (as the model options of `rnnlm train`); window keys: {', '.join(WINDOW_KEYS)}",
     )
-    p.add_argument("--no-final-eval", action="store_true", help="skip the final valid/test evaluation")
+    p.add_argument(
+        "--no-final-eval",
+        action="store_true",
+        help="skip the final valid/test evaluation and the model card (and keep no time for them)",
+    )
     g = p.add_argument_group("training (FitConfig)")
-    for f in FitConfig.__dataclass_fields__.values():
-        default = f.default
-        g.add_argument(
-            "--" + f.name.replace("_", "-"), type=type(default), default=default, help=f"(default {default})"
-        )
+    for f in fields(FitConfig):
+        _add_field(g, f, FitConfig)
 
 
 def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
     from model.fit import FitJob
 
-    cfg = FitConfig(**{name: getattr(args, name) for name in FitConfig.__dataclass_fields__})
+    cfg = _checked(lambda: FitConfig(**{f.name: getattr(args, f.name) for f in fields(FitConfig)}))
     model = {}
     for item in args.model:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--model expects KEY=VALUE, got {item!r}")
+            raise usage_error(f"argument --model: expected KEY=VALUE, got {item!r}")
+        known = WINDOW_KEYS if cfg.kind == "window" else MODEL_KEYS
+        if key not in known:
+            raise usage_error(
+                f"argument --model: unknown key {key!r} for kind {cfg.kind} (keys: {', '.join(known)})"
+            )
         model[key] = _parse_value(value)
+    if cfg.kind != "window":
+        _checked(lambda: ModelConfig(vocab_size=1, **model))
     run_dir = args.run_dir or str(Path("runs") / Path(args.out).name)
     return FitJob(
         data_dir=args.data,
@@ -185,6 +278,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from model.fit import fit
 
     job = _fit_job(args, _command_line("fit"))
+    if job.fit.kind == "hybrid" and not job.ngram_dir:
+        raise usage_error("a hybrid needs --ngram-dir: where its n-gram is (or is to be saved)")
     metrics = fit(job, args.device, final_eval=not args.no_final_eval)
     print(
         json.dumps(
@@ -200,9 +295,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def _publish_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="a trained checkpoint directory (e.g. from a GPU run)")
-    p.add_argument("--to", required=True, help="where to put it, e.g. weights/pd98-char-hybrid")
-    p.add_argument("--data", required=True, help="corpus directory: valid and test are evaluated here")
-    p.add_argument("--ngram", help="hybrid: the n-gram checkpoint it is served with")
+    p.add_argument("--to", required=True, help="where to put it, e.g. weights/pd98-char-hybrid (replaced)")
+    p.add_argument("--data", required=True, help=f"{CORPUS_HELP}: valid and test are evaluated here")
+    p.add_argument("--ngram", help="hybrid: the n-gram checkpoint directory it is served with")
 
 
 @subcommand("publish", _publish_args)
@@ -221,9 +316,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 # -- n-gram models and mixtures ---------------------------------------------------------------
 def _train_ngram_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="corpus directory from prepare-data")
+    p.add_argument("--data", required=True, help=CORPUS_HELP)
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--order", type=int, default=5, help="n of the n-gram (default 5)")
+    p.add_argument("--order", type=int, default=5, help="n of the n-gram, 1 or more (default: 5)")
     p.add_argument(
         "--smoothing",
         choices=["kn", "katz", "interp", "addk"],
@@ -234,13 +329,15 @@ def _train_ngram_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epsilon", type=float, help="interp: weight of the shorter context (default: tuned on valid)"
     )
-    p.add_argument("--tokenizer", choices=["char", "word"], default="char")
-    p.add_argument("--min-count", type=int, default=1, help="rarer pieces become <unk>")
-
-
-def _fail(message: object) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+    p.add_argument(
+        "--tokenizer",
+        choices=["char", "word"],
+        default="char",
+        help="char: one token per character; word: whitespace-separated words (default: char)",
+    )
+    p.add_argument(
+        "--min-count", type=int, default=1, help="pieces seen fewer times in train become <unk> (default: 1)"
+    )
 
 
 def _command_line(name: str) -> str:
@@ -253,6 +350,8 @@ def cmd_train_ngram(args: argparse.Namespace) -> int:
     """Count and smooth an n-gram model (add-k, interpolation, Katz, Kneser-Ney) and evaluate it."""
     from model.ngram.train import NGramJob, train_ngram
 
+    if args.order < 1:
+        raise usage_error(f"argument --order: the n of an n-gram is 1 or more, got {args.order}")
     job = NGramJob(
         data_dir=args.data,
         out_dir=args.out,
@@ -264,10 +363,7 @@ def cmd_train_ngram(args: argparse.Namespace) -> int:
         min_count=args.min_count,
         command=_command_line("train-ngram"),
     )
-    try:
-        metrics = train_ngram(job, log=lambda line: print(line, file=sys.stderr))
-    except (ValueError, FileNotFoundError) as e:
-        return _fail(e)
+    metrics = train_ngram(job, log=lambda line: print(line, file=sys.stderr))
     print(
         json.dumps(
             {
@@ -290,17 +386,13 @@ def _export_arpa_args(p: argparse.ArgumentParser) -> None:
 def cmd_export_arpa(args: argparse.Namespace) -> int:
     """Write an n-gram checkpoint as an ARPA file (for KenLM, SRILM)."""
     from model.arpa import write_arpa
-    from model.checkpoint import CheckpointError
     from model.loading import load_model
     from model.ngram.model import NGramLanguageModel
 
-    try:
-        lm = load_model(args.model_dir)
-        if not isinstance(lm, NGramLanguageModel):
-            return _fail(f"{args.model_dir} is a {lm.kind} model; only n-gram models have an ARPA form")
-        write_arpa(lm, args.out)
-    except (CheckpointError, ValueError) as e:
-        return _fail(e)
+    lm = load_model(args.model_dir)
+    if not isinstance(lm, NGramLanguageModel):
+        raise ValueError(f"{args.model_dir} is a {lm.kind} model; only n-gram models have an ARPA form")
+    write_arpa(lm, args.out)
     print(json.dumps({"out": args.out, "ngrams": lm.tables.sizes()}))
     return 0
 
@@ -308,19 +400,15 @@ def cmd_export_arpa(args: argparse.Namespace) -> int:
 def _import_arpa_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("arpa", help="ARPA file (.arpa or .arpa.gz) from KenLM lmplz, SRILM or export-arpa")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--data", help="corpus directory: evaluate on its valid/test splits")
+    p.add_argument("--data", help=f"{CORPUS_HELP}: evaluate on its valid and test splits")
 
 
 @subcommand("import-arpa", _import_arpa_args)
 def cmd_import_arpa(args: argparse.Namespace) -> int:
     """Turn an ARPA file into an n-gram checkpoint directory (served and evaluated like any other)."""
-    from model.arpa import ArpaError
     from model.ngram.train import import_arpa
 
-    try:
-        metrics = import_arpa(args.arpa, args.out, args.data, command=_command_line("import-arpa"))
-    except (ArpaError, OSError) as e:
-        return _fail(e)
+    metrics = import_arpa(args.arpa, args.out, args.data, command=_command_line("import-arpa"))
     print(
         json.dumps(
             {
@@ -336,33 +424,29 @@ def cmd_import_arpa(args: argparse.Namespace) -> int:
 def _mix_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_a", help="checkpoint directory of the first model (weight lambda)")
     p.add_argument("model_b", help="checkpoint directory of the second model (weight 1 - lambda)")
-    p.add_argument("--data", required=True, help="corpus directory: lambda is tuned on valid")
+    p.add_argument("--data", required=True, help=f"{CORPUS_HELP}: lambda is tuned on valid")
     p.add_argument("--out", required=True, help="mixture checkpoint directory to write")
-    p.add_argument("--lambda", dest="lam", type=float, help="use this lambda instead of tuning it")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--lambda", dest="lam", type=float, help="use this lambda (0-1) instead of tuning it")
+    p.add_argument("--device", default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
 
 
 @subcommand("mix", _mix_args)
 def cmd_mix(args: argparse.Namespace) -> int:
     """Interpolate two models (same vocabulary), lambda tuned on valid; report valid/test."""
-    from model.checkpoint import CheckpointError
     from model.mixture import mix_models
 
     if args.lam is not None and not 0.0 <= args.lam <= 1.0:
-        return _fail("--lambda must be in [0, 1]")
-    try:
-        metrics = mix_models(
-            args.model_a,
-            args.model_b,
-            args.data,
-            args.out,
-            args.lam,
-            args.device,
-            command=_command_line("mix"),
-            log=lambda line: print(line, file=sys.stderr),
-        )
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
-        return _fail(e)
+        raise usage_error("argument --lambda: must be in [0, 1]")
+    metrics = mix_models(
+        args.model_a,
+        args.model_b,
+        args.data,
+        args.out,
+        args.lam,
+        args.device,
+        command=_command_line("mix"),
+        log=lambda line: print(line, file=sys.stderr),
+    )
     print(
         json.dumps(
             {
@@ -378,15 +462,18 @@ def cmd_mix(args: argparse.Namespace) -> int:
 
 # -- evaluate --------------------------------------------------------------------------------
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir", help="checkpoint directory")
-    p.add_argument("--data", required=True, help="corpus directory from prepare-data")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--limit", type=int, default=0, help="only the first N lines (0 = all)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("model_dir", help="checkpoint directory (any kind), or an .arpa[.gz] file")
+    p.add_argument("--data", required=True, help=CORPUS_HELP)
+    p.add_argument(
+        "--split", default="test", choices=["train", "valid", "test"], help="which split (default: test)"
+    )
+    p.add_argument("--limit", type=int, default=0, help="only the first N lines (0 = all; default: 0)")
+    p.add_argument("--device", default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
 
 
 @subcommand("evaluate", _evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Per-sentence perplexity of a model on a split (<eos> counted, OOVs included, as KenLM)."""
     from model.data import load_split
     from model.evaluate import evaluate_lines
     from model.loading import load_model
@@ -422,24 +509,75 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 @subcommand("serve", _serve_args)
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Start the HTTP service (the API, /docs and the playground page) on the served models."""
     from service.__main__ import serve  # the only web-stack import, made on demand
 
     return serve(host=args.host, port=args.port, model_dirs=args.model_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnlm", description="RNN language models: train, evaluate, serve.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="rnnlm", description="RNN language models: train, evaluate, serve.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_args, handler) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0] or None)
+        summary = (handler.__doc__ or "").strip().split("\n")[0]
+        p = sub.add_parser(name, help=summary, description=summary)
         add_args(p)
         p.set_defaults(handler=handler)
     return parser
 
 
+def _is_failure(e: BaseException) -> bool:
+    """The library's errors a user can meet (their messages name the path or the value)."""
+    from model.checkpoint import CheckpointError
+
+    return isinstance(e, CheckpointError | OSError | ValueError)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e) or type(e).__name__
+
+
+def _corpus_problem(path: str) -> str | None:
+    """Why ``--data PATH`` is not a corpus directory, or None."""
+    d = Path(path)
+    if not d.is_dir():
+        return f"--data {path}: no such directory (`rnnlm prepare-data` makes a corpus directory)"
+    if not any((d / f"{split}.txt").is_file() for split in ("train", "valid", "test")):
+        return (
+            f"--data {path}: not a corpus directory (no train.txt, valid.txt or test.txt; "
+            "`rnnlm prepare-data` makes one)"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    """``rnnlm ...``: the exit status and the one-line errors are described at the top of this module."""
+    args, unknown = build_parser().parse_known_args(argv)  # --help and usage errors: SystemExit
+    if unknown:  # named here, not by the top parser, so the hint names the subcommand's --help
+        print(
+            f"error: unrecognized arguments: {' '.join(unknown)} (`rnnlm {args.command} --help` lists the options)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    try:
+        problem = _corpus_problem(args.data) if isinstance(getattr(args, "data", None), str) else None
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+        return args.handler(args)
+    except argparse.ArgumentError as e:
+        print(f"error: {e} (`rnnlm {args.command} --help` lists the options)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not _is_failure(e):
+            raise  # a bug: its traceback is what a report needs
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

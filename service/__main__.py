@@ -39,12 +39,11 @@ def serve(host: str | None = None, port: int | None = None, model_dirs: Sequence
         "port": port,
         "model_dirs": list(model_dirs) if model_dirs else None,
     }
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**given)
     except ValidationError as e:
-        problems = "; ".join(
-            f"RNNLM_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{_setting_name(err['loc'], given)}: {err['msg']}" for err in e.errors())
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
@@ -73,6 +72,19 @@ def serve(host: str | None = None, port: int | None = None, model_dirs: Sequence
         signal.signal(sig, _after_shutdown)
     server.run()
     return 0 if server.started else 1
+
+
+# the command-line option of each setting that has one (service/options.py)
+FLAGS = {"host": "--host", "port": "--port", "model_dirs": "--model-dir"}
+
+
+def _setting_name(loc: tuple, given: dict[str, Any]) -> str:
+    """What the user typed for the setting at ``loc``: its option when given on the command line,
+    else its environment variable."""
+    name = str(loc[0]) if loc else ""
+    if name in given and name in FLAGS:
+        return FLAGS[name]
+    return f"RNNLM_{'_'.join(map(str, loc)).upper()}"
 
 
 def _after_shutdown(sig: int, frame: FrameType | None) -> None:

@@ -24,8 +24,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import torch
-from fastapi import Depends, FastAPI
-from fastapi.responses import FileResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
@@ -39,7 +40,8 @@ from .errors import ApiError, install_error_handlers
 from .guard import Drain, RequestGuardMiddleware
 from .limits import BodyLimitMiddleware, document_limits
 from .metrics import MetricsMiddleware, ServiceMetrics
-from .routes import generate, next_token, ops, score
+from .openai_errors import OpenAIErrorsMiddleware
+from .routes import generate, next_token, openai, ops, score, tokenize
 from .runner import ModelRegistry
 from .settings import Settings, get_settings
 from .startup import StartupError, load_registry, public_reason
@@ -51,6 +53,10 @@ DESCRIPTION = """Score, rerank, predict and generate text with a trained RNN lan
 
 All log-probs are natural logs. Every error has the same JSON shape:
 `{"error": {"type", "message", "field", "status"}}`.
+
+Not listed here, because they follow their owners' protocols (docs/API.md describes them):
+OpenAI's `POST /v1/completions` and `GET /v1/models` (errors in OpenAI's shape), and
+`POST /tokenize`, `POST /detokenize`, `GET /tokenizer_info` as llama.cpp and vLLM name them.
 """
 
 
@@ -108,7 +114,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="rnnlm", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="rnnlm",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are added by _add_docs, from the service's own assets
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.registry = None
     app.state.not_ready_reason = None
@@ -118,11 +131,15 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
     app.dependency_overrides[get_settings] = lambda: settings
 
     install_error_handlers(app)
-    model_routers = [m.router for m in (next_token, score, generate)]
+    # openai, tokenize: the ecosystem's protocols (/v1/completions, /tokenize, ...) on the same engine
+    model_routers = [m.router for m in (next_token, score, generate, openai, tokenize)]
     app.include_router(ops.router)
+    app.include_router(openai.info_router)
+    app.include_router(tokenize.info_router)
     for router in model_routers:
         app.include_router(router, dependencies=[Depends(admit)])
-    routers = [ops.router, *model_routers]
+    routers = [ops.router, openai.info_router, tokenize.info_router, *model_routers]
+    _add_docs(app)  # before the playground: its /static/docs mount must come before /static
     _add_playground(app, static_dir)
     # The endpoint label of the metrics: a route's path, so series stay few whatever the URL.
     paths = {r.path for r in app.routes if hasattr(r, "path")}
@@ -149,6 +166,7 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
             max_age=600,
         )
+    app.add_middleware(OpenAIErrorsMiddleware)  # under /v1/: every error above in OpenAI's shape
     app.add_middleware(MetricsMiddleware, metrics=metrics, route_paths=paths)
     app.add_middleware(RequestContextMiddleware, log_request_text=settings.log_request_text)
 
@@ -188,6 +206,50 @@ def document_reliability(spec: dict, settings: Settings) -> dict:
                 **error,
             }
     return spec
+
+
+# Swagger UI's and ReDoc's files, from the pinned `fastapi-offline` package (pyproject.toml)
+DOCS_ASSETS = ("fastapi_offline", "static")
+DOCS_ASSETS_PATH = "/static/docs"  # public without an API key, as all of /static (service/auth.py)
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` served with the service's own copy of their scripts
+    and styles (FastAPI's "self-hosting" recipe): no CDN, so they work without internet, and
+    Swagger's online validator is switched off, so nothing leaves the server."""
+
+    def root(request: Request) -> str:
+        return request.scope.get("root_path", "").rstrip("/")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        base = root(request)
+        return get_swagger_ui_html(
+            openapi_url=base + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=base + "/docs/oauth2-redirect",
+            swagger_js_url=f"{base}{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{base}{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{base}{DOCS_ASSETS_PATH}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        base = root(request)
+        return get_redoc_html(
+            openapi_url=base + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{base}{DOCS_ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{base}{DOCS_ASSETS_PATH}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(packages=[DOCS_ASSETS]), name="docs-assets")
 
 
 def _add_playground(app: FastAPI, static_dir: Path) -> None:

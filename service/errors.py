@@ -4,7 +4,7 @@
                equal to 1", "field": "top_k", "status": 422}}
 
 =====  =======================  ===============================================================
-422    invalid_request          a field is missing, has the wrong type or is out of its bounds
+422    invalid_request          a field is missing, unknown, has the wrong type or is out of bounds
 413    payload_too_large        body, text length, list length or a count past a configured limit
 401    unauthorized             an API key is configured and the request has none, or a wrong one
 404    not_found                unknown route
@@ -24,6 +24,7 @@ client's report can be found in the server log. The engine's own errors (model/e
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -126,11 +127,30 @@ def field_path(loc: tuple | list) -> str | None:
     return ".".join(parts) or None
 
 
-def _validation_message(err: dict, field: str | None) -> str:
+def _validation_message(err: dict, field: str | None, known: list[str]) -> str:
     msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     if err.get("type") == "json_invalid":
         msg = f"invalid JSON ({err.get('ctx', {}).get('error', 'decode error')})"
+    if err.get("type") == "extra_forbidden":
+        name = (field or "").rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(name, known, n=1)
+        msg = "unknown field" + (f"; did you mean `{close[0]}`?" if close else "")
+        if known:
+            msg += f" (the fields are: {', '.join(known)})"
     return f"`{field}`: {msg}" if field else msg
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The fields the route's JSON body takes, from the app's own OpenAPI schema ([] if unknown)."""
+    try:
+        route = request.scope.get("route")
+        path = getattr(route, "path", request.url.path)
+        spec = request.app.openapi()
+        body = spec["paths"][path][request.method.lower()]["requestBody"]
+        ref = body["content"]["application/json"]["schema"]["$ref"]
+        return list(spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]["properties"])
+    except (AttributeError, KeyError, TypeError):
+        return []
 
 
 async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -138,10 +158,13 @@ async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = list(exc.errors())
+    # An unknown field comes first: `{"txt": …}` is a misspelt `text`, and "`text`: Field
+    # required" alone would not say so.
+    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
     first: dict[str, Any] = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = "body" if first.get("type") == "json_invalid" else field_path(first.get("loc", ("body",)))
-    message = _validation_message(first, field)
+    known = _body_fields(request) if first.get("type") == "extra_forbidden" else []
+    message = _validation_message(first, field, known)
     if field == "body" and "json" not in request.headers.get("content-type", ""):
         message = "`body`: expected a JSON object, sent with Content-Type: application/json"
     if len(errors) > 1:

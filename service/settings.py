@@ -98,11 +98,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1, description="request body size")
     max_text_chars: int = Field(default=10_000, ge=1, description="characters in any one string")
     max_candidates: int = Field(default=1000, ge=1, description="candidates per /score request")
-    max_batch_texts: int = Field(default=256, ge=1, description="texts per /next-token request")
+    max_batch_texts: int = Field(
+        default=256, ge=1, description="texts per /next-token request; prompts per /v1/completions request"
+    )
     max_top_k: int = Field(default=1000, ge=1, description="top_k of /next-token and /generate")
     max_new_tokens: int = Field(default=1024, ge=1, description="max_new_tokens of /generate")
     max_n: int = Field(default=16, ge=1, description="samples per /generate request")
     max_stop_strings: int = Field(default=16, ge=0, description="stop strings per /generate request")
+    max_logprobs: int = Field(
+        default=20, ge=0, description="`logprobs` of /v1/completions: top alternatives per token"
+    )
     sse_ping_s: float = Field(default=15.0, ge=0, description="keep-alive comment interval of streams")
 
     # -- overload, deadlines, shutdown (service/admission.py, service/guard.py) ----------------------

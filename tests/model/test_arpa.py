@@ -170,7 +170,8 @@ def test_cli_export_and_import(tmp_path, tiny_corpus, capsys):
     imported = json.loads((imported_dir / "metrics.json").read_text())
     assert imported["test"]["perplexity"] == pytest.approx(original["test"]["perplexity"], rel=1e-5)
     assert imported["source"]["sha256"]
-    assert main(["export-arpa", str(tmp_path / "missing"), str(tmp_path / "x.arpa")]) == 2
+    missing = ["export-arpa", str(tmp_path / "missing"), str(tmp_path / "x.arpa")]
+    assert main(missing) == 1  # a failure (a missing checkpoint), not a usage error
 
 
 def test_kenlm_scores_our_arpa_the_same(corpus, tmp_path):

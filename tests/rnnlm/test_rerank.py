@@ -221,7 +221,7 @@ def test_cli_errors_name_the_problem(tiny_model_dir, tmp_path, capsys):
     assert main(["benchmark", "rerank", "--model", str(tiny_model_dir)]) == 2
     assert "--data" in capsys.readouterr().err
     missing = tmp_path / "nope"
-    assert main(["benchmark", "rerank", "--model", str(missing), "--items", str(missing)]) == 2
+    assert main(["benchmark", "rerank", "--model", str(missing), "--items", str(missing)]) == 1  # failure
     assert "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["benchmark", "rerank", "--model", str(tiny_model_dir), "--size", "0", "--data", "x"])

@@ -408,10 +408,10 @@ def test_rerank_order_and_heat_map_match_score(page, service):
     open_page(page, service, "rerank")  # the first visit ranks the prefilled homophones
     page.wait_for_selector("#rerank-rows tr")
     candidates = page.locator("#rerank-candidates").input_value().splitlines()
-    assert len(candidates) >= 3 and "厨房里食油用完了" in candidates
+    assert len(candidates) >= 3 and "我们明天去公园散步" in candidates
     want = api(service, "score", {"candidates": candidates, "per_token": True, "model": "tiny-lstm"}).json()
     check_ranking(page, want)
-    assert page.locator("#rerank-rows tr .tok.special").count() == len(candidates)  # one </s> each
+    assert page.locator("#rerank-rows tr .tok.special").count() == len(candidates)  # one <eos> each
 
     # A list the model reorders (the check above may see input order kept).
     reordered = ["厨房里石油用完了", "厨房里十油用完了", "今天天气很好", "厨房里食油用完了"]
@@ -515,6 +515,39 @@ def test_page_loads_only_from_the_service(page, service):
     modules = {service + "static/js/" + m.name for m in (STATIC / "js").glob("*.js")}
     assert modules <= set(requested)  # every module is loaded (and from the service)
     assert {service + "static/style.css", service + "models"} <= set(requested)
+
+
+def test_special_tokens_have_the_api_names(page, service):
+    """The page names <eos> as the API does (no </s> on the page, <eos> in the JSON)."""
+    open_page(page, service, "rerank")
+    page.wait_for_selector("#rerank-rows tr")
+    assert set(page.locator("#rerank-rows .tok.special").all_inner_texts()) == {"<eos>"}
+    assert "<eos>" in page.locator("label[for='rerank-eos']").inner_text()
+    assert "</s>" not in page.content()
+
+
+def test_docs_render_offline_from_the_service(page, service):
+    """/docs (Swagger UI) draws every operation of the API with no request leaving 127.0.0.1: its
+    scripts and styles are the service's own (a request elsewhere is refused and recorded)."""
+    outside: list[str] = []
+
+    def local_only(route):
+        url = route.request.url
+        if url.startswith(service) or url.startswith("data:"):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    page.route("**/*", local_only)
+    page.goto(service + "docs")
+    page.wait_for_selector(".opblock-summary-path")
+    shown = {el.get_attribute("data-path") for el in page.locator(".opblock-summary-path").all()}
+    spec = httpx.get(service + "openapi.json", timeout=30).json()
+    assert shown == set(spec["paths"])
+    assert page.locator(".swagger-ui .info .title").inner_text().startswith(spec["info"]["title"])
+    assert not outside, outside
+    page.unroute("**/*")
 
 
 def test_tabs_work_from_the_keyboard(page, service):

@@ -1,7 +1,8 @@
 // Number and token formatting: pure functions, no DOM.
 
 const MINUS = "\u2212";
-const SPECIAL_LABELS = Object.freeze({ "<eos>": "</s>", "<unk>": "<unk>", "<bos>": "<s>", "<pad>": "<pad>" });
+// The API's names for the tokens that are not text, shown as they are (one name everywhere).
+const SPECIALS = new Set(["<eos>", "<unk>", "<bos>", "<pad>"]);
 
 /** Fixed digits with a real minus sign; "n/a" for a missing value, ∞ for an infinite one. */
 export function fmt(x, digits = 2) {
@@ -32,12 +33,12 @@ export function fmtCount(n) {
 
 /** A vocabulary entry that is not text (<eos>, <unk>, <bos>, <pad>). */
 export function isSpecial(token) {
-  return Object.hasOwn(SPECIAL_LABELS, token);
+  return SPECIALS.has(token);
 }
 
-/** How a token is shown: specials as </s> etc., invisible characters as visible symbols. */
+/** How a token is shown: specials by their API name (<eos>), invisible characters as visible symbols. */
 export function displayToken(token) {
-  if (isSpecial(token)) return SPECIAL_LABELS[token];
+  if (isSpecial(token)) return token;
   if (token === " ") return "␠";
   if (token === "\n") return "⏎";
   if (token === "\t") return "⇥";

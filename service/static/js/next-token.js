@@ -73,7 +73,7 @@ export function setupNextToken(state) {
     }
   }
 
-  /** One bar: a button that appends its token (specials such as </s> are shown but inert). */
+  /** One bar: a button that appends its token (specials such as <eos> are shown but inert). */
   function bar(n, i, top) {
     const special = n.special ?? isSpecial(n.token);
     const label = displayToken(n.token);
