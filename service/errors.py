@@ -158,12 +158,18 @@ async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # An unknown field comes first: `{"txt": …}` is a misspelt `text`, and "`text`: Field
-    # required" alone would not say so.
-    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+    # An unknown field that looks like a misspelt known one comes first: `{"txt": …}` is a
+    # misspelt `text`, and "`text`: Field required" alone would not say so. Otherwise pydantic's
+    # order stands (a missing required field before unknown ones).
+    known = _body_fields(request) if any(e.get("type") == "extra_forbidden" for e in exc.errors()) else []
+
+    def misspelt(e: dict) -> bool:
+        name = (field_path(e.get("loc", ())) or "").rsplit(".", 1)[-1]
+        return e.get("type") == "extra_forbidden" and bool(difflib.get_close_matches(name, known, n=1))
+
+    errors = sorted(exc.errors(), key=lambda e: not misspelt(e))
     first: dict[str, Any] = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = "body" if first.get("type") == "json_invalid" else field_path(first.get("loc", ("body",)))
-    known = _body_fields(request) if first.get("type") == "extra_forbidden" else []
     message = _validation_message(first, field, known)
     if field == "body" and "json" not in request.headers.get("content-type", ""):
         message = "`body`: expected a JSON object, sent with Content-Type: application/json"

@@ -426,7 +426,7 @@ def test_body_size_limit(client):
 
 def test_unknown_routes_and_methods(client):
     error_of(client.get("/nope"), 404, type_="not_found")
-    error_of(client.post("/v1/completions", json={}), 404, type_="not_found")
+    error_of(client.post("/v2/completions", json={}), 404, type_="not_found")
     error_of(client.get("/score"), 405, type_="method_not_allowed")
     error_of(client.get("/static/missing.js"), 404, type_="not_found")
 
