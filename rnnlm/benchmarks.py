@@ -11,27 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
-Handler = Callable[[argparse.Namespace], int]
-BENCHMARKS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
+from .commands import Commands
 
-
-def benchmark(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
-    def register(handler: Handler) -> Handler:
-        BENCHMARKS[name] = (add_args, handler)
-        return handler
-
-    return register
+benchmark = Commands()  # @benchmark("name", add_args) registers `rnnlm benchmark name`
 
 
 def add_benchmark_parsers(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="benchmark", required=True)
-    for name, (add_args, handler) in BENCHMARKS.items():
-        summary = (handler.__doc__ or "").strip().split("\n")[0]
-        p = sub.add_parser(name, help=summary, description=summary)
-        add_args(p)
-        p.set_defaults(benchmark_handler=handler)
+    benchmark.add_parsers(parser, dest="benchmark", handler_key="benchmark_handler")
 
 
 DEVICE_HELP = "where to run: cpu, cuda or cuda:N (default: cpu)"

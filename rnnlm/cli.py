@@ -36,19 +36,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from model.config import CHOICES, FIELD_HELP, FitConfig, ModelConfig, TrainConfig
 
+from .commands import Commands
+
 if TYPE_CHECKING:
     from model.fit import FitJob
 
-Handler = Callable[[argparse.Namespace], int]
-SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
-
-
-def subcommand(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
-    def register(handler: Handler) -> Handler:
-        SUBCOMMANDS[name] = (add_args, handler)
-        return handler
-
-    return register
+subcommand = Commands()  # @subcommand("name", add_args) registers `rnnlm name`
 
 
 class Parser(argparse.ArgumentParser):
@@ -517,12 +510,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="rnnlm", description="RNN language models: train, evaluate, serve.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (add_args, handler) in SUBCOMMANDS.items():
-        summary = (handler.__doc__ or "").strip().split("\n")[0]
-        p = sub.add_parser(name, help=summary, description=summary)
-        add_args(p)
-        p.set_defaults(handler=handler)
+    subcommand.add_parsers(parser, dest="command", handler_key="handler", metavar="COMMAND")
     return parser
 
 

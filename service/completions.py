@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from model.engine import Engine, GenerationStream
-from model.generation import GenerationRequest, Sample, seeded
-from model.sampling import SamplingParams
+from model.generation import GenerationRequest, Sample
 from model.scoring import ScoreOptions
 from model.tokenizer import BOS, BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
@@ -42,6 +41,7 @@ from .compat_schemas import (
 from .errors import invalid, too_large
 from .limits import env_name
 from .runner import ModelRunner
+from .runner import generation_request as runner_generation_request
 from .tokens import ids_to_text, piece_starts
 
 # Next-token prefixes per engine call: bounds its (prefixes, V) log-probs and how long it holds the
@@ -120,21 +120,7 @@ def id_prompt(tokenizer: Tokenizer, ids: Sequence[int], field: str, max_ids: int
 # -- the engine calls ---------------------------------------------------------------------------------
 def generation_request(body: CompletionRequest, prompt: Prompt, max_tokens: int) -> GenerationRequest:
     """The request POST /generate makes of the same fields (sample i uses seed + i)."""
-    return seeded(
-        GenerationRequest(
-            prompt=prompt.text,
-            max_new_tokens=max_tokens,
-            stop=list(body.stop),
-            n=body.n,
-            sampling=SamplingParams(
-                temperature=body.temperature,
-                top_k=body.top_k,
-                top_p=body.top_p,
-                repetition_penalty=body.repetition_penalty,
-                seed=body.seed,
-            ),
-        )
-    )
+    return runner_generation_request(body, prompt.text, max_tokens)
 
 
 def begin_all(

@@ -19,18 +19,58 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from model.device import resolve_device as _resolve
 from model.engine import Engine, EngineConfig, EngineObserver, GenerationStream
 from model.engine.text import next_token_distribution, score_candidates
-from model.generation import GenerationRequest, Sample, TokenEvent
+from model.generation import GenerationRequest, Sample, TokenEvent, seeded
 from model.lm import LanguageModel
 from model.loading import load_model
+from model.sampling import SamplingParams
 from model.scoring import NextToken, Ranking, ScoreOptions
 
 from .errors import ApiError
 
 log = logging.getLogger("rnnlm.service")
+
+
+class SamplingFields(Protocol):
+    """What /generate and /v1/completions both carry about sampling (same names, same meaning)."""
+
+    @property
+    def stop(self) -> Sequence[str]: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def top_k(self) -> int: ...
+    @property
+    def top_p(self) -> float: ...
+    @property
+    def repetition_penalty(self) -> float: ...
+    @property
+    def seed(self) -> int | None: ...
+
+
+def generation_request(body: SamplingFields, prompt: str, max_new_tokens: int) -> GenerationRequest:
+    """The engine request for a body's sampling fields, its seed decided (sample i uses seed + i)."""
+    return seeded(
+        GenerationRequest(
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            stop=list(body.stop),
+            n=body.n,
+            sampling=SamplingParams(
+                temperature=body.temperature,
+                top_k=body.top_k,
+                top_p=body.top_p,
+                repetition_penalty=body.repetition_penalty,
+                seed=body.seed,
+            ),
+        )
+    )
 
 
 class ModelRunner:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import random
@@ -346,3 +347,19 @@ def serve_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# -- server-sent events, as a client reads them ------------------------------------------------------
+def sse_blocks(raw: str) -> list[dict[str, str]]:
+    """The fields of each event of a text/event-stream body, in order (keep-alive comments skipped)."""
+    blocks = []
+    for block in raw.replace("\r\n", "\n").split("\n\n"):
+        lines = [ln for ln in block.split("\n") if ln and not ln.startswith(":")]
+        if lines:
+            blocks.append(dict(ln.split(": ", 1) for ln in lines))
+    return blocks
+
+
+def parse_events(raw: str) -> list[tuple[str, dict]]:
+    """``(event, data)`` pairs of the service's streams (``token`` / ``done`` / ``error``)."""
+    return [(b["event"], json.loads(b["data"])) for b in sse_blocks(raw)]

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import httpx
 
-from .common import REPO, SHIPPED, serve_process
+from .common import REPO, SHIPPED, parse_events, serve_process
 
 DOC = REPO / "docs" / "RELIABILITY.md"
 MIX = {"score": 0.40, "next_token": 0.25, "generate": 0.15, "stream": 0.20}
@@ -173,16 +173,6 @@ def same_answer(kind: str, got: dict, ref: dict) -> bool:
     return all(got[k] == ref[k] for k in keys) and [s["text"] for s in got["samples"]] == [
         s["text"] for s in ref["samples"]
     ]
-
-
-def parse_events(raw: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in raw.replace("\r\n", "\n").split("\n\n"):
-        lines = [ln for ln in block.split("\n") if ln and not ln.startswith(":")]
-        if lines:
-            fields = dict(ln.split(": ", 1) for ln in lines)
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 def stream_matches(events: list[tuple[str, dict]], ref: dict, complete: bool) -> bool:

@@ -20,14 +20,14 @@ from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
 from model.engine import GenerationStream
-from model.generation import GenerationRequest, Sample, TokenEvent, add_event, new_samples, seeded
-from model.sampling import SamplingParams, StoppingCriteria
+from model.generation import Sample, TokenEvent, add_event, new_samples
+from model.sampling import StoppingCriteria
 from model.tokenizer import Tokenizer
 
 from ..deps import GenerateBody, MetricsDep, RegistryDep, SettingsDep
 from ..errors import ERROR_RESPONSES, ErrorDetail, ErrorResponse
 from ..metrics import ServiceMetrics
-from ..runner import ModelRunner
+from ..runner import ModelRunner, generation_request
 from ..schemas import (
     FinishReason,
     GeneratedSample,
@@ -75,20 +75,8 @@ async def generate(
     body: GenerateBody, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
 ) -> GenerateResponse:
     runner = registry.get(body.model)
-    gen = GenerationRequest(
-        prompt=body.prompt,
-        max_new_tokens=body.max_new_tokens,
-        stop=list(body.stop),
-        n=body.n,
-        sampling=SamplingParams(
-            temperature=body.temperature,
-            top_k=body.top_k,
-            top_p=body.top_p,
-            repetition_penalty=body.repetition_penalty,
-            seed=body.seed,
-        ),
-    )
-    stream = runner.begin(seeded(gen))  # the engine tokenizes the prompt once, and seeds it
+    # the engine tokenizes the prompt once; the request's seed is decided here (given or drawn)
+    stream = runner.begin(generation_request(body, body.prompt, body.max_new_tokens))
     seed, prompt_tokens = stream.seed, len(stream.prompt_ids)
     if body.stream:
         events = stream_events(runner, stream, body, prompt_tokens, metrics)

@@ -4,7 +4,6 @@ uvicorn server in a thread or in a child process on a free port, and a server-se
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import torch
 
 from model.checkpoint import save_rnn
 from model.tokenizer import EOS_ID
+from rnnlm.bench.common import parse_events
 
 from ..conftest import build_tiny_model
 
@@ -100,15 +100,7 @@ def stop(proc: subprocess.Popen, timeout_s: float = 30) -> int:
         return proc.wait()
 
 
-def parse_sse(raw: str) -> list[tuple[str, dict]]:
-    """(event, data) pairs of a text/event-stream body; keep-alive comments are skipped."""
-    events = []
-    for block in raw.replace("\r\n", "\n").split("\n\n"):
-        lines = [ln for ln in block.split("\n") if ln and not ln.startswith(":")]
-        if lines:
-            fields = dict(ln.split(": ", 1) for ln in lines)
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
+parse_sse = parse_events  # (event, data) pairs of a text/event-stream body: the one SSE reader
 
 
 def metric(text: str, name: str) -> float:

@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 
 from model.checkpoint import save_rnn
 from model.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from rnnlm.bench.common import sse_blocks
 from service.app import create_app
 from service.settings import Settings
 
@@ -84,13 +85,9 @@ def openai_error_of(response, status: int, param: str | None = None, code: str |
 
 def sse_data(raw: str) -> list[str]:
     """The ``data:`` payloads of a text/event-stream body, in order (comments skipped)."""
-    out = []
-    for block in raw.replace("\r\n", "\n").split("\n\n"):
-        lines = [ln for ln in block.split("\n") if ln and not ln.startswith(":")]
-        if lines:
-            assert len(lines) == 1 and lines[0].startswith("data: "), block
-            out.append(lines[0].removeprefix("data: "))
-    return out
+    blocks = sse_blocks(raw)
+    assert all(set(block) == {"data"} for block in blocks), raw[:500]
+    return [block["data"] for block in blocks]
 
 
 def generate_choices(c, prompt: str, n: int, **params) -> list[dict]:

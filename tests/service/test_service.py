@@ -14,6 +14,7 @@ from model.checkpoint import save_rnn
 from model.loading import load_model
 from model.scoring import ScoreOptions, score_candidates
 from model.tokenizer import BOS_ID, EOS_ID
+from rnnlm.bench.common import parse_events, sse_blocks
 from service.app import create_app
 from service.runner import ModelRegistry, resolve_device
 from service.settings import Settings, get_settings
@@ -77,15 +78,8 @@ def error_of(response, status: int, field: str | None = None, type_: str | None 
 
 def sse_events(raw: str) -> list[tuple[str, dict]]:
     """Parse a text/event-stream body into (event, data) pairs, checking the framing."""
-    events = []
-    for block in raw.replace("\r\n", "\n").split("\n\n"):
-        lines = [ln for ln in block.split("\n") if ln and not ln.startswith(":")]
-        if not lines:
-            continue
-        fields = dict(ln.split(": ", 1) for ln in lines)
-        assert set(fields) == {"event", "data"}, block
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
+    assert all(set(block) == {"event", "data"} for block in sse_blocks(raw)), raw[:500]
+    return parse_events(raw)
 
 
 # -- ops endpoints -----------------------------------------------------------------------------------
