@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             desc,
             lm,
             ceiling,
-            command_line("bench.generation", argv),
+            command_line("rnnlm.bench.generation", argv),
         ),
         f"- workload: seeded sampling (temperature 1), max_new_tokens={max_new}, prompts of 2-6 characters; "
         f"{seconds:g} s per row; GFLOP/s counts generated tokens only (prefill excluded)",
