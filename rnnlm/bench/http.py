@@ -203,7 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         row[5] = 100 * row[4] / ceiling.gflops
 
     lines = [
-        header("HTTP (`rnnlm serve` on loopback)", args, desc, lm, ceiling, command_line("rnnlm.bench.http", argv)),
+        header(
+            "HTTP (`rnnlm serve` on loopback)",
+            args,
+            desc,
+            lm,
+            ceiling,
+            command_line("rnnlm.bench.http", argv),
+        ),
         f"- workload: {len(texts)} n-best lists of 10 candidates (~20 chars), POST /score "
         '{"candidates": [...]}; /next-token {"text": <0-30 chars>, "top_k": 10}; '
         f"{seconds:g} s per row; server idle RSS {idle_mb:.0f} MiB",

@@ -246,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     best = max(r[6] for r in rows if not r[0].startswith("engine"))
     lines = [
-        header("Library scoring (no HTTP)", args, desc, lm, ceiling, command_line("rnnlm.bench.scoring", argv)),
+        header(
+            "Library scoring (no HTTP)", args, desc, lm, ceiling, command_line("rnnlm.bench.scoring", argv)
+        ),
         f"- workload: {len(lists)} n-best lists of 10 candidates (~20 chars each, scored with <bos>/<eos>); "
         f"{seconds:g} s per row; prefix-shared vs `lm.sequence_logprobs`: max |Δ log-prob| = {max_diff:.2e}",
         "",
