@@ -170,7 +170,7 @@ def _checked(build: Callable[[], Any]) -> Any:
 
 @subcommand("train", _train_args)
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train an RNN on whole sentences (the classic trainer: resumable, early stopping)."""
+    """Train an RNN on whole sentences (the classic trainer: resumable, early stopping; runs under torchrun)."""
     from model.train import TrainJob, run_training
 
     model_kw = {f.name: getattr(args, f.name) for f in fields(ModelConfig) if f.name not in FROM_TOKENIZER}
@@ -188,7 +188,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
     )
     metrics = run_training(job, device=args.device, progress=not args.no_progress)
-    print(json.dumps({"valid": metrics.get("valid"), "test": metrics.get("test")}, indent=2))
+    if metrics.get("rank", 0) == 0:  # under torchrun, rank 0 speaks for all
+        print(json.dumps({"valid": metrics.get("valid"), "test": metrics.get("test")}, indent=2))
     return 130 if metrics.get("stopped_by") == "interrupted" else 0
 
 
