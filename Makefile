@@ -8,19 +8,26 @@ TRAIN_OUT     ?= weights/my-lstm  # where `make train` writes: a new directory, 
 TRAIN_MINUTES ?= 60               # its wall-clock limit, final evaluation included
 SHOWN   := HOST PORT TRAIN_OUT TRAIN_MINUTES  # variables `make help` shows with their values
 
-.PHONY: help setup serve test lint data train publish-lstm evaluate results clean
+.PHONY: help setup lock image-test serve test lint data train publish-lstm evaluate results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' \
 	  | sed $(foreach v,$(SHOWN),-e 's|$$($(v))|$(strip $($(v)))|g')
 
-$(BIN)/rnnlm: pyproject.toml
+$(BIN)/rnnlm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-setup: $(BIN)/rnnlm  ## create .venv and install rnnlm with its dev tools
+setup: $(BIN)/rnnlm  ## create .venv and install rnnlm with its dev tools (runtime pinned by constraints.txt)
+
+lock: setup  ## rewrite constraints.txt: the exact runtime dependency versions installed in .venv
+	$(BIN)/python deploy/lock.py > constraints.txt.new && mv constraints.txt.new constraints.txt
+	@touch $(BIN)/rnnlm  # the .venv is what the file pins: no reinstall
+
+image-test: setup  ## build the container image, run it, check /health, /score, /generate, non-root, SIGTERM (minutes)
+	bash deploy/image-test.sh
 
 serve: setup  ## start the service on the shipped model (http://$(HOST):$(PORT))
 	$(BIN)/rnnlm serve --host $(HOST) --port $(PORT)
