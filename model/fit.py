@@ -22,7 +22,7 @@ with the best per-sentence valid perplexity is kept; the final figures are compu
 the same :func:`~model.evaluate.evaluate_lines` that ``rnnlm evaluate`` runs.
 
 ``max_minutes`` limits the whole run, the final evaluation included, as in :mod:`model.train`
-(:class:`~model.train.TimeBudget`): a timed run validates and saves at step 0, times the final
+(:class:`~model.budget.TimeBudget`): a timed run validates and saves at step 0, times the final
 evaluation's path on a sample of valid, and stops training early enough to leave that time.
 """
 
@@ -44,13 +44,13 @@ from torch import Tensor, nn
 
 from . import __version__
 from .batching import length_sorted_batches, pad_batch, with_boundaries
+from .budget import TimeBudget, count_tokens, timing_sample
 from .config import FitConfig, ModelConfig
 from .data import corpus_checksums, load_split
 from .device import pick_device
 from .evaluate import evaluate_lines
 from .ngram.torch_tables import TorchBackoffTables, histories_of
 from .tokenizer import PAD_ID, UNK_ID, Tokenizer
-from .train import TimeBudget, count_tokens, timing_sample
 
 
 @dataclass

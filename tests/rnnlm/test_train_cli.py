@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
+from model.budget import TimeBudget
 from model.checkpoint import CARD, load_rnn
 from model.config import TrainConfig
-from model.train import TimeBudget, Trainer, TrainJob
+from model.train import Trainer, TrainJob
 from rnnlm.cli import main
 
 TINY = [
