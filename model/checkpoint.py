@@ -11,6 +11,9 @@
 
 Loading verifies the weights' sha256 against ``config.json`` and refuses anything else
 (a pickle, a truncated or tampered file) with a :class:`CheckpointError` naming the path.
+Every file must be a regular file within its size bound (``MAX_JSON_BYTES``,
+``MAX_WEIGHTS_BYTES``), checked before it is opened: a FIFO or a link to ``/dev/zero`` is refused
+at once instead of hanging the loader, and each JSON file must hold an object.
 A directory is written to a temporary sibling and renamed into place, so a crash never leaves
 a half-written checkpoint behind.
 """
@@ -29,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
-from .data import sha256_file
+from .data import NotARegularFile, regular_file_size, sha256_file
 from .network import RNNLM
 from .tokenizer import Tokenizer
 
@@ -41,6 +44,8 @@ CONFIG, WEIGHTS, TOKENIZER, METRICS, CARD = (
     "MODEL_CARD.md",
 )
 FORMAT_VERSION = 1
+MAX_JSON_BYTES = 16 << 20  # config.json, tokenizer.json, metrics.json (a large word vocabulary: ~1 MB)
+MAX_WEIGHTS_BYTES = 64 << 30  # model.safetensors, ngram.safetensors
 
 
 class CheckpointError(RuntimeError):
@@ -76,13 +81,36 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-def read_json(path: Path) -> dict:
+def checked_file(path: Path, max_bytes: int) -> int:
+    """The size of a checkpoint file, or a CheckpointError naming it: missing, not a regular file
+    (a FIFO or a device could block or never end), or larger than ``max_bytes``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        size = regular_file_size(path)
     except FileNotFoundError as e:
         raise CheckpointError(f"{path}: missing") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except NotARegularFile as e:
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, device or directory); refusing it") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from e
+    if size > max_bytes:
+        raise CheckpointError(f"{path}: {size} bytes is more than the limit of {max_bytes} for this file")
+    return size
+
+
+def read_json(path: Path) -> dict:
+    """A checkpoint's JSON file, which must hold an object; a CheckpointError names the file."""
+    checked_file(path, MAX_JSON_BYTES)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: missing") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 def save_rnn(
@@ -152,22 +180,21 @@ def read_config(model_dir: str | Path) -> dict:
     config = read_json(d / CONFIG)
     if "model_type" not in config:
         raise CheckpointError(f"{d / CONFIG}: no 'model_type' field")
+    if not isinstance(config["model_type"], str):
+        raise CheckpointError(f"{d / CONFIG}: 'model_type' must be a string")
     return config
 
 
 def load_tokenizer(d: Path) -> Tokenizer:
     """A checkpoint's vocabulary, or a CheckpointError naming the file."""
     try:
-        return Tokenizer.load(d / TOKENIZER)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{d / TOKENIZER}: missing") from e
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{d / TOKENIZER}: invalid tokenizer ({e})") from e
+        return Tokenizer.from_dict(read_json(d / TOKENIZER))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{d / TOKENIZER}: invalid tokenizer ({type(e).__name__}: {e})") from e
 
 
 def verify_file(path: Path, expected_sha256: str | None) -> None:
-    if not path.exists():
-        raise CheckpointError(f"{path}: missing")
+    checked_file(path, MAX_WEIGHTS_BYTES)
     if expected_sha256 is None:
         raise CheckpointError(f"{path}: config.json records no sha256 for it; refusing to load")
     actual = sha256_file(path)
@@ -201,14 +228,17 @@ def load_network(
     tokenizer = load_tokenizer(d)
     try:
         mconf = config_cls.from_dict(config["model"])
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{d / CONFIG}: invalid model config ({e})") from e
     if mconf.vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
             f"{d}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
             f"{mconf.vocab_size}; the vocabulary does not match the weights"
         )
-    model = build(mconf)
+    try:
+        model = build(mconf)
+    except (TypeError, ValueError, RuntimeError) as e:  # e.g. hidden_dim -1: torch refuses the shape
+        raise CheckpointError(f"{d / CONFIG}: invalid model config ({e})") from e
     try:
         tensors = load_file(str(d / WEIGHTS))
     except (SafetensorError, OSError) as e:

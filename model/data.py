@@ -14,8 +14,11 @@ this project, and KenLM's reference numbers, are measured on the same lines.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -47,7 +50,23 @@ def split_lines(lines: Sequence[str]) -> dict[str, list[str]]:
     return {"train": list(lines[:a]), "valid": list(lines[a:b]), "test": list(lines[b:])}
 
 
+class NotARegularFile(OSError):
+    """A path that is a directory, a device (``/dev/zero``), a FIFO or a socket: reading it could
+    block or never end, so it is refused before it is opened."""
+
+
+def regular_file_size(path: str | Path) -> int:
+    """The size of ``path`` (a symlink is followed), or :class:`NotARegularFile`; checked before
+    opening, since opening a FIFO blocks until a writer comes."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
+    return st.st_size
+
+
 def sha256_file(path: str | Path) -> str:
+    """The sha256 of a regular file (anything else: :class:`NotARegularFile`, at once)."""
+    regular_file_size(path)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

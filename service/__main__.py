@@ -43,7 +43,7 @@ def serve(host: str | None = None, port: int | None = None, model_dirs: Sequence
     try:
         settings = Settings(**given)
     except ValidationError as e:
-        problems = "; ".join(f"{_setting_name(err['loc'], given)}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(_problem(err, given) for err in e.errors())
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
@@ -76,6 +76,12 @@ def serve(host: str | None = None, port: int | None = None, model_dirs: Sequence
 
 # the command-line option of each setting that has one (service/options.py)
 FLAGS = {"host": "--host", "port": "--port", "model_dirs": "--model-dir"}
+
+
+def _problem(err: Any, given: dict[str, Any]) -> str:
+    """One setting's problem; a check across settings (no location) names them in its message."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{_setting_name(err['loc'], given)}: {message}" if err["loc"] else message
 
 
 def _setting_name(loc: tuple, given: dict[str, Any]) -> str:

@@ -9,6 +9,10 @@
           admission (admission.py: slots per model, open streams; 503 + Retry-After) ─▶ ModelRunner ─▶ model/
     any error ─▶ one JSON shape (service/errors.py), with the request id
 
+Between metrics and CORS, a request with both Content-Length and Transfer-Encoding is refused
+with 400 (service/limits.py: request smuggling). Paths are exact: ``/score/`` is a 404, not a
+redirect. ``HEAD /health`` answers 200 for load balancers.
+
 Models load once: before uvicorn starts under ``rnnlm serve`` (service/startup.py, so a broken
 checkpoint is one line and exit 1), else in the lifespan, off the event loop; until then model
 routes and /ready answer 503. ``GET /`` serves the playground page (service/static/index.html)
@@ -38,7 +42,7 @@ from .context import HEADER as REQUEST_ID_HEADER
 from .context import RequestContextMiddleware
 from .errors import ApiError, install_error_handlers
 from .guard import Drain, RequestGuardMiddleware
-from .limits import BodyLimitMiddleware, document_limits
+from .limits import BodyLimitMiddleware, FramingMiddleware, document_limits
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .openai_errors import OpenAIErrorsMiddleware
 from .routes import generate, next_token, openai, ops, score, tokenize
@@ -121,6 +125,9 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc are added by _add_docs, from the service's own assets
         redoc_url=None,
+        # one URL per route: `POST /score/` is a 404 in the error shape, not a 307 to /score (a
+        # redirected POST is re-sent by few clients, and each spelling would be a route to guard)
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.registry = None
@@ -166,6 +173,7 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
             max_age=600,
         )
+    app.add_middleware(FramingMiddleware)  # Content-Length with Transfer-Encoding: 400, before any key
     app.add_middleware(OpenAIErrorsMiddleware)  # under /v1/: every error above in OpenAI's shape
     app.add_middleware(MetricsMiddleware, metrics=metrics, route_paths=paths)
     app.add_middleware(RequestContextMiddleware, log_request_text=settings.log_request_text)

@@ -4,10 +4,11 @@
                equal to 1", "field": "top_k", "status": 422}}
 
 =====  =======================  ===============================================================
+400    invalid_request          both Content-Length and Transfer-Encoding (request smuggling; closed)
 422    invalid_request          a field is missing, unknown, has the wrong type or is out of bounds
 413    payload_too_large        body, text length, list length or a count past a configured limit
 401    unauthorized             an API key is configured and the request has none, or a wrong one
-404    not_found                unknown route
+404    not_found                unknown route (paths are exact: ``/score/`` is not ``/score``)
 404    model_not_found          the ``model`` field names no served model
 405    method_not_allowed       e.g. GET on a POST route
 503    not_ready                models are still loading, or failed to load (``Retry-After``)
@@ -18,7 +19,8 @@
 =====  =======================  ===============================================================
 
 Every error body also carries the request's ``request_id`` (the ``X-Request-ID`` header), so a
-client's report can be found in the server log. The engine's own errors (model/engine:
+client's report can be found in the server log; a 500 too, though Starlette answers it outside the
+middleware that sets the id (:func:`_on_unexpected` reads it from the request's scope). The engine's own errors (model/engine:
 ``Overloaded``, ``DeadlineExceeded``, ``EngineStopped``) map to 503 / 504 / 503 here.
 """
 
@@ -38,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.engine import DeadlineExceeded, EngineStopped, Overloaded
 
+from .context import HEADER as REQUEST_ID_HEADER
 from .context import current_request_id
 
 log = logging.getLogger("rnnlm.service")
@@ -94,10 +97,18 @@ def overloaded(message: str, retry_after_s: float, field: str | None = None) -> 
 
 
 def error_response(
-    status: int, type: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    type: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
 ) -> JSONResponse:
-    body = ErrorResponse(error=ErrorDetail(type=type, message=message, field=field, status=status))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    """The error shape; ``request_id`` defaults to the id of the request being answered."""
+    detail = ErrorDetail(type=type, message=message, field=field, status=status)
+    if request_id is not None:
+        detail.request_id = request_id
+    return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=status, headers=headers)
 
 
 # Responses every route can give, for the OpenAPI schema.
@@ -125,6 +136,64 @@ def field_path(loc: tuple | list) -> str | None:
     if parts[:1] == ["body"]:
         parts = parts[1:] or ["body"]
     return ".".join(parts) or None
+
+
+_KINDS = {
+    "str": ("a string", "strings"),
+    "int": ("an integer", "integers"),
+    "float": ("a number", "numbers"),
+    "bool": ("a boolean", "booleans"),
+    "none": ("null", "nulls"),
+    "dict": ("an object", "objects"),
+    "list": ("a list", "lists"),
+}
+
+
+def _kind(tag: str, plural: bool = False) -> str:
+    """A union branch's tag as a reader says it: ``list[str]`` -> "a list of strings"."""
+    if tag.startswith("list[") and tag.endswith("]"):
+        return ("lists of " if plural else "a list of ") + _kind(tag[5:-1], plural=True)
+    one, many = _KINDS.get(tag, (tag, tag))
+    return many if plural else one
+
+
+def _union_tag_at(loc: tuple | list) -> int | None:
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and (part in _UNION_TAGS or "[" in part):
+            return i
+    return None
+
+
+def _in_union_of(e: dict, first: dict) -> bool:
+    at = _union_tag_at(first.get("loc", ()))
+    loc = tuple(e.get("loc", ()))
+    return at is not None and loc[:at] == tuple(first.get("loc", ()))[:at] and _union_tag_at(loc) == at
+
+
+def _union_message(first: dict, errors: list[dict], field: str | None) -> str | None:
+    """For a field that takes several forms (``text: str | list[str]``) pydantic reports each
+    branch separately, "Input should be a valid string" first; say every form the field accepts,
+    and what was wrong with the form that came closest (an empty list, a number in a list)."""
+    loc = tuple(first.get("loc", ()))
+    at = _union_tag_at(loc)
+    if at is None:
+        return None
+    branches: dict[str, dict] = {}
+    for e in errors:
+        eloc = tuple(e.get("loc", ()))
+        if eloc[:at] == loc[:at] and len(eloc) > at and isinstance(eloc[at], str):
+            branches.setdefault(eloc[at], e)
+    if len(branches) < 2:
+        return None
+    kinds = [_kind(tag) for tag in branches]
+    message = f"`{field}`: expected {', '.join(kinds[:-1])} or {kinds[-1]}"
+    details = []
+    for tag, e in branches.items():
+        if tag.startswith(("list", "dict")) and e.get("type") not in ("list_type", "dict_type"):
+            where = field_path(e.get("loc", ()))
+            msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            details.append(f"as {_kind(tag)}: " + (f"`{where}`: {msg}" if where != field else msg))
+    return message + (f" ({'; '.join(details)})" if details else "")
 
 
 def _validation_message(err: dict, field: str | None, known: list[str]) -> str:
@@ -170,7 +239,11 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     errors = sorted(exc.errors(), key=lambda e: not misspelt(e))
     first: dict[str, Any] = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = "body" if first.get("type") == "json_invalid" else field_path(first.get("loc", ("body",)))
-    message = _validation_message(first, field, known)
+    message = _union_message(first, errors, field)
+    if message is None:
+        message = _validation_message(first, field, known)
+    else:  # the other branches' errors are the same error, said once
+        errors = [first, *(e for e in errors[1:] if not _in_union_of(e, first))]
     if field == "body" and "json" not in request.headers.get("content-type", ""):
         message = "`body`: expected a JSON object, sent with Content-Type: application/json"
     if len(errors) > 1:
@@ -230,11 +303,16 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONR
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # Starlette calls this from its outermost middleware, outside RequestContextMiddleware, whose
+    # context variable is reset by then: the id is read from the scope it shares with this request.
+    rid = request.scope.get("state", {}).get("request_id") or current_request_id()
+    log.error("unhandled error on %s %s (request id %s)", request.method, request.url.path, rid, exc_info=exc)
     return error_response(
         500,
         "internal_error",
-        f"internal error; the server log has the details (request id {current_request_id()})",
+        f"internal error; the server log has the details (request id {rid})",
+        headers={REQUEST_ID_HEADER: rid} if rid else None,
+        request_id=rid,
     )
 
 

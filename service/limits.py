@@ -62,7 +62,9 @@ def check_limits(body: BaseModel, settings: Settings) -> None:
                 if name not in body.model_fields_set:  # a default past the limit is lowered to it
                     setattr(body, name, cap)
                 else:
-                    raise too_large(name, f"{value} is more than the limit of {cap} ({env_name(setting)})")
+                    raise too_large(
+                        name, f"{shown(value)} is more than the limit of {cap} ({env_name(setting)})"
+                    )
         for path, text in _strings(name, value):
             if len(text) > settings.max_text_chars:
                 raise too_large(
@@ -72,6 +74,15 @@ def check_limits(body: BaseModel, settings: Settings) -> None:
                 )
             if _SURROGATE.search(text):  # JSON allows "\ud800"; it is not text and cannot be echoed
                 raise invalid(path, "contains an unpaired surrogate (\\ud800-\\udfff); send valid Unicode")
+
+
+MAX_SHOWN_CHARS = 20  # of a number echoed in a message: a 4,000-digit top_k is not sent back whole
+
+
+def shown(value: float) -> str:
+    """A number as an error message may echo it: short ones whole, long ones by their size."""
+    text = str(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else f"a number of {len(text)} characters"
 
 
 def _strings(path: str, value: Any):
@@ -154,6 +165,30 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class FramingMiddleware:
+    """400 for a request with both Content-Length and Transfer-Encoding (RFC 9112 6.3): a proxy in
+    front and this server could disagree on where its body ends, which is how requests are smuggled
+    behind proxies. The connection is closed, since its framing cannot be trusted."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name.lower() for name, _ in scope["headers"]}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                response = error_response(
+                    400,
+                    "invalid_request",
+                    "`headers`: both Content-Length and Transfer-Encoding are set; send one of them",
+                    None,
+                    {"Connection": "close"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def body_too_large_message(max_body_bytes: int) -> str:

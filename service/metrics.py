@@ -2,8 +2,9 @@
 and generated per model. Each app has its own registry, so several apps (tests) never collide.
 
 The middleware is plain ASGI, not ``BaseHTTPMiddleware``: it times a streamed response until its
-last byte, and the endpoint label is the route's path (or ``other``), never the raw URL, so the
-number of series stays bounded whatever clients send.
+last byte, the endpoint label is the route's path (or ``other``), never the raw URL, and the
+method label is one of ``KNOWN_METHODS`` (or ``other``), so the number of series stays bounded
+whatever clients send, unauthenticated requests (401) included.
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
+# The method label: the methods the service answers (CORS preflights included); any other,
+# e.g. one a client made up, counts as "other" instead of creating a series of its own.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, route_paths: set[str]) -> None:
         self.app = app
@@ -122,7 +132,7 @@ class MetricsMiddleware:
         finally:
             in_flight.dec()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
+            self.metrics.requests.labels(endpoint, method_label(scope["method"]), str(status)).inc()
 
 
 class _PrometheusObserver(EngineObserver):

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.engine import EngineConfig
@@ -176,6 +176,18 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _fits_the_engine(self) -> Settings:
+        """Refuse at startup what the engine would refuse per request (a 500 on every such request)."""
+        if self.max_n > self.max_generation_rows:
+            raise ValueError(
+                f"RNNLM_MAX_N ({self.max_n}) is more than RNNLM_MAX_GENERATION_ROWS "
+                f"({self.max_generation_rows}), the samples the engine decodes together: "
+                "lower RNNLM_MAX_N or raise RNNLM_MAX_GENERATION_ROWS"
+            )
+        self.engine_config()  # the engine's own checks of its settings (EngineConfig.__post_init__)
+        return self
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(

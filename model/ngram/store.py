@@ -104,7 +104,10 @@ def load_ngram(model_dir: str | Path) -> NGramLanguageModel:
     config = read_config(d)
     if config["model_type"] != "ngram":
         raise CheckpointError(f"{d / CONFIG}: model_type is {config['model_type']!r}, not 'ngram'")
-    path = d / config.get("tables_file", TABLES)
+    name = config.get("tables_file", TABLES)
+    if not isinstance(name, str) or Path(name).name != name:
+        raise CheckpointError(f"{d / CONFIG}: 'tables_file' must be a file name in the checkpoint directory")
+    path = d / name
     verify_file(path, config.get("tables_sha256"))
     tokenizer = load_tokenizer(d)
     try:

@@ -21,6 +21,12 @@ async def health() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
+@router.head("/health", include_in_schema=False)
+async def health_head() -> Response:
+    """What load balancers send: the status alone."""
+    return Response(status_code=200)
+
+
 @router.get(
     "/ready",
     summary="Models are loaded and requests are served",
@@ -54,9 +60,14 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
     """What /models says about one model: its description plus figures from its metrics.json."""
     described = runner.describe()
     m = getattr(runner.lm, "metrics", None) or {}
-    data = {k: v for k, v in (m.get("data") or {}).items() if k != "dir"}  # no server paths
-    if (m.get("data") or {}).get("dir"):
-        data["corpus"] = Path(m["data"]["dir"]).name
+    # metrics.json is an object (model/checkpoint.py checks it at load); its fields are read
+    # only in the forms training writes, so a hand-edited one cannot make /models a 500
+    given = m.get("data")
+    given = given if isinstance(given, dict) else {}
+    data = {k: v for k, v in given.items() if k != "dir"}  # no server paths
+    corpus = given.get("dir")
+    if isinstance(corpus, str) and corpus:
+        data["corpus"] = Path(corpus).name
     training = {"data": data} if data else {}
     for key in (
         "total_steps",
@@ -70,7 +81,7 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
     ):
         if key in m:
             training[key] = m[key]
-    if "hardware" in m:
+    if isinstance(m.get("hardware"), dict):
         training["device"] = m["hardware"].get("device")
     return ModelInfo(
         name=runner.name,

@@ -1,9 +1,10 @@
 import json
+import os
 
 import pytest
 import torch
 
-from model.checkpoint import CONFIG, TOKENIZER, WEIGHTS, CheckpointError, load_rnn, save_rnn
+from model.checkpoint import CONFIG, METRICS, TOKENIZER, WEIGHTS, CheckpointError, load_rnn, save_rnn
 from model.loading import load_model
 
 from ..conftest import build_tiny_model
@@ -86,3 +87,76 @@ def test_load_model_dispatches_on_model_type(tiny_model_dir):
     lm = load_model(tiny_model_dir)
     assert lm.kind == "rnn"
     assert lm.describe()["tokenizer"] == "char"
+
+
+def _set_model_field(name: str, value: object):
+    def change(d):
+        config = json.loads((d / CONFIG).read_text())
+        config["model"][name] = value
+        (d / CONFIG).write_text(json.dumps(config))
+
+    return change
+
+
+def _replace_weights(make):
+    def change(d):
+        (d / WEIGHTS).unlink()
+        make(d / WEIGHTS)
+
+    return change
+
+
+BROKEN_FILES = {
+    "metrics-not-an-object": (lambda d: (d / METRICS).write_text("[1]"), METRICS, "JSON object"),
+    "tokenizer-not-an-object": (lambda d: (d / TOKENIZER).write_text("[1,2,3]"), TOKENIZER, "JSON object"),
+    "config-not-an-object": (lambda d: (d / CONFIG).write_text('"x"'), CONFIG, "JSON object"),
+    "negative-hidden-dim": (_set_model_field("hidden_dim", -1), CONFIG, "invalid model config"),
+    "hidden-dim-not-a-number": (_set_model_field("hidden_dim", "x"), CONFIG, "invalid model config"),
+    "weights-link-to-dev-zero": (
+        _replace_weights(lambda p: os.symlink("/dev/zero", p)),
+        WEIGHTS,
+        "not a regular file",
+    ),
+    "weights-fifo": (_replace_weights(os.mkfifo), WEIGHTS, "not a regular file"),
+    "weights-directory": (_replace_weights(os.mkdir), WEIGHTS, "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_FILES))
+def test_each_broken_file_is_refused_at_once_naming_it(tiny_model_dir, tmp_path, case):
+    """A FIFO or /dev/zero would block or never end: refused before it is opened (item 10)."""
+    import shutil
+    import time
+
+    breaks, name, problem = BROKEN_FILES[case]
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, d)
+    breaks(d)
+    start = time.monotonic()
+    with pytest.raises(CheckpointError, match=problem) as e:
+        load_model(d)
+    assert time.monotonic() - start < 5
+    assert str(d / name) in str(e.value)
+
+
+def test_oversized_json_files_are_refused_unread(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import model.checkpoint as checkpoint
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, d)
+    cap = max((d / name).stat().st_size for name in (CONFIG, TOKENIZER, METRICS))
+    monkeypatch.setattr(checkpoint, "MAX_JSON_BYTES", cap)
+    (d / METRICS).write_text(json.dumps({"note": "x" * cap}))
+    with pytest.raises(CheckpointError, match=f"{d / METRICS}: .* more than the limit of {cap}"):
+        load_model(d)
+
+
+def test_sha256_file_refuses_what_is_not_a_regular_file(tmp_path):
+    from model.data import NotARegularFile, sha256_file
+
+    os.mkfifo(tmp_path / "fifo")
+    for path in (tmp_path / "fifo", tmp_path, "/dev/zero"):
+        with pytest.raises(NotARegularFile, match="not a regular file"):
+            sha256_file(path)

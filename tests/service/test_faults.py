@@ -22,7 +22,7 @@ import httpx
 import pytest
 import torch
 
-from model.checkpoint import CONFIG, TOKENIZER, WEIGHTS
+from model.checkpoint import CONFIG, METRICS, TOKENIZER, WEIGHTS
 from model.data import sha256_file
 
 from .reliability_support import (
@@ -75,6 +75,17 @@ def _no_directory(d: Path) -> str:
     return "does not exist"
 
 
+def _metrics_not_an_object(d: Path) -> str:
+    (d / METRICS).write_text("[1]")  # once started, every GET /models was a 500
+    return "must be a JSON object"
+
+
+def _weights_fifo(d: Path) -> str:
+    (d / WEIGHTS).unlink()
+    os.mkfifo(d / WEIGHTS)  # opening it would block until a writer comes: startup hung
+    return "not a regular file"
+
+
 BROKEN = {
     "truncated": _truncated,
     "tampered": _tampered,
@@ -82,6 +93,8 @@ BROKEN = {
     "pickled": _pickled,
     "vocabulary-mismatch": _vocabulary_mismatch,
     "no-directory": _no_directory,
+    "metrics-not-an-object": _metrics_not_an_object,
+    "weights-fifo": _weights_fifo,
 }
 
 

@@ -74,6 +74,36 @@ def test_every_response_has_a_request_id_and_errors_repeat_it(client):
     assert error_of(r, 422, "invalid_request", "candidates")["request_id"] == "client-7"
 
 
+def test_a_500_carries_its_request_id_in_the_body_and_the_header(tiny_model_dir, monkeypatch):
+    app = create_app(Settings(model_dirs=[str(tiny_model_dir)]))
+    with TestClient(app, raise_server_exceptions=False) as c:
+
+        async def boom(*args, **kwargs):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(app.state.registry.get(None), "score", boom)
+        r = c.post("/score", json={"candidates": ["a"]}, headers={"X-Request-ID": "bug-report-1"})
+        assert error_of(r, 500, "internal_error")["request_id"] == "bug-report-1"
+        assert "bug-report-1" in r.json()["error"]["message"]
+        made = c.post("/score", json={"candidates": ["a"]}).headers["x-request-id"]
+        assert len(made) == 32
+
+
+# -- settings the engine would refuse per request are refused at startup ---------------------------------
+def test_settings_past_the_engine_are_refused_with_one_line_naming_them(tiny_model_dir, monkeypatch, capsys):
+    from service.__main__ import serve
+
+    with pytest.raises(ValueError, match=r"RNNLM_MAX_N .* RNNLM_MAX_GENERATION_ROWS"):
+        Settings(model_dirs=[str(tiny_model_dir)], max_n=129, max_generation_rows=128)
+    Settings(model_dirs=[str(tiny_model_dir)], max_n=128, max_generation_rows=128)
+    monkeypatch.setenv("RNNLM_MAX_N", "200")
+    assert serve(model_dirs=[str(tiny_model_dir)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        "error: invalid settings: RNNLM_MAX_N (200) is more than RNNLM_MAX_GENERATION_ROWS"
+    )
+
+
 # -- API keys ------------------------------------------------------------------------------------------
 def test_api_keys_guard_every_route_but_health_docs_and_the_page(tiny_model_dir, tmp_path):
     static = tmp_path / "static"
@@ -108,6 +138,31 @@ def test_api_keys_guard_every_route_but_health_docs_and_the_page(tiny_model_dir,
         assert "401" in spec["paths"]["/score"]["post"]["responses"]
         assert "security" not in spec["paths"]["/health"]["get"]
         assert "k-one" not in json.dumps(spec) and "k-one" not in repr(settings)
+
+
+def test_made_up_methods_and_paths_add_no_metric_series_even_unauthenticated(tiny_model_dir):
+    app = create_app(Settings(model_dirs=[str(tiny_model_dir)], api_key="s3cret"))
+    key = {"Authorization": "Bearer s3cret"}
+    with TestClient(app) as c:
+
+        def series() -> list[str]:
+            text = c.get("/metrics", headers=key).text
+            return [ln for ln in text.splitlines() if ln.startswith("rnnlm_request")]
+
+        for i in range(3):
+            c.request(f"MADEUP{i}", f"/made/up/{i}")
+            c.request(f"MADEUP{i}", f"/made/up/{i}", headers=key)
+            c.post(f"/nothing/{i}")
+        series()  # /metrics's own series appear once it has been answered
+        before = len(series())
+        for i in range(3, 60):
+            assert c.request(f"MADEUP{i}", f"/made/up/{i}").status_code == 401
+            c.request(f"MADEUP{i}", f"/made/up/{i}", headers=key)
+            c.post(f"/nothing/{i}")
+        text = "\n".join(series())
+        assert len(series()) == before
+        assert "MADEUP" not in text and "/made/up" not in text and "/nothing" not in text
+        assert 'rnnlm_requests_total{endpoint="other",method="other",status="401"}' in text
 
 
 def test_authentication_is_off_without_keys(client):
@@ -432,6 +487,41 @@ def test_a_second_stream_past_the_stream_limit_is_refused(endless_dir):
         stream_doc = spec["components"]["schemas"]["GenerateRequest"]["properties"]["stream"]["description"]
         assert "RNNLM_MAX_STREAMS" in stream_doc
         assert {"503", "504"} <= set(spec["paths"]["/generate"]["post"]["responses"])
+
+
+def test_a_real_server_refuses_content_length_with_transfer_encoding(tiny_model_dir):
+    """Request smuggling: uvicorn (h11) reads such a body as chunked; the app refuses it first."""
+    import socket
+
+    with server_thread(create_app(Settings(model_dirs=[str(tiny_model_dir)]))) as base:
+        host, port = base.removeprefix("http://").split(":")
+        body = b'{"candidates": ["a"]}'
+        request = (
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(body):x}\r\n".encode()
+            + body
+            + b"\r\n0\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), head
+        assert b"x-request-id" in head.lower() and b"Transfer-Encoding" in payload
+
+
+def test_models_reads_an_odd_metrics_json_without_a_500(tiny_model_dir, tmp_path):
+    d = tmp_path / "odd-metrics"
+    shutil.copytree(tiny_model_dir, d)
+    (d / "metrics.json").write_text(json.dumps({"data": [1], "hardware": 1, "test": [2]}))
+    with TestClient(create_app(Settings(model_dirs=[str(d)]))) as c:
+        r = c.get("/models")
+        assert r.status_code == 200, r.text
+        [info] = r.json()["models"]
+        assert info["metrics"] == {} and "device" not in info["training"]
 
 
 # -- starting without a loadable model -----------------------------------------------------------------

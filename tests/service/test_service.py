@@ -425,6 +425,29 @@ def test_unknown_routes_and_methods(client):
     error_of(client.get("/static/missing.js"), 404, type_="not_found")
 
 
+def test_small_things_of_issue_13(client):
+    """A huge number is not echoed whole; HEAD /health; no redirect on a trailing slash; a union
+    field says every form it takes; Content-Length with Transfer-Encoding is refused (smuggling)."""
+    err = error_of(client.post("/next-token", json={"text": "a", "top_k": int("9" * 3900)}), 413, "top_k")
+    assert len(err["message"]) < 200 and "3900 characters" in err["message"]
+    head = client.head("/health")
+    assert head.status_code == 200 and head.headers["x-request-id"]
+    r = client.post("/score/", json={"candidates": ["a"]}, follow_redirects=False)
+    assert "no route POST /score/" in error_of(r, 404, type_="not_found")["message"]
+    empty = error_of(client.post("/next-token", json={"text": []}), 422, "text")["message"]
+    assert "expected a string or a list of strings" in empty and "at least 1 item" in empty
+    assert "more error" not in empty
+    err = error_of(client.post("/next-token", json={"text": [1]}), 422, "text")
+    assert "`text.0`: Input should be a valid string" in err["message"]
+    r = client.post(
+        "/score",
+        content=json.dumps({"candidates": ["a"]}).encode(),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked", "Content-Length": "20"},
+    )
+    err = error_of(r, 400, type_="invalid_request")
+    assert "Content-Length and Transfer-Encoding" in err["message"] and r.headers["connection"] == "close"
+
+
 def test_unexpected_errors_are_500_without_internals(settings, monkeypatch):
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as c:
