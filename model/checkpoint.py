@@ -77,6 +77,15 @@ def write_dir_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> P
     return out
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace one file in a single rename (never half-written), readable by other users."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 

@@ -45,11 +45,13 @@ from torch import Tensor, nn
 from . import __version__
 from .batching import length_sorted_batches, pad_batch, with_boundaries
 from .budget import TimeBudget, count_tokens, timing_sample
+from .checkpoint import write_text_atomically
 from .config import FitConfig, ModelConfig
 from .data import corpus_checksums, load_split
 from .device import pick_device
 from .evaluate import evaluate_lines
 from .ngram.torch_tables import TorchBackoffTables, histories_of
+from .optim import adamw, lr_at
 from .tokenizer import PAD_ID, UNK_ID, Tokenizer
 
 
@@ -159,12 +161,6 @@ class Progress:
     history: list[dict] = field(default_factory=list)
 
 
-def lr_at(progress: float, step: int, cfg: FitConfig) -> float:
-    warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
-
 def build_net(kind: str, model: dict[str, Any], vocab_size: int) -> nn.Module:
     if kind == "window":
         from .window import WindowConfig, WindowNet
@@ -206,13 +202,7 @@ class Fitter:
         )
         fold_tables, full_tables = self._ngram_tables() if cfg.kind == "hybrid" else (None, None)
         self.objective = Objective(self.net, cfg.kind, width, fold_tables, full_tables)
-        decay = [p for p in self.net.parameters() if p.dim() >= 2]
-        rest = [p for p in self.net.parameters() if p.dim() < 2]
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            betas=(0.9, 0.99),
-        )
+        self.opt = adamw(self.net, cfg.lr, cfg.weight_decay)
         self.progress = Progress(phase="stream" if cfg.sentence_fraction < 1 else "sentence")
         self.run_dir = Path(job.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -551,19 +541,14 @@ def fit(job: FitJob, device: str = "auto", log=print, final_eval: bool = True) -
 
 def write_metrics(model_dir: str | Path, metrics: dict) -> None:
     """Replace a checkpoint's metrics.json in one rename (never half-written)."""
-    path = Path(model_dir) / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    write_text_atomically(
+        Path(model_dir) / "metrics.json", json.dumps(metrics, ensure_ascii=False, indent=2) + "\n"
+    )
 
 
 def write_card(model_dir: str | Path, card: str) -> None:
     """Replace a checkpoint's MODEL_CARD.md in one rename."""
-    tmp = Path(model_dir) / "MODEL_CARD.md.tmp"
-    tmp.write_text(card, encoding="utf-8")
-    tmp.chmod(0o644)
-    tmp.replace(Path(model_dir) / "MODEL_CARD.md")
+    write_text_atomically(Path(model_dir) / "MODEL_CARD.md", card)
 
 
 def publish(

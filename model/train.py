@@ -61,6 +61,7 @@ from .device import pick_device, resolve_device
 from .evaluate import evaluate_lines
 from .lm import RNNLanguageModel
 from .network import RNNLM
+from .optim import adamw, lr_at
 from .tokenizer import UNK_ID, Tokenizer
 
 
@@ -77,24 +78,11 @@ class TrainJob:
     resume: bool = True
 
 
-def lr_at(progress: float, step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine from ``lr`` to ``lr * min_lr_ratio``."""
-    warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
-
 def make_optimizer(net: RNNLM, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(net.parameters(), lr=cfg.lr)
     if cfg.optimizer == "adamw":
-        decay = [p for n, p in net.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in net.named_parameters() if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+        return adamw(net, cfg.lr, cfg.weight_decay)
     raise ValueError(f"optimizer must be adamw or sgd, got {cfg.optimizer!r}")
 
 

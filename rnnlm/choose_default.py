@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from model.checkpoint import write_text_atomically
 from model.data import load_split
 from model.evaluate import evaluate_lines
 from model.loading import load_model
@@ -53,9 +54,5 @@ def choose_default(
         "candidates": candidates,
         "command": command,
     }
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(Path(out), json.dumps(record, ensure_ascii=False, indent=2) + "\n")
     return record

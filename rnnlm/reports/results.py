@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from model.batching import with_boundaries
+from model.checkpoint import write_text_atomically
 from model.data import load_split, sha256_file
 from model.lm import LanguageModel
 from model.quality.analysis import edit_width, frequency_profile, pairs_of, position_profile
@@ -419,8 +420,10 @@ def run_quality(
         "environment": environment(),
         "seconds": round(time.time() - t0, 1),
     }
-    write_text(Path(out), render_markdown(result, texts["sets"]))
-    write_text(Path(out).with_suffix(".json"), json.dumps(result, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomically(Path(out), render_markdown(result, texts["sets"]))
+    write_text_atomically(
+        Path(out).with_suffix(".json"), json.dumps(result, ensure_ascii=False, indent=1) + "\n"
+    )
     log(f"wrote {out} and {Path(out).with_suffix('.json')} in {result['seconds']:.0f} s")
     return result
 
@@ -437,10 +440,3 @@ def environment() -> dict:
         "pypinyin": pypinyin.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from model.checkpoint import write_text_atomically
+
 BEGIN, END = "<!-- runs:begin (python -m rnnlm.reports.training) -->", "<!-- runs:end -->"
 COLORS = [
     "#1f77b4",
@@ -137,9 +139,9 @@ def write_report(logs: Path, doc: Path, figures: Path) -> None:
             ("elapsed_s", "minutes", 1 / 60, "minutes"),
         ):
             name = f"curves-{group}-{suffix}.svg"
-            (figures / name).write_text(
+            write_text_atomically(
+                figures / name,
                 svg_plot(chosen, x_key, label, scale, f"{group}: valid perplexity against {suffix}"),
-                encoding="utf-8",
             )
             links.append(f"![{group} against {suffix}]({figures.relative_to(doc.parent).as_posix()}/{name})")
     block = f"{BEGIN}\n{run_table(summary)}\n\n" + "\n\n".join(links) + f"\n{END}"
@@ -148,7 +150,7 @@ def write_report(logs: Path, doc: Path, figures: Path) -> None:
         raise ValueError(f"{doc}: the markers {BEGIN!r} and {END!r} are missing")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    doc.write_text(head + block + tail, encoding="utf-8")
+    write_text_atomically(doc, head + block + tail)
 
 
 def main(argv: list[str] | None = None) -> int:
