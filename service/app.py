@@ -47,7 +47,7 @@ from .metrics import MetricsMiddleware, ServiceMetrics
 from .openai_errors import OpenAIErrorsMiddleware
 from .routes import generate, next_token, openai, ops, score, tokenize
 from .runner import ModelRegistry
-from .settings import Settings, get_settings
+from .settings import Settings, get_settings, read_default_choice
 from .startup import StartupError, load_registry, public_reason
 
 log = logging.getLogger("rnnlm.service")
@@ -108,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await registry.start(settings.engine_config(), app.state.metrics.engine_observer())
         log.info("ready: %s", ", ".join(registry.runners))
     app.state.registry = registry
+    app.state.default_choice = read_default_choice()  # shown by /models; read once, not per request
     try:
         yield
     finally:

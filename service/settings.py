@@ -39,9 +39,8 @@ def read_default_choice(choice: Path = DEFAULT_CHOICE) -> dict | None:
 
 def default_model_dirs(choice: Path = DEFAULT_CHOICE) -> list[str]:
     """The models `rnnlm benchmark choose-default` chose to serve, best reranker first."""
-    try:
-        serve = json.loads(choice.read_text(encoding="utf-8"))["serve"]
-    except (OSError, ValueError, KeyError, TypeError):
+    serve = (read_default_choice(choice) or {}).get("serve")
+    if not isinstance(serve, list):
         return list(FALLBACK_MODEL_DIRS)
     dirs = [d for d in serve if isinstance(d, str) and Path(d).is_dir()]
     return dirs or list(FALLBACK_MODEL_DIRS)

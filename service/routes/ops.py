@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..deps import MetricsDep, RegistryDep
 from ..errors import ErrorResponse
 from ..runner import ModelRunner
 from ..schemas import HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
-from ..settings import read_default_choice
 
 router = APIRouter(tags=["operations"])
 
@@ -41,10 +40,10 @@ async def ready(registry: RegistryDep) -> ReadyResponse:
     summary="The served models, with their training data and test figures",
     responses={503: {"model": ErrorResponse, "description": "Still loading"}},
 )
-async def models(registry: RegistryDep) -> ModelsResponse:
+async def models(registry: RegistryDep, request: Request) -> ModelsResponse:
     return ModelsResponse(
         models=[model_info(r, r.name == registry.default) for r in registry.runners.values()],
-        default_choice=read_default_choice(),
+        default_choice=getattr(request.app.state, "default_choice", None),
     )
 
 
