@@ -34,7 +34,7 @@ import os
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +72,18 @@ class FitJob:
 class Corpus:
     """Train sentences as one token array plus the index maps of both phases."""
 
-    tokens: Tensor  # (S,) every sentence's [<bos>, …, <eos>] back to back
+    tokens: Tensor  # (S,) every sentence's [<bos>, …, <eos>] back to back (CPU: noised per epoch)
     inputs: Tensor  # (N,) index into tokens of each input position (all but each <eos>)
     position: Tensor  # (N,) index of the input token in its sentence (<bos> is 0)
     fold: Tensor  # (N,) the sentence's fold
     sentences: list[list[int]]
     sentence_fold: list[int]
+
+    def to(self, device: torch.device) -> Corpus:
+        """The index maps moved to ``device`` once (they are the same every epoch)."""
+        return replace(
+            self, inputs=self.inputs.to(device), position=self.position.to(device), fold=self.fold.to(device)
+        )
 
     @classmethod
     def build(cls, seqs: list[list[int]], folds: int, seed: int) -> Corpus:
@@ -188,7 +194,7 @@ class Fitter:
         self.valid_lines = load_split(job.data_dir, "valid")
         self.tokenizer = Tokenizer.build(self.train_lines, kind="char")
         seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in self.train_lines]
-        self.corpus = Corpus.build(seqs, cfg.folds if cfg.kind == "hybrid" else 1, cfg.seed)
+        self.corpus = Corpus.build(seqs, cfg.folds if cfg.kind == "hybrid" else 1, cfg.seed).to(device)
         self.valid_seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in self.valid_lines]
         self.rare = torch.zeros(self.tokenizer.vocab_size, dtype=torch.bool)
         self.rare[self.tokenizer.rare_ids(1)] = True
@@ -286,14 +292,13 @@ class Fitter:
         """(x, y, hist, fold) windows of (B, T) over the noised stream, rows read in order."""
         c, cfg = self.corpus, self.cfg
         tokens = noised(c.tokens, self.rare, cfg.unk_replace, self.gen).to(self.device)
-        inputs, position, fold = c.inputs.to(self.device), c.position.to(self.device), c.fold.to(self.device)
-        x_all, y_all = tokens[inputs], tokens[inputs + 1]
-        hist_all = histories_of(x_all, position, self.objective.width) if self.objective.width else None
+        x_all, y_all = tokens[c.inputs], tokens[c.inputs + 1]
+        hist_all = histories_of(x_all, c.position, self.objective.width) if self.objective.width else None
         offset = random.Random(cfg.seed + epoch).randrange(cfg.bptt)
         B = cfg.batch_size
         L = (len(x_all) - offset) // B
         view = lambda t: t[offset : offset + B * L].view(B, L, *t.shape[1:])  # noqa: E731
-        x, y, f = view(x_all), view(y_all), view(fold)
+        x, y, f = view(x_all), view(y_all), view(c.fold)
         h = view(hist_all) if hist_all is not None else None
         for start in range(0, L, cfg.bptt):
             end = min(start + cfg.bptt, L)
