@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from .checkpoint import CONFIG, CheckpointError, load_network, save_network
 from .config import ModelConfig
 from .data import sha256_file
-from .lm import LanguageModel, State, in_padded_batches
+from .lm import LanguageModel, State, describe_rnn, in_padded_batches
 from .network import RNNLM
 from .ngram.model import NGramLanguageModel
 from .ngram.torch_tables import TorchBackoffTables, histories_of
@@ -169,10 +169,7 @@ class HybridLanguageModel(LanguageModel):
         c = self.net.config
         return {
             **super().describe(),
-            "cell": c.cell,
-            "num_layers": c.num_layers,
-            "hidden_dim": c.hidden_dim,
-            "parameters": self.net.num_parameters(),
+            **describe_rnn(self.net),
             "components": {
                 "rnn": f"{c.num_layers}x{c.hidden_dim} {c.cell}",
                 "ngram": f"order {self.ngram.order}, {self.ngram.smoothing}",

@@ -173,15 +173,18 @@ class RNNLanguageModel(LanguageModel):
         return torch.log_softmax(logits[:, -1].float(), dim=-1), state
 
     def describe(self) -> dict:
-        c = self.net.config
-        return {
-            **super().describe(),
-            "cell": c.cell,
-            "num_layers": c.num_layers,
-            "hidden_dim": c.hidden_dim,
-            "parameters": self.net.num_parameters(),
-            "device": str(self.device),
-        }
+        return {**super().describe(), **describe_rnn(self.net), "device": str(self.device)}
+
+
+def describe_rnn(net: Any) -> dict:
+    """What ``describe`` says of a recurrent network (an RNNLM, or a hybrid that holds one)."""
+    c = net.config
+    return {
+        "cell": c.cell,
+        "num_layers": c.num_layers,
+        "hidden_dim": c.hidden_dim,
+        "parameters": net.num_parameters(),
+    }
 
 
 def in_padded_batches(
