@@ -91,10 +91,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 FROM_TOKENIZER = ("vocab_size", "pad_id", "never_predict")
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help=CORPUS_HELP)
-    p.add_argument("--out", required=True, help="checkpoint directory to write (the best model on valid)")
-    p.add_argument("--run-dir", help="where resume state and log.jsonl go (default: runs/<out name>)")
+def _tokenizer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokenizer",
         choices=["char", "word"],
@@ -104,6 +101,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-count", type=int, default=1, help="pieces seen fewer times in train become <unk> (default: 1)"
     )
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help=CORPUS_HELP)
+    p.add_argument("--out", required=True, help="checkpoint directory to write (the best model on valid)")
+    p.add_argument("--run-dir", help="where resume state and log.jsonl go (default: runs/<out name>)")
+    _tokenizer_args(p)
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --run-dir holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -323,15 +327,7 @@ def _train_ngram_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epsilon", type=float, help="interp: weight of the shorter context (default: tuned on valid)"
     )
-    p.add_argument(
-        "--tokenizer",
-        choices=["char", "word"],
-        default="char",
-        help="char: one token per character; word: whitespace-separated words (default: char)",
-    )
-    p.add_argument(
-        "--min-count", type=int, default=1, help="pieces seen fewer times in train become <unk> (default: 1)"
-    )
+    _tokenizer_args(p)
 
 
 def _command_line(name: str) -> str:
