@@ -38,7 +38,6 @@ class GenerationStream:
         assert request.sampling.seed is not None, "Engine.generate seeds the request"
         self.request = request
         self.prompt_ids = prompt_ids
-        self.seed: int = request.sampling.seed
         self.deadline = deadline  # time.monotonic() by which the request must be done
         self.submitted = time.monotonic()
         self.cancelled = False  # set by the caller's side; the worker drops the rows
@@ -46,6 +45,12 @@ class GenerationStream:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._finished = False
+
+    @property
+    def seed(self) -> int:
+        """The base seed used (sample ``i`` uses ``seed + i``), given or drawn."""
+        assert self.request.sampling.seed is not None
+        return self.request.sampling.seed
 
     # -- the worker's side (called on the event loop through call_soon_threadsafe) ---------------
     def _push(self, events: list[TokenEvent], end: BaseException | bool) -> None:
