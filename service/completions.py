@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from model.engine import Engine, GenerationStream
-from model.generation import GenerationRequest, Sample
+from model.generation import Sample
 from model.scoring import ScoreOptions
 from model.tokenizer import BOS, BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
@@ -40,8 +40,7 @@ from .compat_schemas import (
 )
 from .errors import invalid, too_large
 from .limits import env_name
-from .runner import ModelRunner
-from .runner import generation_request as runner_generation_request
+from .runner import ModelRunner, generation_request
 from .tokens import ids_to_text, piece_starts
 
 # Next-token prefixes per engine call: bounds its (prefixes, V) log-probs and how long it holds the
@@ -118,11 +117,6 @@ def id_prompt(tokenizer: Tokenizer, ids: Sequence[int], field: str, max_ids: int
 
 
 # -- the engine calls ---------------------------------------------------------------------------------
-def generation_request(body: CompletionRequest, prompt: Prompt, max_tokens: int) -> GenerationRequest:
-    """The request POST /generate makes of the same fields (sample i uses seed + i)."""
-    return runner_generation_request(body, prompt.text, max_tokens)
-
-
 def begin_all(
     runner: ModelRunner, body: CompletionRequest, prompts: list[Prompt], max_tokens: int
 ) -> list[GenerationStream | None]:
@@ -131,7 +125,9 @@ def begin_all(
     streams: list[GenerationStream | None] = []
     try:
         for p in prompts:
-            streams.append(runner.begin(generation_request(body, p, max_tokens)) if max_tokens > 0 else None)
+            streams.append(
+                runner.begin(generation_request(body, p.text, max_tokens)) if max_tokens > 0 else None
+            )
     except BaseException:
         for stream in streams:
             if stream is not None:
