@@ -98,6 +98,13 @@ def render_fit_card(name: str, model: dict, metrics: dict, ngram: str = "", orde
     )
     sha = "\n".join(f"- {k}: `{v}`" for k, v in data.get("sha256", {}).items())
     init = f"\nStarted from the weights of `{metrics['init_from']}`.\n" if metrics.get("init_from") else ""
+    if metrics.get("tokenizer", {}).get("direction") == "backward":
+        summary += (
+            ", read right to left (a backward model: `rnnlm fit --reverse`). It scores whole, finished"
+            " sentences as P(w_n) P(w_n-1 | w_n) … P(w_1 | w_2 … w_n), a true sentence probability that"
+            " rescoring adds to a forward model's (`/score` `direction: both`, `rnnlm tune`); it cannot"
+            " generate or continue a prefix"
+        )
     return f"""# Model card: {name}
 
 {summary} ({metrics.get("tokenizer", {}).get("vocab_size", "n/a")} tokens including

@@ -64,6 +64,7 @@ class FitJob:
     fit: FitConfig = field(default_factory=FitConfig)
     ngram_dir: str = ""  # hybrid: the full-train n-gram checkpoint (built and saved here if missing)
     init_from: str = ""  # start from this checkpoint's weights (same kind and shape)
+    reverse: bool = False  # a right-to-left model: the tokenizer reads each sentence backward
     command: str = ""
 
 
@@ -192,7 +193,9 @@ class Fitter:
         torch.manual_seed(cfg.seed)
         self.train_lines = load_split(job.data_dir, "train")
         self.valid_lines = load_split(job.data_dir, "valid")
-        self.tokenizer = Tokenizer.build(self.train_lines, kind="char")
+        self.tokenizer = Tokenizer.build(
+            self.train_lines, kind="char", direction="backward" if job.reverse else "forward"
+        )
         seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in self.train_lines]
         self.corpus = Corpus.build(seqs, cfg.folds if cfg.kind == "hybrid" else 1, cfg.seed).to(device)
         self.valid_seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in self.valid_lines]
@@ -231,7 +234,7 @@ class Fitter:
             fold_tables.append(from_sequences(self.tokenizer, held_in, cfg.ngram_order, "kn").tables)
         if job.ngram_dir and Path(job.ngram_dir, "config.json").exists():
             full = load_ngram(job.ngram_dir)
-            if full.tokenizer.tokens != self.tokenizer.tokens or full.order != cfg.ngram_order:
+            if full.tokenizer.to_dict() != self.tokenizer.to_dict() or full.order != cfg.ngram_order:
                 raise ValueError(f"{job.ngram_dir}: not an order-{cfg.ngram_order} n-gram of this vocabulary")
         else:
             full = from_sequences(self.tokenizer, seqs, cfg.ngram_order, "kn")
@@ -436,7 +439,12 @@ class Fitter:
                 "train_tokens": len(self.corpus.inputs),
             },
             "fit_config": asdict(self.cfg),
-            "tokenizer": {"kind": "char", "vocab_size": self.tokenizer.vocab_size, "min_count": 1},
+            "tokenizer": {
+                "kind": "char",
+                "vocab_size": self.tokenizer.vocab_size,
+                "min_count": 1,
+                "direction": self.tokenizer.direction,
+            },
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "command": self.job.command,
             "init_from": self.job.init_from,

@@ -6,6 +6,12 @@ The vocabulary always starts with four special tokens, in this order::
 
 Unknown input never fails: it maps to ``<unk>`` and is counted (``Encoding.oov``). A tokenizer
 is saved as JSON beside the weights, so a checkpoint never needs the corpus again.
+
+A tokenizer also fixes the reading direction. A ``backward`` tokenizer encodes a text's pieces
+right to left, so a model trained on its ids is a right-to-left language model: it scores a
+whole, finished sentence as P(w_n) P(w_{n-1} | w_n) … P(w_1 | w_2 … w_n). The joint probability
+is the same quantity a forward model estimates, which is why the two can be added when
+rescoring finished hypotheses (never when generating: a backward model cannot continue a text).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 KINDS = ("char", "word")
+DIRECTIONS = ("forward", "backward")
 
 
 def append_piece(text: str, piece: str, joiner: str) -> str:
@@ -39,11 +46,14 @@ class Tokenizer:
     kind: str  # "char" or "word"
     tokens: list[str]  # id -> token; the first four are SPECIALS
     counts: dict[str, int] = field(default_factory=dict)  # training counts (for rare-token handling)
+    direction: str = "forward"  # forward (left to right) | backward (ids and pieces right to left)
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"tokenizer kind must be one of {KINDS}, got {self.kind!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"tokenizer direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if tuple(self.tokens[:4]) != SPECIALS:
             raise ValueError(f"vocabulary must start with {SPECIALS}")
         self._index = {t: i for i, t in enumerate(self.tokens)}
@@ -52,7 +62,9 @@ class Tokenizer:
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
-    def build(cls, lines: Iterable[str], kind: str = "char", min_count: int = 1) -> Tokenizer:
+    def build(
+        cls, lines: Iterable[str], kind: str = "char", min_count: int = 1, direction: str = "forward"
+    ) -> Tokenizer:
         """Vocabulary of every piece seen at least ``min_count`` times, most frequent first."""
         counter: Counter[str] = Counter()
         for line in lines:
@@ -60,7 +72,9 @@ class Tokenizer:
         for s in SPECIALS:
             counter.pop(s, None)
         kept = [t for t, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
-        return cls(kind=kind, tokens=[*SPECIALS, *kept], counts={t: counter[t] for t in kept})
+        return cls(
+            kind=kind, tokens=[*SPECIALS, *kept], counts={t: counter[t] for t in kept}, direction=direction
+        )
 
     # -- using --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -73,8 +87,14 @@ class Tokenizer:
     def token_id(self, token: str) -> int:
         return self._index.get(token, UNK_ID)
 
+    @property
+    def backward(self) -> bool:
+        return self.direction == "backward"
+
     def split(self, text: str) -> list[str]:
-        return split_text(text, self.kind)
+        """The text's pieces in the model's reading order (right to left for a backward tokenizer)."""
+        pieces = split_text(text, self.kind)
+        return pieces[::-1] if self.backward else pieces
 
     def encode(self, text: str) -> Encoding:
         pieces = self.split(text)
@@ -86,7 +106,7 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         sep = "" if self.kind == "char" else " "
         out = [self.tokens[i] for i in ids if not (skip_special and i < 4)]
-        return sep.join(out)
+        return sep.join(out[::-1] if self.backward else out)
 
     def piece(self, token_id: int) -> str:
         """Text of one token id, as it would appear in decoded text."""
@@ -107,11 +127,17 @@ class Tokenizer:
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "tokens": self.tokens, "counts": self.counts}
+        d = {"kind": self.kind, "tokens": self.tokens, "counts": self.counts}
+        return d | ({"direction": self.direction} if self.backward else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> Tokenizer:
-        return cls(kind=d["kind"], tokens=list(d["tokens"]), counts=dict(d.get("counts", {})))
+        return cls(
+            kind=d["kind"],
+            tokens=list(d["tokens"]),
+            counts=dict(d.get("counts", {})),
+            direction=d.get("direction", "forward"),
+        )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")

@@ -74,6 +74,7 @@ class TrainJob:
     train: TrainConfig
     tokenizer_kind: str = "char"
     min_count: int = 1
+    reverse: bool = False  # a right-to-left model (backward tokenizer)
     command: str = ""  # the command line, recorded in the model card
     resume: bool = True
 
@@ -186,7 +187,12 @@ class Trainer:
         train_lines = load_split(job.data_dir, "train")
         self.valid_lines = load_split(job.data_dir, "valid")
         test_lines = load_split(job.data_dir, "test")  # read now: a missing split fails before training
-        self.tokenizer = Tokenizer.build(train_lines, kind=job.tokenizer_kind, min_count=job.min_count)
+        self.tokenizer = Tokenizer.build(
+            train_lines,
+            kind=job.tokenizer_kind,
+            min_count=job.min_count,
+            direction="backward" if job.reverse else "forward",
+        )
         self.valid_tokens = count_tokens(self.tokenizer, self.valid_lines)
         test_tokens = count_tokens(self.tokenizer, test_lines)
         self.train_seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in train_lines]
@@ -263,6 +269,7 @@ class Trainer:
                 "kind": self.tokenizer.kind,
                 "vocab_size": self.tokenizer.vocab_size,
                 "min_count": job.min_count,
+                "direction": self.tokenizer.direction,
             },
             "parameters": self.net.num_parameters(),
             "command": job.command,

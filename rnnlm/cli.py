@@ -101,6 +101,11 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-count", type=int, default=1, help="pieces seen fewer times in train become <unk> (default: 1)"
     )
+    p.add_argument(
+        "--reverse",
+        action="store_true",
+        help="train a right-to-left (backward) model: it scores whole sentences, for rescoring",
+    )
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -188,6 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train=train_cfg,
         tokenizer_kind=args.tokenizer,
         min_count=args.min_count,
+        reverse=args.reverse,
         command="rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "",
         resume=not args.no_resume,
     )
@@ -221,6 +227,11 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
         help="hybrid: its n-gram checkpoint directory (built and saved there if missing)",
     )
     p.add_argument("--init-from", default="", help="checkpoint directory whose weights to start from")
+    p.add_argument(
+        "--reverse",
+        action="store_true",
+        help="train a right-to-left (backward) model: it scores whole sentences, for rescoring",
+    )
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument(
         "--model",
@@ -266,6 +277,7 @@ def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
         fit=cfg,
         ngram_dir=args.ngram_dir,
         init_from=args.init_from,
+        reverse=args.reverse,
         command=command,
     )
 
@@ -351,6 +363,7 @@ def cmd_train_ngram(args: argparse.Namespace) -> int:
         epsilon=args.epsilon,
         tokenizer_kind=args.tokenizer,
         min_count=args.min_count,
+        reverse=args.reverse,
         command=_command_line("train-ngram"),
     )
     metrics = train_ngram(job, log=lambda line: print(line, file=sys.stderr))

@@ -50,6 +50,7 @@ class NGramJob:
     epsilon: float | None = None  # interp; None: tuned on valid
     tokenizer_kind: str = "char"
     min_count: int = 1  # rarer pieces become <unk> (1 keeps every training piece, as lmplz does)
+    reverse: bool = False  # a right-to-left model (backward tokenizer)
     command: str = ""  # the command line, recorded in the model card
 
 
@@ -65,7 +66,12 @@ def train_ngram(job: NGramJob, log=print) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     train = load_split(job.data_dir, "train")
     valid = load_split(job.data_dir, "valid")
-    tokenizer = Tokenizer.build(train, kind=job.tokenizer_kind, min_count=job.min_count)
+    tokenizer = Tokenizer.build(
+        train,
+        kind=job.tokenizer_kind,
+        min_count=job.min_count,
+        direction="backward" if job.reverse else "forward",
+    )
     seqs = [with_boundaries(tokenizer.encode(line).ids) for line in train]
     counts = count_ngrams(seqs, job.order, tokenizer.vocab_size)
     del seqs
@@ -100,7 +106,12 @@ def train_ngram(job: NGramJob, log=print) -> dict:
         "params": info,
         "ngrams": tables.sizes(),
         "tuning": tuning,
-        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "min_count": job.min_count},
+        "tokenizer": {
+            "kind": tokenizer.kind,
+            "vocab_size": tokenizer.vocab_size,
+            "min_count": job.min_count,
+            "direction": tokenizer.direction,
+        },
         "data": {
             "dir": str(job.data_dir),
             "sha256": corpus_checksums(job.data_dir),

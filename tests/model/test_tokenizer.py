@@ -53,3 +53,31 @@ def test_json_round_trip(tmp_path):
     assert loaded.kind == "char"
     assert loaded.encode("石油😀").ids == tok.encode("石油😀").ids
     assert loaded.rare_ids(1) == tok.rare_ids(1)
+
+
+def test_backward_tokenizer_reads_right_to_left_and_decodes_in_reading_order():
+    fwd = Tokenizer.build(["厨房里食油用完了", "你先走"], kind="char")
+    bwd = Tokenizer.build(["厨房里食油用完了", "你先走"], kind="char", direction="backward")
+    assert bwd.tokens == fwd.tokens  # one vocabulary, two reading orders
+    enc = bwd.encode("你先走")
+    assert enc.tokens == ["走", "先", "你"]
+    assert enc.ids == fwd.encode("你先走").ids[::-1]
+    assert bwd.decode(enc.ids) == "你先走"
+    words = Tokenizer.build(["the cat sat"], kind="word", direction="backward")
+    assert words.decode(words.encode("the cat sat").ids) == "the cat sat"
+
+
+def test_direction_survives_save_and_load(tmp_path):
+    bwd = Tokenizer.build(["你先走"], kind="char", direction="backward")
+    bwd.save(tmp_path / "tokenizer.json")
+    assert Tokenizer.load(tmp_path / "tokenizer.json").direction == "backward"
+    fwd = Tokenizer.build(["你先走"], kind="char")
+    assert "direction" not in fwd.to_dict()  # forward files stay as they were
+    assert Tokenizer.from_dict(fwd.to_dict()).direction == "forward"
+
+
+def test_unknown_direction_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="direction"):
+        Tokenizer.build(["abc"], direction="sideways")

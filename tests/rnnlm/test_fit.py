@@ -223,3 +223,40 @@ def test_choose_default_picks_the_best_valid_reranker(tiny_corpus, tiny_model_di
     best = max(figures, key=lambda m: (figures[m]["mean_top1"], -figures[m]["valid_perplexity"]))
     assert record["default"] == best and record["serve"][0] == best
     assert record["measured_on"] == "valid" and set(record["serve"]) == set(figures)
+
+
+def test_reverse_trains_a_backward_model_that_scores_whole_sentences(corpus_link, capsys):
+    """`--reverse`: the checkpoint's tokenizer reads right to left; its sentence log-prob is the
+    network's log-prob of the reversed ids, and `rnnlm evaluate` measures it like any model."""
+    from model.batching import with_boundaries
+    from model.evaluate import evaluate_lines
+
+    tmp = corpus_link
+    out = fit(tmp, "backward", "--reverse", *TINY_RNN)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lm = load_model(out)
+    assert lm.tokenizer.direction == "backward"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tokenizer"]["direction"] == "backward"
+    assert "read right to left" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    valid_lines = (tmp.parent / "corpus" / "valid.txt").read_text(encoding="utf-8").splitlines()
+    assert evaluate_lines(lm, valid_lines)["perplexity"] == pytest.approx(printed["valid"], rel=1e-4)
+    line = valid_lines[0]
+    ids = [lm.tokenizer.token_id(ch) for ch in line][::-1]
+    backward = float(lm.sequence_logprobs([with_boundaries(ids)])[0].sum())
+    forward_order = float(lm.sequence_logprobs([with_boundaries(ids[::-1])])[0].sum())
+    scored = float(lm.sequence_logprobs([with_boundaries(lm.tokenizer.encode(line).ids)])[0].sum())
+    assert scored == pytest.approx(backward, abs=1e-5)
+    assert scored != pytest.approx(forward_order, abs=1e-3)  # the order is what the model learned
+
+
+def test_reverse_ngram_counts_right_to_left(corpus_link, capsys):
+    tmp = corpus_link
+    out = tmp / "kn-backward"
+    code = main(
+        ["train-ngram", "--data", str(tmp.parent / "corpus"), "--out", str(out), "--order", "3", "--reverse"]
+    )
+    assert code == 0
+    lm = load_model(out)
+    assert lm.tokenizer.direction == "backward"
+    assert json.loads((out / "metrics.json").read_text())["tokenizer"]["direction"] == "backward"
