@@ -1,7 +1,8 @@
 """Which model the service serves by default, decided on valid data by a command, not by hand.
 
 Every candidate reranks the homophone and word-order sets drawn from the *valid* split; the one
-with the best mean top-1 wins (ties: the lower valid perplexity). The choice and the figures
+with the best mean top-1 wins (ties: the lower valid perplexity). A backward (right-to-left) model
+is measured and served but never the default: it scores whole sentences and cannot generate. The choice and the figures
 behind it go to ``weights/DEFAULT.json``, which the service reads for its default model list::
 
     {"default": "weights/pd98-char-hybrid", "serve": ["weights/pd98-char-hybrid", …],
@@ -44,8 +45,12 @@ def choose_default(
         figures["mean_top1"] = sum(figures.values()) / len(sets)
         figures["valid_perplexity"] = evaluate_lines(lm, valid)["perplexity"]
         figures["kind"] = lm.kind
+        figures["direction"] = lm.tokenizer.direction
         candidates[model_dir] = figures
-    best = max(candidates, key=lambda m: (candidates[m]["mean_top1"], -candidates[m]["valid_perplexity"]))
+    eligible = [m for m in candidates if candidates[m]["direction"] == "forward"]
+    if not eligible:
+        raise ValueError("no forward model to serve by default (backward models cannot generate)")
+    best = max(eligible, key=lambda m: (candidates[m]["mean_top1"], -candidates[m]["valid_perplexity"]))
     record = {
         "default": best,
         "serve": [best, *[m for m in models if m != best]],

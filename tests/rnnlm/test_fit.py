@@ -260,3 +260,23 @@ def test_reverse_ngram_counts_right_to_left(corpus_link, capsys):
     lm = load_model(out)
     assert lm.tokenizer.direction == "backward"
     assert json.loads((out / "metrics.json").read_text())["tokenizer"]["direction"] == "backward"
+
+
+def test_a_backward_model_is_served_but_never_the_default(tiny_corpus, tiny_model_dir, tmp_path, capsys):
+    from model.ngram.model import build_ngram
+    from model.ngram.store import save_ngram
+    from model.tokenizer import Tokenizer
+
+    from ..conftest import TINY_LINES
+
+    backward = tmp_path / "kn3-backward"
+    save_ngram(backward, build_ngram(Tokenizer.build(TINY_LINES, direction="backward"), TINY_LINES, order=3))
+    out = tmp_path / "DEFAULT.json"
+    args = ["benchmark", "choose-default", "--data", str(tiny_corpus), "--out", str(out), "--size", "3"]
+    args += ["--distractors", "2", "--min-len", "4", "--min-count", "1", "--sets-dir", str(tmp_path / "sets")]
+    assert main([*args, "--model", str(backward), "--model", str(tiny_model_dir)]) == 0
+    record = json.loads(out.read_text())
+    assert record["default"] == str(tiny_model_dir)
+    assert record["serve"] == [str(tiny_model_dir), str(backward)]
+    assert record["candidates"][str(backward)]["direction"] == "backward"
+    assert main([*args, "--model", str(backward)]) != 0  # nothing forward to serve by default
