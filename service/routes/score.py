@@ -1,34 +1,30 @@
 """POST /score: log-probs of candidates, combined with external scores and ranked (n-best reranking).
 
-The route only translates HTTP to :func:`model.scoring.score_candidates` and back.
+The route translates HTTP to :mod:`service.rescoring` (which models score, with what weights) and
+:func:`model.scoring.score_candidates` (through each model's runner), and back.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from model.scoring import ScoreOptions
-
-from ..deps import MetricsDep, RegistryDep, ScoreBody
+from ..deps import MetricsDep, RegistryDep, ScoreBody, SettingsDep
 from ..errors import ERROR_RESPONSES
-from ..schemas import CandidateResult, ScoreResponse, TokenLogprob
+from ..rescoring import plan_scoring, run_plan
+from ..schemas import CandidateResult, ScoreResponse, SweepResult, TokenLogprob
 
 router = APIRouter(tags=["model"])
 
 
 @router.post("/score", summary="Score and rank candidates (n-best reranking)", responses=ERROR_RESPONSES)
-async def score(body: ScoreBody, registry: RegistryDep, metrics: MetricsDep) -> ScoreResponse:
-    runner = registry.get(body.model)
-    options = ScoreOptions(
-        context=body.context,
-        bos=body.bos,
-        eos=body.eos,
-        lm_weight=body.lm_weight,
-        length_bonus=body.length_bonus,
-        normalize=body.normalize,
-    )
-    ranking = await runner.score(body.candidates, options, body.external_scores)
-    metrics.tokens_scored.labels(runner.name).inc(ranking.tokens_scored)
+async def score(
+    body: ScoreBody, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
+) -> ScoreResponse:
+    plan = plan_scoring(body, registry, settings)
+    pairs = [(p.lm_weight, p.length_bonus) for p in body.sweep] if body.sweep is not None else None
+    scored = await run_plan(plan, body.candidates, body.external_scores, pairs)
+    for runner, ranking in zip(plan.runners, scored.rankings, strict=True):
+        metrics.tokens_scored.labels(runner.name).inc(ranking.tokens_scored)
     results = [
         CandidateResult(
             text=r.text,
@@ -38,12 +34,19 @@ async def score(body: ScoreBody, registry: RegistryDep, metrics: MetricsDep) -> 
             perplexity=r.perplexity,
             score=r.score,
             rank=r.rank,
+            length=r.length,
+            lm=scored.lm[i] if scored.lm is not None else None,
             token_logprobs=[
                 TokenLogprob(token=t, logprob=lp) for t, lp in zip(r.tokens, r.token_logprobs, strict=True)
             ]
             if body.per_token
             else None,
         )
-        for r in ranking.results
+        for i, r in enumerate(scored.results)
     ]
-    return ScoreResponse(model=runner.name, results=results, ranking=ranking.ranking)
+    sweep = (
+        [SweepResult.model_validate(s, from_attributes=True) for s in scored.sweep]
+        if scored.sweep is not None
+        else None
+    )
+    return ScoreResponse(model=plan.model_names, results=results, ranking=scored.ranking, sweep=sweep)

@@ -1,0 +1,73 @@
+"""Each model scores each distinct candidate text once: the log-probs every rescoring step reuses.
+
+Texts are scored the way ``POST /score`` scores them with its defaults (``<bos>`` context,
+``<eos>`` scored: :func:`model.scoring.prepare_candidates` and ``combine_scores``), through the
+model's :meth:`~model.lm.LanguageModel.score_tree`: an RNN computes each distinct prefix once,
+and the candidates of one n-best list mostly share long prefixes. Texts go in chunks, in the
+order given (one utterance's candidates together); ``progress(n)`` is called after each chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from ..data import write_text_atomically
+from ..lm import LanguageModel
+from ..scoring import ScoreOptions, combine_scores, prepare_candidates
+from .combine import CandidateScores
+from .formats import Utterance
+
+CHUNK = 512  # texts per scoring call: big enough for full batches, small enough for a live progress bar
+Progress = Callable[[int], None]
+
+
+def distinct_texts(utterances: Iterable[Utterance]) -> list[str]:
+    """Every candidate text once, in first-seen order."""
+    return list(dict.fromkeys(c.text for u in utterances for c in u.candidates))
+
+
+def score_texts(
+    lm: LanguageModel, texts: Sequence[str], progress: Progress | None = None
+) -> dict[str, tuple[float, int]]:
+    """text -> (log-prob with <eos>, tokens without <bos>/<eos>)."""
+    options = ScoreOptions()  # <bos> context, <eos> scored, as POST /score's defaults
+    out: dict[str, tuple[float, int]] = {}
+    for start in range(0, len(texts), CHUNK):
+        chunk = texts[start : start + CHUNK]
+        prepared = prepare_candidates(lm.tokenizer, chunk, options)
+        tree = lm.score_tree([c.ids for c in prepared])  # shared prefixes computed once
+        for r in combine_scores(prepared, tree.logprobs, options).results:
+            out[r.text] = (r.logprob, r.num_tokens - 1)  # num_tokens counts <eos>
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
+def merge_scores(per_model: Mapping[str, Mapping[str, tuple[float, int]]]) -> dict[str, CandidateScores]:
+    """{model: {text: (logprob, tokens)}} -> {text: CandidateScores}; tokens from the first model."""
+    names = list(per_model)
+    if not names:
+        return {}
+    texts = per_model[names[0]]
+    return {
+        t: CandidateScores(logprobs={m: per_model[m][t][0] for m in names}, num_tokens=texts[t][1])
+        for t in texts
+    }
+
+
+# -- the cache file of `rnnlm tune --scores` ------------------------------------------------------
+def save_scores(path: str | Path, per_model: Mapping[str, Mapping[str, tuple[float, int]]]) -> None:
+    obj = {m: {t: [lp, n] for t, (lp, n) in scores.items()} for m, scores in per_model.items()}
+    write_text_atomically(Path(path), json.dumps({"models": obj}, ensure_ascii=False) + "\n")
+
+
+def load_scores(path: str | Path) -> dict[str, dict[str, tuple[float, int]]]:
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {
+            m: {t: (float(v[0]), int(v[1])) for t, v in scores.items()} for m, scores in obj["models"].items()
+        }
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise ValueError(f"{path}: not a scores file written by `rnnlm tune --scores` ({e})") from None

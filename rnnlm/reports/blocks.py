@@ -1,0 +1,36 @@
+"""Marked blocks in a generated markdown page: a command owns the text between its markers.
+
+::
+
+    <!-- rescoring:pinyin:start -->
+    … written by `rnnlm rescoring-report … --into docs/RESULTS.md` …
+    <!-- rescoring:pinyin:end -->
+
+:func:`put_block` replaces a block (or appends it); :func:`carried_blocks` lists the blocks of an
+old page, so a command that regenerates the whole page keeps what other commands wrote.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BLOCK = re.compile(r"<!-- (?P<name>[\w:.-]+):start -->\n.*?\n<!-- (?P=name):end -->", re.DOTALL)
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def put_block(doc: str, name: str, text: str) -> str:
+    """``doc`` with the block ``name`` holding ``text`` (replaced in place, or appended)."""
+    start, end = markers(name)
+    block = f"{start}\n{text.strip()}\n{end}"
+    if start in doc and end in doc[doc.index(start) :]:
+        head, rest = doc[: doc.index(start)], doc[doc.index(start) :]
+        return head + block + rest[rest.index(end) + len(end) :]
+    return doc.rstrip() + "\n\n" + block + "\n"
+
+
+def carried_blocks(doc: str, prefix: str) -> list[str]:
+    """The whole blocks (markers included) of ``doc`` whose names start with ``prefix``, in order."""
+    return [m.group(0) for m in _BLOCK.finditer(doc) if m.group("name").startswith(prefix)]

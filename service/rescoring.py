@@ -1,0 +1,245 @@
+"""What POST /score does beyond one model: which models score (``weights``, ``direction``), how
+their log-probs combine, and the ``sweep`` of many weight pairs over one scoring pass.
+
+::
+
+    body ─▶ plan_scoring: the models and their weights ─▶ each model scores every candidate once
+            (4xx naming the field)                        (concurrently, through its runner)
+                                                                     │
+         response ◀─ sweep (model.scoring.sweep) ◀─ one LM term per candidate: Σ_m w_m × logprob_m
+
+A backward model (its tokenizer reads right to left, see model/tokenizer.py) gives a valid
+log P(sentence) of a whole, finished sentence, so it is scored and weighted like any other model;
+it cannot score a prefix or a text after a context, nor continue a text (generation is refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from model.scoring import CandidateScore, Ranking, ScoreOptions, SweepBest, combine, rank, sweep
+
+from .errors import ApiError, invalid
+from .runner import ModelRegistry, ModelRunner
+from .schemas import ScoreRequest
+from .settings import Settings
+
+HOW_TO_SERVE_BACKWARD = (
+    "train one with `rnnlm train --reverse` (or fit/train-ngram --reverse) and add its directory to "
+    "RNNLM_MODEL_DIRS; with several, RNNLM_BACKWARD_MODELS maps each forward model to its partner"
+)
+
+
+def is_backward(runner: ModelRunner) -> bool:
+    """A right-to-left model: its tokenizer reads text backwards."""
+    return runner.lm.tokenizer.backward
+
+
+def refuse_backward(runner: ModelRunner, what: str = "generate or continue text") -> None:
+    """422 naming ``model`` when ``runner`` is a backward model (it cannot continue a prefix)."""
+    if is_backward(runner):
+        raise invalid(
+            "model",
+            f"{runner.name!r} is a backward (right-to-left) model: it scores whole sentences (POST /score) "
+            f"but cannot {what}; name a forward model",
+        )
+
+
+def backward_partner(registry: ModelRegistry, settings: Settings, runner: ModelRunner) -> ModelRunner:
+    """The backward model paired with ``runner`` (itself when it is backward); 422 naming ``direction``
+    when there is none."""
+    if is_backward(runner):
+        return runner
+    if settings.backward_models:
+        name = settings.backward_models.get(runner.name)
+        if name is None:
+            raise invalid(
+                "direction",
+                f"RNNLM_BACKWARD_MODELS names no backward partner of {runner.name!r}; add one "
+                f"(it maps {', '.join(map(repr, settings.backward_models))})",
+            )
+        partner = registry.runners.get(name)
+        if partner is None or not is_backward(partner):
+            state = "is not served" if partner is None else "is not a backward model"
+            raise invalid(
+                "direction",
+                f"the backward partner of {runner.name!r} in RNNLM_BACKWARD_MODELS, {name!r}, {state}; "
+                + HOW_TO_SERVE_BACKWARD,
+            )
+        return partner
+    backward = [r for r in registry.runners.values() if is_backward(r)]
+    if len(backward) == 1:
+        return backward[0]
+    if not backward:
+        raise invalid("direction", "no backward model is served; " + HOW_TO_SERVE_BACKWARD)
+    names = ", ".join(r.name for r in backward)
+    raise invalid(
+        "direction",
+        f"{len(backward)} backward models are served ({names}); set RNNLM_BACKWARD_MODELS to say which "
+        f"is the partner of {runner.name!r}",
+    )
+
+
+@dataclass
+class ScoringPlan:
+    """Which models score, and how their log-probs make one total (see :func:`plan_scoring`)."""
+
+    runners: list[ModelRunner]  # each scores once; the first gives logprob, num_tokens, tokens, length
+    model_weights: dict[str, float] | None  # None: one model, scored exactly as before these options
+    options: ScoreOptions  # what each model is asked (lm_weight and length_bonus apply to the total)
+    external_weight: float = 1.0  # weights.first_pass_weight
+    report_lm: bool = False  # answer each model's log-prob by name (`weights` or `direction` chose)
+
+    @property
+    def model_names(self) -> str | list[str]:
+        """What the response's ``model`` says: a name, or the list of names when several scored."""
+        names = [r.name for r in self.runners]
+        return names if self.model_weights is not None else names[0]
+
+
+def _check_combination(body: ScoreRequest) -> None:
+    """422 naming the field for options that contradict each other."""
+    if body.weights is not None:
+        given = body.model_fields_set
+        if body.lm_weight != 1.0:
+            raise invalid(
+                "lm_weight",
+                "`weights` sets the LM weights: give each model's in weights.models (or drop weights)",
+            )
+        if body.length_bonus != 0.0:
+            raise invalid("length_bonus", "`weights` sets it: use weights.length_bonus (or drop weights)")
+        if body.length_unit is not None and body.length_unit != body.weights.length_unit:
+            raise invalid(
+                "length_unit",
+                f"{body.length_unit!r} disagrees with weights.length_unit ({body.weights.length_unit!r}); "
+                "drop one",
+            )
+        if body.sweep is not None:
+            raise invalid("sweep", "sweep varies lm_weight and length_bonus, which `weights` fixes; give one")
+        if body.direction != "forward":
+            raise invalid(
+                "direction", "with `weights`, list the backward model by name in weights.models instead"
+            )
+        if "model" in given and body.model is not None and body.model not in body.weights.models:
+            raise invalid("model", "with `weights`, the models are those in weights.models; drop model")
+    if body.normalize != "none" and (body.weights is not None or body.direction == "both"):
+        raise invalid("normalize", "several models combine their sentence log-probs: use normalize none")
+    if body.backward_weight != 1.0 and body.direction != "both":
+        raise invalid("backward_weight", 'applies only with direction "both"')
+
+
+def _check_whole_sentences(body: ScoreRequest, runners: Sequence[ModelRunner]) -> None:
+    """A backward model scores whole sentences only: 422 naming context, bos or eos otherwise."""
+    backward = [r.name for r in runners if is_backward(r)]
+    if not backward:
+        return
+    why = f"{backward[0]!r} is a backward (right-to-left) model, which scores whole sentences only"
+    if body.context:
+        raise invalid("context", f"must be empty: {why}")
+    if not body.bos:
+        raise invalid("bos", f"must be true: {why}")
+    if not body.eos:
+        raise invalid("eos", f"must be true: {why}")
+
+
+def plan_scoring(body: ScoreRequest, registry: ModelRegistry, settings: Settings) -> ScoringPlan:
+    """The models a request needs and their weights; every 4xx before any model work."""
+    _check_combination(body)
+    options = ScoreOptions(
+        context=body.context,
+        bos=body.bos,
+        eos=body.eos,
+        lm_weight=body.lm_weight,
+        length_bonus=body.length_bonus,
+        normalize=body.normalize,
+        length_unit=body.length_unit,
+    )
+    if body.weights is not None:
+        runners = []
+        for name in body.weights.models:
+            runner = registry.runners.get(name)
+            if runner is None:
+                field = f"weights.models.{name}"
+                raise ApiError(
+                    404,
+                    "model_not_found",
+                    f"`{field}`: no served model named {name!r} (served: {', '.join(registry.runners)})",
+                    field=field,
+                )
+            runners.append(runner)
+        options = replace(
+            options, length_bonus=body.weights.length_bonus, length_unit=body.weights.length_unit
+        )
+        weights = dict(body.weights.models)
+        plan = ScoringPlan(runners, weights, options, body.weights.first_pass_weight, report_lm=True)
+    else:
+        runner = registry.get(body.model)
+        if body.direction == "forward":
+            plan = ScoringPlan([runner], None, options)
+        elif body.direction == "backward":
+            partner = backward_partner(registry, settings, runner)
+            plan = ScoringPlan([partner], None, options, report_lm=True)
+        else:
+            if is_backward(runner):
+                raise invalid(
+                    "direction",
+                    f'"both" adds a backward model to a forward one, and `model` ({runner.name!r}) is itself '
+                    "backward: name its forward model",
+                )
+            partner = backward_partner(registry, settings, runner)
+            weights = {runner.name: 1.0, partner.name: body.backward_weight}
+            plan = ScoringPlan([runner, partner], weights, options, report_lm=True)
+    _check_whole_sentences(body, plan.runners)
+    return plan
+
+
+@dataclass
+class Scored:
+    """What a plan's scoring gives: the first model's results with the combined scores and ranking."""
+
+    results: list[CandidateScore]  # in input order; score and rank are the combined ones
+    ranking: list[int]
+    lm: list[dict[str, float]] | None  # each candidate's log-prob under each model, when several
+    rankings: list[Ranking]  # each model's own (for metrics)
+    sweep: list[SweepBest] | None
+
+
+async def run_plan(
+    plan: ScoringPlan,
+    candidates: Sequence[str],
+    external_scores: Sequence[float] | None,
+    sweep_pairs: Sequence[tuple[float, float]] | None,
+) -> Scored:
+    """Score with every model of ``plan`` once (concurrently) and combine; sweep when asked."""
+    options = plan.options
+    if plan.model_weights is None:  # one model: its own ranking, exactly as before
+        ranking = await plan.runners[0].score(candidates, options, external_scores)
+        results, order, rankings = ranking.results, ranking.ranking, [ranking]
+        lm = [{plan.runners[0].name: c.logprob} for c in results] if plan.report_lm else None
+        external = list(external_scores) if external_scores is not None else [0.0] * len(candidates)
+    else:
+        each = replace(options, lm_weight=1.0, length_bonus=0.0)
+        rankings = list(await asyncio.gather(*(r.score(candidates, each) for r in plan.runners)))
+        results = rankings[0].results
+        logprobs = {
+            r.name: [c.logprob for c in rk.results] for r, rk in zip(plan.runners, rankings, strict=True)
+        }
+        lm_terms = combine(logprobs, plan.model_weights, [0.0] * len(candidates))
+        w = plan.external_weight
+        external = (
+            [w * e for e in external_scores] if external_scores is not None else [0.0] * len(candidates)
+        )
+        for i, c in enumerate(results):
+            c.lm_term = lm_terms[i]
+            c.score = options.lm_weight * lm_terms[i] + external[i] + options.length_bonus * c.length
+        order = rank([c.score for c in results])
+        for place, i in enumerate(order, start=1):
+            results[i].rank = place
+        lm = [{name: lps[i] for name, lps in logprobs.items()} for i in range(len(candidates))]
+    swept = None
+    if sweep_pairs is not None:
+        terms, lengths = [c.lm_term for c in results], [float(c.length) for c in results]
+        swept = await asyncio.to_thread(sweep, terms, external, lengths, sweep_pairs)
+    return Scored(results=results, ranking=order, lm=lm, rankings=rankings, sweep=swept)
