@@ -63,6 +63,11 @@ evaluate: data  ## test perplexity of the shipped model
 results: data  ## docs/RESULTS.md: perplexity, reranking, size, time of every model (n-grams cached in runs/ngram)
 	$(BIN)/rnnlm benchmark quality --data data/pd98 --out docs/RESULTS.md
 
+.PHONY: task
+task: data  ## the rescoring tasks' dev/test n-best files: runs/tasks/pinyin (CER) and runs/tasks/wordorder (about a minute)
+	$(BIN)/rnnlm task pinyin --data data/pd98 --out runs/tasks/pinyin
+	$(BIN)/rnnlm task wordorder --data data/pd98 --out runs/tasks/wordorder
+
 clean:  ## remove caches (keeps .venv, data and weights)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
 

@@ -64,26 +64,24 @@ def write_dir_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> P
             f.chmod(0o644)  # readable by the service's user (safetensors writes 0600)
         old = None
         if out.exists():
+            if not out.is_dir():
+                raise NotADirectoryError(f"{out}: exists and is not a directory")
             old = out.with_name(f".{out.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             out.rename(old)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            if old is not None and not out.exists():
+                old.rename(out)  # put the previous one back
+            raise
         if old is not None:
             shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace one file in a single rename (never half-written), readable by other users."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o644)
-    tmp.replace(path)
 
 
 def write_json(path: Path, obj: Any) -> None:

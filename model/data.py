@@ -165,3 +165,18 @@ def corpus_checksums(data_dir: str | Path) -> dict[str, str]:
         if path.exists():
             out[name] = sha256_file(path)
     return out
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``path`` in one rename: a temporary file beside it, then ``os.replace``. On any
+    error (or Ctrl-C) the temporary file is removed and ``path`` is left as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -45,9 +45,8 @@ from torch import Tensor, nn
 from . import __version__
 from .batching import length_sorted_batches, pad_batch, with_boundaries
 from .budget import TimeBudget, count_tokens, timing_sample
-from .checkpoint import write_text_atomically
 from .config import FitConfig, ModelConfig
-from .data import corpus_checksums, load_split
+from .data import corpus_checksums, load_split, write_text_atomically
 from .device import pick_device
 from .evaluate import evaluate_lines
 from .ngram.torch_tables import TorchBackoffTables, histories_of

@@ -34,7 +34,7 @@ RNN's is :func:`score_rnn_tree`; every other model uses :func:`score_each`, its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,32 @@ if TYPE_CHECKING:
 
 MAX_LOGITS = 1 << 22  # elements of one logits chunk (rows × vocabulary): 16 MiB of float32
 PROJECT_ROWS = 2048  # rows per input-projection product (bounds its (rows, gates × H) buffer)
+CHUNK_POSITIONS = 1024  # positions computed between two calls of a pass's ``should_stop``
+STEP_POSITIONS = 32  # a depth step counts as at least this many positions (a narrow step costs its overhead)
+
+StopCheck = Callable[[], bool]  # asked between chunks: True ends the pass (nobody waits for it)
+
+
+class PassStopped(RuntimeError):
+    """A scoring pass ended early because its ``should_stop`` said so; its work is dropped."""
+
+
+class _Checkpoints:
+    """Calls ``should_stop`` once at least ``every`` positions were computed since the last call."""
+
+    def __init__(self, should_stop: StopCheck | None, every: int) -> None:
+        if every < 1:
+            raise ValueError("chunk_positions must be >= 1")
+        self.should_stop, self.every, self.done = should_stop, every, 0
+
+    def advance(self, positions: int) -> None:
+        if self.should_stop is None:
+            return
+        self.done += positions
+        if self.done >= self.every:
+            self.done = 0
+            if self.should_stop():
+                raise PassStopped("the pass was stopped between chunks")
 
 
 # -- the tree -----------------------------------------------------------------------------------
@@ -144,9 +170,13 @@ def plan_depths(tree: PrefixTree) -> Plan:
     return Plan(tokens, parent_rows, row_of_node, offsets[-1])
 
 
-def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Tensor, Tensor | None]:
+def run_tree(
+    net: RNNLM, plan: Plan, state_rows: Sequence[int] = (), checkpoints: _Checkpoints | None = None
+) -> tuple[Tensor, Tensor | None]:
     """Features (N, D) of every computed node, in plan row order, and the state (L, Q, S) after
-    each of ``state_rows``.
+    each of ``state_rows``. ``checkpoints`` is told the rows of each depth as they are done, a
+    depth counting as at least ``STEP_POSITIONS`` rows (it may end the pass with
+    :class:`PassStopped` between two depths).
 
     Layer by layer: the input half of every gate for all nodes at once (big products), then one
     small product per depth for the hidden half, each node starting from its parent's row. A
@@ -191,6 +221,8 @@ def run_tree(net: RNNLM, plan: Plan, state_rows: Sequence[int] = ()) -> tuple[Te
             h_all[a:b] = h
             if c_all is not None and c is not None:
                 c_all[a:b] = c
+            if checkpoints is not None:
+                checkpoints.advance(max(b - a, STEP_POSITIONS))
         if len(state_idx):
             parts = [h_all.index_select(0, state_idx)]
             if c_all is not None:
@@ -232,18 +264,25 @@ def score_rnn_tree(
     with_state: bool = False,
     share: bool = True,
     max_logits: int = MAX_LOGITS,
+    should_stop: StopCheck | None = None,
+    chunk_positions: int = CHUNK_POSITIONS,
 ) -> TreeResult:
     """Score ``seqs`` (each from its first token, as :meth:`LanguageModel.sequence_logprobs`)
     and, for each query prefix, the next-token log-probs (as ``next_token_logprobs``) and, with
-    ``with_state``, the state after it (as ``prefill``), sharing every common prefix."""
+    ``with_state``, the state after it (as ``prefill``), sharing every common prefix.
+
+    The pass runs in chunks of about ``chunk_positions`` positions (whole depths of a layer, or
+    output chunks); between two, ``should_stop()`` returning True ends it with
+    :class:`PassStopped`, dropping its tensors. The checks change nothing in the arithmetic."""
     net, device = lm.net, lm.device
+    checkpoints = _Checkpoints(should_stop, chunk_positions)
     tree = build_tree(seqs, queries, share)
     plan = plan_depths(tree)
     requested = requested_positions(seqs, queries)
 
     # 1. The recurrent layers, depth by depth: (num_rows, D) features, and the queries' states.
     state_rows = [plan.row_of_node[q] for q in tree.query_nodes] if with_state else []
-    features, query_states = run_tree(net, plan, state_rows)
+    features, query_states = run_tree(net, plan, state_rows, checkpoints)
 
     # 2. The output layer, chunk by chunk: only target log-probs and the queries' rows survive.
     row_of_node = plan.row_of_node
@@ -271,6 +310,7 @@ def score_rnn_tree(
             if inside.numel():
                 local = (q_rows[inside] - a).to(device)
                 next_lp[inside.to(device)] = logits[local] - lse[local].unsqueeze(1)
+        checkpoints.advance(b - a)
 
     # 3. Back to sequences: one gather, then split.
     flat = [v for path in tree.paths for v in path[1:]]
@@ -288,17 +328,47 @@ def score_each(
     with_state: bool = False,
     share: bool = True,
     max_logits: int = MAX_LOGITS,
+    should_stop: StopCheck | None = None,
+    chunk_positions: int = CHUNK_POSITIONS,
 ) -> TreeResult:
     """Any model: its own batched ``sequence_logprobs`` and ``prefill``, no sharing (the default
-    :meth:`~model.lm.LanguageModel.score_tree`)."""
+    :meth:`~model.lm.LanguageModel.score_tree`). Sequences go in groups of about
+    ``chunk_positions`` positions, with ``should_stop`` asked between groups."""
+    checkpoints = _Checkpoints(should_stop, chunk_positions)
     logprobs = [torch.zeros(0, dtype=torch.float64)] * len(seqs)
     scored = [i for i, s in enumerate(seqs) if len(s) > 1]
-    if scored:
-        for i, lp in zip(scored, lm.sequence_logprobs([seqs[i] for i in scored]), strict=True):
+    for group in _groups(scored, seqs, chunk_positions if should_stop is not None else None):
+        for i, lp in zip(group, lm.sequence_logprobs([seqs[i] for i in group]), strict=True):
             logprobs[i] = lp
+        checkpoints.advance(sum(len(seqs[i]) - 1 for i in group))
     next_lp, states = None, None
-    if queries:
+    groups = _groups(list(range(len(queries))), queries, chunk_positions if should_stop is not None else None)
+    if len(groups) == 1:
         next_lp, states = lm.prefill(queries)
-        states = states if with_state else None
+        checkpoints.advance(requested_positions((), queries))
+    elif groups:
+        parts, state_parts = [], []
+        for group in groups:
+            lp, state = lm.prefill([queries[q] for q in group])
+            parts.append(lp)
+            state_parts.append(state)
+            checkpoints.advance(requested_positions((), [queries[q] for q in group]))
+        next_lp, states = torch.cat(parts), lm.concat_states(state_parts) if with_state else None
+    states = states if with_state else None
     n = requested_positions(seqs, queries)
     return TreeResult(logprobs, next_lp, states, n, n)
+
+
+def _groups(indices: list[int], seqs: Sequence[Sequence[int]], positions: int | None) -> list[list[int]]:
+    """``indices`` in order, cut into runs of about ``positions`` positions (None: one run)."""
+    if positions is None:
+        return [indices] if indices else []
+    groups: list[list[int]] = []
+    size = 0
+    for i in indices:
+        if not groups or size >= positions:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += max(len(seqs[i]) - 1, 1)
+    return groups

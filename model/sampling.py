@@ -213,12 +213,49 @@ def choose_tokens(
 
 
 # -- stopping criteria ---------------------------------------------------------------------------
+class _StopString:
+    """One stop string and its KMP failure function, computed only as far as a match has got.
+
+    ``border[i]``: the length of the longest proper prefix of ``text[: i + 1]`` that is also its
+    suffix. A match that has reached ``q`` characters needs ``border[: q]``, so a 9,999-character
+    stop string that the text only ever begins costs what its first few characters cost.
+    """
+
+    __slots__ = ("border", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.border: list[int] = [0]
+
+    def extend(self, q: int) -> int:
+        """Make sure ``border[: q]`` is known; returns the work done (characters compared)."""
+        p, border, work = self.text, self.border, 0
+        while len(border) < q:
+            i = len(border)
+            k = border[i - 1]
+            while k and p[i] != p[k]:
+                k = border[k - 1]
+                work += 1
+            border.append(k + 1 if p[i] == p[k] else 0)
+            work += 1
+        return work
+
+
 @dataclass
 class StoppingCriteria:
-    """``(stop, finish_reason)`` after each token: ``eos``, ``stop`` (a stop string) or ``length``."""
+    """``(stop, finish_reason)`` after each token: ``eos``, ``stop`` (a stop string) or ``length``.
+
+    ``__call__`` looks at the whole text (the reference loop). The engine keeps a
+    :class:`StopMatcher` per sample instead and calls :meth:`step` with only the text a token
+    added: the work per token is then independent of the stop strings' length.
+    """
 
     max_new_tokens: int
     stop: list[str] = field(default_factory=list)
+    _strings: list[_StopString] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._strings = [_StopString(s) for s in dict.fromkeys(self.stop) if s]
 
     def __call__(self, last_id: int, new_tokens: int, text: str) -> tuple[bool, str | None]:
         if last_id == EOS_ID:
@@ -230,7 +267,79 @@ class StoppingCriteria:
             return True, "length"
         return False, None
 
+    def matcher(self) -> StopMatcher:
+        """A fresh matcher for one sample (the failure functions are shared between samples)."""
+        return StopMatcher(self._strings)
+
+    def step(
+        self, matcher: StopMatcher, last_id: int, new_tokens: int, added: str
+    ) -> tuple[bool, str | None]:
+        """``__call__`` for a sample whose text grew by ``added`` (fed to its ``matcher``)."""
+        if last_id == EOS_ID:
+            return True, "eos"
+        if matcher.feed(added):
+            return True, "stop"
+        if new_tokens >= self.max_new_tokens:
+            return True, "length"
+        return False, None
+
     def trim(self, text: str) -> str:
         """The text up to (not including) the earliest stop string."""
         cut = min((text.find(s) for s in self.stop if s and s in text), default=-1)
         return text if cut < 0 else text[:cut]
+
+
+class StopMatcher:
+    """How far one growing text has got into each stop string (Knuth-Morris-Pratt, incremental).
+
+    ``feed`` takes only the characters just added; per character and stop string the work is
+    O(1) amortized, whatever the stop strings' length. After each feed:
+
+    - ``cut``: where the earliest stop string starts, once one is complete (``trim``'s cut);
+    - ``held``: the characters at the end that may still begin a stop string (today's hold-back:
+      the longest suffix that is a proper prefix of some stop string);
+    - ``work``: characters compared so far (what the tests bound).
+    """
+
+    __slots__ = ("_matched", "_strings", "cut", "length", "work")
+
+    def __init__(self, strings: list[_StopString]) -> None:
+        self._strings = strings
+        self._matched = [0] * len(strings)  # characters of each stop string matched at the end
+        self.length = 0  # characters fed so far
+        self.cut: int | None = None
+        self.work = 0
+
+    @property
+    def held(self) -> int:
+        return max(self._matched, default=0) if self.cut is None else 0
+
+    def safe_length(self) -> int:
+        """Length of the prefix of the text that no stop string can still claim."""
+        return self.cut if self.cut is not None else self.length - self.held
+
+    def feed(self, added: str) -> bool:
+        """Add ``added`` to the text; True when a stop string is now complete in it."""
+        if self.cut is not None:  # already stopped: the text after the stop string is cut anyway
+            self.length += len(added)
+            return True
+        cut: int | None = None
+        for j, s in enumerate(self._strings):
+            p, border, m, q = s.text, s.border, len(s.text), self._matched[j]
+            for i, c in enumerate(added):
+                while q and p[q] != c:
+                    if len(border) < q:
+                        self.work += s.extend(q)
+                    q = border[q - 1]
+                    self.work += 1
+                self.work += 1
+                if p[q] == c:
+                    q += 1
+                    if q == m:  # complete: the earliest match of this stop string
+                        start = self.length + i + 1 - m
+                        cut = start if cut is None else min(cut, start)
+                        break
+            self._matched[j] = q
+        self.length += len(added)
+        self.cut = cut
+        return cut is not None

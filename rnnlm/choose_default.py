@@ -15,8 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.checkpoint import write_text_atomically
-from model.data import load_split
+from model.data import load_split, write_text_atomically
 from model.evaluate import evaluate_lines
 from model.loading import load_model
 from model.quality.rerank import SetSpec, build_and_save_set, rerank

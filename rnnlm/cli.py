@@ -518,6 +518,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, model_dirs=args.model_dir)
 
 
+from . import rescoring_cli  # noqa: E402, F401, I001  registers `rnnlm rescore`, `tune`, `rescoring-report`
+from . import tasks_cli  # noqa: E402, F401  registers `rnnlm task` (after `subcommand` exists)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="rnnlm", description="RNN language models: train, evaluate, serve.")
     subcommand.add_parsers(parser, dest="command", handler_key="handler", metavar="COMMAND")
@@ -578,5 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `python -m rnnlm.cli` (torchrun): run the imported module, whose
+    # registry the command modules above (rescoring_cli, tasks_cli) filled, not this __main__ copy
+    from rnnlm.cli import main as imported_main
+
+    raise SystemExit(imported_main())

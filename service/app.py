@@ -155,7 +155,12 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
     model_paths = {r.path for router in model_routers for r in router.routes if hasattr(r, "path")}
 
     # Innermost first: each add_middleware wraps everything added before it.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        max_buffered_body_bytes=settings.max_buffered_body_bytes,
+    )
     app.add_middleware(
         RequestGuardMiddleware,
         drain=drain,

@@ -15,6 +15,9 @@ Validity bounds that never change (``top_k >= 1``, ``0 <= top_p <= 1``) stay pla
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import functools
 import re
 from typing import Any
 
@@ -24,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_response, invalid, too_large
+from .errors import ApiError, error_response, invalid, too_large
 from .settings import Settings
 
 LIMIT_KEY = "x-rnnlm-limit"
@@ -132,12 +135,99 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, "request body is larger than the configured limit")
 
 
-class BodyLimitMiddleware:
-    """413 for a body past ``max_body_bytes``: at once from Content-Length, or while it streams in."""
+class BodyError(ApiError, StarletteHTTPException):  # type: ignore[misc]  # both hold the same headers
+    """An error found while the body is read: an HTTPException, so FastAPI re-raises it from its
+    body parsing, and an ApiError first (MRO), so it is answered in the one error shape. Its answer
+    closes the connection, which frees what the connection buffered."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, status: int, type: str, message: str, headers: dict[str, str]) -> None:
+        headers = {**headers, "Connection": "close"}
+        StarletteHTTPException.__init__(self, status, message, headers)
+        ApiError.__init__(self, status, type, message, "body", headers)
+
+
+class BodyTimeout(BodyError):
+    """408: the body stopped arriving."""
+
+    def __init__(self, timeout_s: float) -> None:
+        message = (
+            f"`body`: no byte of the request body arrived for {timeout_s:g} s ({env_name('body_timeout_s')})"
+        )
+        super().__init__(408, "timeout", message, {})
+
+
+class BodyBudgetExceeded(BodyError):
+    """503: the bodies being received or handled on all connections already hold the global bound."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(503, "overloaded", body_budget_message(limit), {"Retry-After": "1"})
+
+
+class BodyBudget:
+    """Bytes of request bodies held across all connections: reserved when a request declares (or
+    sends) them, given back when its answer is done. One event loop uses it: no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0  # the most held at once, since the last trim
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        self.peak = max(self.peak, self.held)
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+        if self.held == 0 and self.peak >= TRIM_AFTER_BYTES:
+            self.peak = 0
+            release_freed_memory()
+
+
+TRIM_AFTER_BYTES = 16 * 1024 * 1024  # bodies this large held at once, then none: return the memory
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them in its arenas otherwise)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+class BodyLimitMiddleware:
+    """Bounds on request bodies, before and while they are read:
+
+    - 413 past ``max_body_bytes``: at once from Content-Length, or while the body streams in;
+    - 503 + ``Retry-After`` when the body would take the bytes held by all requests' bodies past
+      ``max_buffered_body_bytes`` (declared lengths are reserved up front, chunked ones as they come);
+    - 408 when no byte of the body arrives for ``body_timeout_s``.
+
+    Past a bound the connection is closed (``Connection: close``), so what it buffered is freed.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        body_timeout_s: float | None = None,
+        max_buffered_body_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.budget = BodyBudget(max_buffered_body_bytes) if max_buffered_body_bytes else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -154,17 +244,39 @@ class BodyLimitMiddleware:
             )
             await response(scope, receive, send)
             return
+        budget = self.budget
+        reserved = int(declared) if declared.isdigit() else 0
+        if budget is not None and reserved and not budget.take(reserved):
+            refused = BodyBudgetExceeded(budget.limit)
+            response = error_response(503, refused.type, refused.message, refused.field, refused.headers)
+            await response(scope, receive, send)
+            return
         received = 0
+        complete = False
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, reserved, complete
+            if complete:  # the body is in: what follows is a wait for the disconnect, never timed
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except TimeoutError:
+                raise BodyTimeout(self.body_timeout_s or 0) from None
             received += len(message.get("body", b""))
+            complete = not message.get("more_body", False)
             if received > self.max_body_bytes:
                 raise BodyTooLarge()  # routes re-raise HTTP errors: the error handler answers 413
+            if budget is not None and received > reserved:  # chunked: reserve as it comes
+                if not budget.take(received - reserved):
+                    raise BodyBudgetExceeded(budget.limit)
+                reserved = received
             return message
 
-        await self.app(scope, counting_receive, send)
+        try:
+            await self.app(scope, counting_receive, send)
+        finally:
+            if budget is not None and reserved:
+                budget.give(reserved)
 
 
 class FramingMiddleware:
@@ -189,6 +301,13 @@ class FramingMiddleware:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def body_budget_message(limit: int) -> str:
+    return (
+        f"`body`: the request bodies being received already hold the limit of {limit} bytes "
+        f"({env_name('max_buffered_body_bytes')}); retry later"
+    )
 
 
 def body_too_large_message(max_body_bytes: int) -> str:

@@ -16,21 +16,23 @@ A client that goes away leaves the ``async with`` of its stream, which frees its
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from model.device import resolve_device as _resolve
 from model.engine import Engine, EngineConfig, EngineObserver, GenerationStream
 from model.engine.text import next_token_distribution, score_candidates
+from model.engine.types import TokensInFlight, TooCostly
 from model.generation import GenerationRequest, Sample, TokenEvent, seeded
 from model.lm import LanguageModel
 from model.loading import load_model
 from model.sampling import SamplingParams
 from model.scoring import NextToken, Ranking, ScoreOptions
 
-from .errors import ApiError
+from .errors import ApiError, overloaded, too_large
 
 log = logging.getLogger("rnnlm.service")
 
@@ -98,10 +100,32 @@ class ModelRunner:
     async def score(
         self, candidates: Sequence[str], options: ScoreOptions, external_scores: Sequence[float] | None = None
     ) -> Ranking:
-        return await score_candidates(self.engine, list(candidates), options, external_scores)
+        with self._costed("candidates", "every candidate with the context, <bos> and <eos>"):
+            return await score_candidates(self.engine, candidates, options, external_scores)
 
     async def next_token(self, texts: Sequence[str], top_k: int) -> list[NextToken]:
-        return await next_token_distribution(self.engine, list(texts), top_k)
+        with self._costed("text", "every text with <bos>"):
+            return await next_token_distribution(self.engine, texts, top_k)
+
+    @contextlib.contextmanager
+    def _costed(self, field: str, what: str) -> Iterator[None]:
+        """The engine's refusals by cost, as the service answers them: 413 for a request that costs
+        more than one may (naming ``field``), 503 + Retry-After while the tokens in flight are full."""
+        try:
+            yield
+        except TooCostly as e:
+            raise too_large(
+                field,
+                f"this request costs {e.tokens} tokens ({what}), more than the limit of {e.limit} per "
+                "request (RNNLM_MAX_REQUEST_TOKENS); send fewer or shorter texts, or split the request",
+            ) from None
+        except TokensInFlight as e:
+            raise overloaded(
+                f"model {self.name!r} is busy: {e.in_flight} tokens are already queued or running and this "
+                f"request needs {e.tokens} more, past the limit of {e.limit} tokens in flight "
+                "(RNNLM_MAX_TOKENS_IN_FLIGHT); retry later",
+                e.retry_after_s,
+            ) from None
 
     def begin(self, request: GenerationRequest) -> GenerationStream:
         """Queue a generation (raises Overloaded at once when the queue is full); iterate the

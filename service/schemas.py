@@ -83,6 +83,35 @@ class NextTokenBatchResponse(BaseModel):
 
 
 # -- /score -----------------------------------------------------------------------------------------
+LengthUnit = Literal["tokens", "chars", "words"]
+Direction = Literal["forward", "backward", "both"]
+MAX_WEIGHTED_MODELS = 32  # models in one `weights`
+Weight = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT)]
+ServedName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class SweepPoint(_Request):
+    """One (lm_weight, length_bonus) pair of a sweep."""
+
+    lm_weight: Weight = Field(description="Weight of the LM term.")
+    length_bonus: Weight = Field(description="Added per unit of length (negative: a penalty).")
+
+
+class RescoringWeights(BaseModel):
+    """The weights JSON that `rnnlm tune` writes. Its other keys (metadata) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    first_pass_weight: Weight = Field(default=1.0, description="Weight of `external_scores` (first pass).")
+    length_bonus: Weight = Field(default=0.0, description="Added per unit of length.")
+    length_unit: LengthUnit = Field(default="tokens", description="Unit of the length term.")
+    models: dict[ServedName, Weight] = Field(
+        min_length=1,
+        max_length=MAX_WEIGHTED_MODELS,
+        description="Served model name → weight of its sentence log-prob. Each is scored once.",
+    )
+
+
 class ScoreRequest(_Request):
     model: ModelName
     candidates: list[str] = Field(
@@ -91,26 +120,34 @@ class ScoreRequest(_Request):
         json_schema_extra=limit("max_candidates"),
     )
     context: str = Field(
-        default="", description="A prefix that conditions every candidate but is not scored."
+        default="",
+        description="A prefix that conditions every candidate but is not scored. Must be empty for a "
+        "backward model (it scores whole sentences only).",
     )
     bos: bool = Field(
         default=True,
         description=(
             "The text starts a sentence: its first token is scored from the <bos> start state. With false "
             "(and no context) the first token only conditions: an RNN has no state for 'anywhere in a "
-            "sentence', so it is not scored."
+            "sentence', so it is not scored. Must be true for a backward model."
         ),
     )
     eos: bool = Field(
-        default=True, description="The text ends a sentence: score P(<eos>) after it, like KenLM."
+        default=True,
+        description="The text ends a sentence: score P(<eos>) after it, like KenLM. Must be true for a "
+        "backward model.",
     )
-    per_token: bool = Field(default=False, description="Return each scored token's log-prob.")
+    per_token: bool = Field(
+        default=False,
+        description="Return each scored token's log-prob. A backward model lists its tokens in its reading "
+        "order, right to left.",
+    )
     external_scores: (
         list[Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_EXTERNAL, le=MAX_ABS_EXTERNAL)]] | None
     ) = Field(
         default=None,
         description="One score per candidate (e.g. acoustic or translation model), "
-        "added to the combined score.",
+        "added to the combined score (× `weights.first_pass_weight` when `weights` is given).",
     )
     lm_weight: Finite = Field(
         default=1.0,
@@ -122,10 +159,42 @@ class ScoreRequest(_Request):
         default=0.0,
         ge=-MAX_ABS_WEIGHT,
         le=MAX_ABS_WEIGHT,
-        description="Added to the score per scored token (negative: a penalty).",
+        description="Added to the score per unit of length (see `length_unit`; negative: a penalty).",
     )
     normalize: Literal["none", "token"] = Field(
         default="none", description="LM term: the log-prob sum (none) or its mean per token (token)."
+    )
+    length_unit: LengthUnit | None = Field(
+        default=None,
+        description="Unit of the length that `length_bonus` multiplies: tokens (the candidate's tokens, "
+        "without <bos>/<eos>), chars (characters, whitespace excluded) or words (whitespace-separated; "
+        "unsegmented Chinese counts 1 per run of non-space text). Absent: per scored token, <eos> "
+        "included (the behaviour before this field; it ranks as `tokens` does).",
+    )
+    sweep: list[SweepPoint] | None = Field(
+        default=None,
+        min_length=1,
+        description="Many (lm_weight, length_bonus) pairs ranked at once: the LM scores each candidate "
+        "once, and the response's `sweep` gives the best candidate under each pair, in input order.",
+        json_schema_extra=limit("max_sweep"),
+    )
+    weights: RescoringWeights | None = Field(
+        default=None,
+        description="The weights file `rnnlm tune` writes: total = first_pass_weight × external score + "
+        "Σ weight_m × logprob_m + length_bonus × length, each listed model scored once. Replaces "
+        "`model`, `lm_weight`, `length_bonus` and `direction`; `length_unit`, if given, must agree.",
+    )
+    direction: Direction = Field(
+        default="forward",
+        description="forward: score with `model`; backward: with its backward partner (a right-to-left "
+        "model, RNNLM_BACKWARD_MODELS); both: logprob of `model` + backward_weight × logprob of its "
+        "partner. A backward model scores whole sentences only (empty context, bos and eos true).",
+    )
+    backward_weight: Finite = Field(
+        default=1.0,
+        ge=-MAX_ABS_WEIGHT,
+        le=MAX_ABS_WEIGHT,
+        description="With direction both: weight of the backward model's log-prob.",
     )
 
     @field_validator("external_scores")
@@ -146,21 +215,49 @@ class TokenLogprob(BaseModel):
 
 class CandidateResult(BaseModel):
     text: str
-    logprob: float = Field(description="sum of the scored tokens' log-probs (natural log)")
+    logprob: float = Field(
+        description="sum of the scored tokens' log-probs (natural log); with several models, the first's "
+        "(`model`, or the first of `weights.models`); each model's is in `lm`"
+    )
     num_tokens: int = Field(description="scored tokens, <eos> included when eos is true")
     oov: int = Field(description="pieces unknown to the vocabulary (scored as <unk>)")
     perplexity: float | None = Field(description="exp(-logprob / num_tokens); null when nothing was scored")
-    score: float = Field(description="lm_weight × LM term + external score + length_bonus × num_tokens")
+    score: float = Field(
+        description="lm_weight × LM term + external score + length_bonus × length (with `weights`: "
+        "first_pass_weight × external score + Σ weight_m × logprob_m + length_bonus × length)"
+    )
     rank: int = Field(description="1 = best; equal scores keep input order")
+    length: int = Field(
+        description="what length_bonus multiplies: the length in `length_unit`, else num_tokens"
+    )
+    lm: dict[str, float] | None = Field(
+        default=None,
+        description="each model's sentence log-prob, by served name, when `weights` or `direction` "
+        "chose the models (null otherwise: see logprob)",
+    )
     token_logprobs: list[TokenLogprob] | None = Field(
-        default=None, description="per scored token, when per_token is true (they sum to logprob)"
+        default=None,
+        description="per scored token, when per_token is true (they sum to logprob); a backward model's "
+        "in its reading order, right to left",
     )
 
 
+class SweepResult(BaseModel):
+    lm_weight: float
+    length_bonus: float
+    best: int = Field(description="index of the best candidate under this pair (the first among equals)")
+    score: float = Field(description="the best candidate's score under this pair")
+
+
 class ScoreResponse(BaseModel):
-    model: str
+    model: str | list[str] = Field(
+        description="the model that scored; a list of names when several did (`weights`, direction both)"
+    )
     results: list[CandidateResult] = Field(description="one per candidate, in input order")
     ranking: list[int] = Field(description="candidate indices, best first")
+    sweep: list[SweepResult] | None = Field(
+        default=None, description="with `sweep`: the best candidate under each pair, in input order"
+    )
 
 
 # -- /generate --------------------------------------------------------------------------------------
@@ -273,6 +370,11 @@ class ModelInfo(BaseModel):
     default: bool = Field(description="used when a request names no model")
     kind: str = Field(description="model family, e.g. rnn")
     tokenizer: str = Field(description="tokenizer kind: char or word")
+    direction: str = Field(
+        default="forward",
+        description="reading order: forward, or backward (right to left: scores whole sentences, never "
+        "generates)",
+    )
     vocab_size: int
     parameters: int | None = None
     device: str

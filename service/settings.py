@@ -104,10 +104,51 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(default=1024, ge=1, description="max_new_tokens of /generate")
     max_n: int = Field(default=16, ge=1, description="samples per /generate request")
     max_stop_strings: int = Field(default=16, ge=0, description="stop strings per /generate request")
+    max_stop_bytes: int = Field(
+        default=160_000,
+        ge=0,
+        description="stop strings of one request together, UTF-8 bytes (past it: 422 `stop`)",
+    )
     max_logprobs: int = Field(
         default=20, ge=0, description="`logprobs` of /v1/completions: top alternatives per token"
     )
+    max_sweep: int = Field(
+        default=1000, ge=1, description="(lm_weight, length_bonus) pairs in one /score `sweep`"
+    )
+    backward_models: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "each forward model's backward partner for /score `direction` (a JSON object: forward name "
+            "to backward name). Unset: the one served backward model, if exactly one is served"
+        ),
+    )
     sse_ping_s: float = Field(default=15.0, ge=0, description="keep-alive comment interval of streams")
+
+    # -- connections and request bodies (service/server.py, service/limits.py) ---------------------
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description=(
+            "open client connections; past it the oldest idle one is closed, else the new one gets 503 (kept "
+            "below the process's file-descriptor limit)"
+        ),
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="time to send a request line and headers (from the first byte); past it: 408 and closed",
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest pause while a request body is received; past it: 408"
+    )
+    max_buffered_body_bytes: int = Field(
+        default=64_000_000,
+        ge=1,
+        description=(
+            "request body bytes held across all connections (declared lengths reserved up front); past it: "
+            "503 + Retry-After"
+        ),
+    )
 
     # -- overload, deadlines, shutdown (service/admission.py, service/guard.py) ----------------------
     max_in_flight: int = Field(
@@ -119,6 +160,52 @@ class Settings(BaseSettings):
         ),
     )
     max_streams: int = Field(default=32, ge=1, description="open /generate streams, all models together")
+    stream_backlog: int = Field(
+        default=64,
+        ge=1,
+        description="token events per sample a stream's client may be behind (not read) before its "
+        "generation pauses",
+    )
+    send_buffer_bytes: int = Field(
+        default=65_536,
+        ge=0,
+        description="kernel send buffer of each connection (0: the kernel's default); small, so a "
+        "stream whose client stops reading blocks soon and its generation pauses",
+    )
+    stream_stall_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a stream whose client reads nothing this long is ended and its slot freed. 0: no limit",
+    )
+    max_request_tokens: int = Field(
+        default=65_536,
+        ge=1,
+        description=(
+            "tokens one /score or /next-token request may cost (candidates with their context, or the "
+            "texts' prefixes); past it: 413"
+        ),
+    )
+    max_tokens_in_flight: int = Field(
+        default=262_144,
+        ge=1,
+        description=(
+            "tokens of the /score and /next-token requests queued or running per model; past it: 503 + "
+            "Retry-After. With RNNLM_MAX_REQUEST_TOKENS it bounds the engine's memory"
+        ),
+    )
+    engine_chunk_positions: int = Field(
+        default=1024,
+        ge=1,
+        description=(
+            "positions a scoring pass computes between checks for work nobody waits for (client gone, "
+            "deadline passed); such work stops within one chunk"
+        ),
+    )
+    max_next_token_entries: int = Field(
+        default=16_384,
+        ge=1,
+        description="texts × top_k of one /next-token request (the size of its answer); past it: 413",
+    )
     request_timeout_s: float = Field(
         default=60.0,
         ge=0,
@@ -185,8 +272,41 @@ class Settings(BaseSettings):
                 f"({self.max_generation_rows}), the samples the engine decodes together: "
                 "lower RNNLM_MAX_N or raise RNNLM_MAX_GENERATION_ROWS"
             )
+        self._costs_fit()  # before the engine's own check of the same pair, for the message's names
         self.engine_config()  # the engine's own checks of its settings (EngineConfig.__post_init__)
         return self
+
+    @model_validator(mode="after")
+    def _one_body_fits_the_buffer(self) -> Settings:
+        """A body of the largest size must fit the bytes buffered across connections, or it never would."""
+        if self.max_buffered_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"RNNLM_MAX_BUFFERED_BODY_BYTES ({self.max_buffered_body_bytes}) is less than "
+                f"RNNLM_MAX_BODY_BYTES ({self.max_body_bytes}): a body of the largest size would never be "
+                "accepted; raise RNNLM_MAX_BUFFERED_BODY_BYTES or lower RNNLM_MAX_BODY_BYTES"
+            )
+        return self
+
+    def _costs_fit(self) -> None:
+        """The cost limits must admit what the other limits let through one at a time."""
+        if self.max_request_tokens > self.max_tokens_in_flight:
+            raise ValueError(
+                f"RNNLM_MAX_REQUEST_TOKENS ({self.max_request_tokens}) is more than RNNLM_MAX_TOKENS_IN_FLIGHT "
+                f"({self.max_tokens_in_flight}): such a request could never be admitted; lower the first or "
+                "raise the second"
+            )
+        if self.max_request_tokens < self.max_text_chars + 2:
+            raise ValueError(
+                f"RNNLM_MAX_REQUEST_TOKENS ({self.max_request_tokens}) is less than RNNLM_MAX_TEXT_CHARS + 2 "
+                f"({self.max_text_chars + 2}): one text of the allowed length (with <bos> and <eos>) would be "
+                "refused; raise RNNLM_MAX_REQUEST_TOKENS or lower RNNLM_MAX_TEXT_CHARS"
+            )
+        if self.max_next_token_entries < self.max_top_k:
+            raise ValueError(
+                f"RNNLM_MAX_NEXT_TOKEN_ENTRIES ({self.max_next_token_entries}) is less than RNNLM_MAX_TOP_K "
+                f"({self.max_top_k}): one text with the largest allowed top_k would be refused; raise the "
+                "first or lower the second"
+            )
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -196,6 +316,9 @@ class Settings(BaseSettings):
             max_queue=self.engine_queue,
             threads=self.torch_threads or None,
             prefix_sharing=self.prefix_sharing,
+            max_request_tokens=self.max_request_tokens,
+            max_tokens_in_flight=self.max_tokens_in_flight,
+            chunk_positions=self.engine_chunk_positions,
         )
 
     def accepted_keys(self) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import math
 import threading
@@ -34,12 +35,12 @@ import torch
 
 from ..generation import GenerationRequest, sample_choosers, seeded
 from ..lm import LanguageModel
-from ..prefix import requested_positions
+from ..prefix import PassStopped, requested_positions
 from ..sampling import StoppingCriteria
 from ..scoring import Distribution, top_distributions
 from ..tokenizer import BOS_ID, EOS_ID
 from .decode import DecodeBatch, Row
-from .stream import GenerationStream
+from .stream import GenerationStream, StreamStalled
 from .types import (
     DeadlineExceeded,
     EngineConfig,
@@ -48,9 +49,30 @@ from .types import (
     EngineStopped,
     Overloaded,
     ScoreResult,
+    TokensInFlight,
+    TooCostly,
 )
 
 log = logging.getLogger(__name__)
+
+TRIM_AFTER_TOKENS = 16_384  # a one-shot pass at least this costly hands its freed memory back after
+
+
+def _libc_malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator keeps its own ways
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def give_memory_back() -> None:
+    """Return freed heap memory to the system (glibc keeps it for reuse otherwise, so the RSS
+    would stay at a big pass's peak long after it)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 @dataclass(eq=False)
@@ -65,10 +87,15 @@ class _OneShot:
     deadline: float | None
     submitted: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    tokens: int = 0  # its cost: the tokens it computes (Σ sequence lengths), counted in flight
+    released: bool = False  # its tokens no longer count in flight
 
-    @property
-    def tokens(self) -> int:
-        return sum(len(s) for s in self.seqs)
+    def __post_init__(self) -> None:
+        self.tokens = sum(len(s) for s in self.seqs)
+
+    def gone(self, now: float) -> bool:
+        """Nobody waits for its answer any more: cancelled (client gone) or past its deadline."""
+        return self.cancelled or (self.deadline is not None and now > self.deadline)
 
 
 def _resolve(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
@@ -109,6 +136,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._secs_per_request = 0.01  # running estimate, for Retry-After
+        self._tokens_in_flight = 0  # cost of the one-shot requests queued or running (under _cv)
+        self._secs_per_token = 1e-4  # running estimate of a one-shot token's time, for Retry-After
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -149,6 +178,11 @@ class Engine:
     def queue_depth(self) -> int:
         """Requests waiting to start (one-shot and generations)."""
         return len(self._oneshot) + len(self._waiting)
+
+    @property
+    def tokens_in_flight(self) -> int:
+        """Tokens of the score/next-token requests queued or running (their admitted cost)."""
+        return self._tokens_in_flight
 
     @property
     def active_rows(self) -> int:
@@ -227,8 +261,14 @@ class Engine:
     async def _submit(self, kind: str, seqs: list[list[int]], top_k: int, timeout_s: float | None) -> Any:
         loop = asyncio.get_running_loop()
         item = _OneShot(kind, seqs, top_k, loop, loop.create_future(), self._deadline(timeout_s))
+        limit = self.config.max_request_tokens
+        if limit is not None and item.tokens > limit:
+            self.stats.kinds[kind].rejected += 1
+            self.observer.on_rejected(kind, "too_costly")
+            raise TooCostly(kind, item.tokens, limit)
         with self._cv:
             self._admit_locked(kind)
+            self._admit_cost_locked(item)
             self._oneshot.append(item)
             self.stats.kinds[kind].requests += 1
             self._cv.notify()
@@ -243,16 +283,43 @@ class Engine:
             self._withdraw(item, "cancelled")
             raise
 
+    def _admit_cost_locked(self, item: _OneShot) -> None:
+        """Count ``item``'s tokens in flight, or raise :class:`TokensInFlight` if they do not fit."""
+        limit = self.config.max_tokens_in_flight
+        if limit is not None and self._tokens_in_flight + item.tokens > limit:
+            self.stats.kinds[item.kind].rejected += 1
+            self.observer.on_rejected(item.kind, "overloaded")
+            retry = min(60.0, max(1.0, math.ceil(self._tokens_in_flight * self._secs_per_token)))
+            raise TokensInFlight(item.kind, item.tokens, self._tokens_in_flight, limit, retry)
+        self._tokens_in_flight += item.tokens
+
+    def _release_locked(self, item: _OneShot) -> None:
+        """``item``'s tokens stop counting in flight (once)."""
+        if not item.released:
+            item.released = True
+            self._tokens_in_flight -= item.tokens
+
+    def _release(self, items: Sequence[_OneShot]) -> None:
+        with self._cv:
+            for item in items:
+                self._release_locked(item)
+
     def _withdraw(self, item: _OneShot, reason: str) -> None:
         with self._cv:
             item.cancelled = True
             if item in self._oneshot:
                 self._oneshot.remove(item)
+                self._release_locked(item)  # never started: its cost leaves with it
             if reason == "cancelled":
                 self.stats.cancelled += 1
             else:
                 self.stats.kinds[item.kind].rejected += 1
         self.observer.on_rejected(item.kind, reason)
+
+    def _wake(self) -> None:
+        """Have the worker look again (a paused stream's reader has caught up)."""
+        with self._cv:
+            self._cv.notify()
 
     def _cancel_stream(self, stream: GenerationStream) -> None:
         with self._cv:
@@ -283,13 +350,14 @@ class Engine:
         if work is None:
             return False
         batch, admits, expired = work
+        self._release([item for item in expired if isinstance(item, _OneShot)])
         for item in expired:
             self._fail(item, DeadlineExceeded("deadline passed while queued"))
         if batch:
             self._run_oneshot(batch)
         if admits:
             self._prefill(admits)
-        if self._decode.rows:
+        if self._decode.rows or self._decode.parked:
             self._decode_step()
         return True
 
@@ -304,11 +372,14 @@ class Engine:
                 ready = self._oneshot_ready_locked(now, wait_s)
                 free = self.config.max_rows - len(self._decode)
                 can_admit = bool(self._waiting) and self._waiting[0].request.n <= free
-                if ready or can_admit or self._decode.rows:
+                wake = self._parked_wake(now)  # paused streams: due now (True) or when (a time)
+                if ready or can_admit or self._decode.rows or wake is True:
                     break
                 if self._closing and not self._oneshot and not self._waiting:
                     return None
                 timeout = self._oneshot[0].submitted + wait_s - now if self._oneshot else None
+                if isinstance(wake, float):
+                    timeout = wake - now if timeout is None else min(timeout, wake - now)
                 self._cv.wait(timeout)
             expired: list = []
             batch = self._pop_batch_locked(now, expired) if ready else []
@@ -370,13 +441,58 @@ class Engine:
             self._oneshot.clear()
             self._waiting.clear()
             self._closing = True
-        pending += list(dict.fromkeys(row.owner for row in self._decode.rows))
+            for item in pending:
+                if isinstance(item, _OneShot):
+                    self._release_locked(item)
+        pending += self._decode.owners()
         self._decode.keep([])
+        self._decode.parked.clear()
         for item in pending:
             self._fail(item, exc)
 
     # one-shot batches ---------------------------------------------------------------------
-    def _run_oneshot(self, batch: list[_OneShot]) -> None:
+    def _run_oneshot(self, batch: list[_OneShot], nested: bool = False) -> None:
+        """One prefix-tree pass for the batch, in chunks of ``config.chunk_positions`` positions.
+        Between two chunks, a batch whose every request is gone (cancelled, or past its deadline) is
+        dropped with its tensors; otherwise the queued requests that cost at most one chunk run
+        first, as a batch of their own (``nested``: such a batch, which lets nobody in). Its
+        requests' tokens count in flight until the pass ends."""
+        try:
+            self._run_oneshot_pass(batch, nested)
+        finally:
+            self._release(batch)
+            if not nested and sum(item.tokens for item in batch) >= TRIM_AFTER_TOKENS:
+                give_memory_back()
+
+    def _serve_small_between_chunks(self) -> None:
+        """Run, as one batch, the queued requests that cost at most one chunk each: a big pass
+        holds up small requests by a chunk, not by the whole pass."""
+        c = self.config
+        small: list[_OneShot] = []
+        expired: list[_OneShot] = []
+        with self._cv:
+            now = time.monotonic()
+            n_seqs = n_tokens = 0
+            for item in list(self._oneshot):
+                if item.deadline is not None and now > item.deadline:
+                    self._oneshot.remove(item)
+                    self._release_locked(item)
+                    expired.append(item)
+                elif (
+                    item.tokens <= c.chunk_positions
+                    and n_tokens + item.tokens <= c.max_batch_tokens
+                    and n_seqs + len(item.seqs) <= c.max_batch_sequences
+                ):
+                    self._oneshot.remove(item)
+                    small.append(item)
+                    n_seqs += len(item.seqs)
+                    n_tokens += item.tokens
+        for item in expired:
+            self._fail(item, DeadlineExceeded("deadline passed while queued"))
+        if small:
+            self._run_oneshot(small, nested=True)
+
+    def _run_oneshot_pass(self, batch: list[_OneShot], nested: bool) -> None:
         start = time.monotonic()
         for item in batch:
             self.stats.kinds[item.kind].queue_wait_s += start - item.submitted
@@ -385,13 +501,42 @@ class Engine:
         asked = [item for item in batch if item.kind == "next_token"]
         seqs = [s for item in scored for s in item.seqs]
         prefixes = [p for item in asked for p in item.seqs]
+
+        def nobody_waits() -> bool:
+            now = time.monotonic()
+            return all(item.gone(now) for item in batch)
+
+        def between_chunks() -> bool:
+            if self._abort or nobody_waits():  # stop() past its grace period, or nobody to answer
+                return True
+            if not nested:
+                self._serve_small_between_chunks()
+            return False
+
         try:
+            if nobody_waits():
+                raise PassStopped("every request of the batch was gone before it started")
             res = self.lm.score_tree(
-                seqs, prefixes, share=self.config.prefix_sharing, max_logits=self.config.max_logits
+                seqs,
+                prefixes,
+                share=self.config.prefix_sharing,
+                max_logits=self.config.max_logits,
+                should_stop=between_chunks,
+                chunk_positions=self.config.chunk_positions,
             )
             results = self._split_scores(scored, res) + self._split_next(asked, res.next_logprobs)
+        except PassStopped:  # nobody waits for any of it: its work and memory are dropped here
+            self.stats.passes_stopped += 1
+            self._release(batch)  # given back before anyone hears of it
+            for item in batch:
+                if self._abort:
+                    self._fail(item, EngineStopped("the engine stopped before this request finished"))
+                else:
+                    self._fail(item, DeadlineExceeded(f"{item.kind} did not finish before its deadline"))
+            return
         except Exception as e:  # a failed batch fails its requests, never the engine
             log.exception("batch failed")
+            self._release(batch)
             for item in batch:
                 self._fail(item, e)
             return
@@ -403,10 +548,13 @@ class Engine:
         self.stats.positions_computed += res.computed
         self.stats.positions_requested += res.requested
         self.observer.on_positions(res.computed, res.requested)
+        self._release(batch)
         for item, result in zip(scored + asked, results, strict=True):  # counted first, then answered
             _call_soon(item.loop, _resolve, item.future, result, None)
         per_request = (time.monotonic() - start) / len(batch)
         self._secs_per_request = 0.8 * self._secs_per_request + 0.2 * per_request
+        per_token = (time.monotonic() - start) / max(1, sum(item.tokens for item in batch))
+        self._secs_per_token = 0.8 * self._secs_per_token + 0.2 * per_token
 
     def _split_scores(self, items: list[_OneShot], res: Any) -> list[ScoreResult]:
         out, offset = [], 0
@@ -458,8 +606,41 @@ class Engine:
         assert res.next_logprobs is not None
         self._decode.add(rows, res.next_logprobs[index], self.lm.select_state(res.states, index))
 
+    def _parked_wake(self, now: float) -> bool | float | None:
+        """True when a paused stream needs the worker now, else the earliest time one will."""
+        wake: float | None = None
+        for stream in self._decode.parked:
+            at = stream.wake_at()
+            if stream.cancelled or stream.caught_up() or (at is not None and at <= now):
+                return True
+            if at is not None:
+                wake = at if wake is None else min(wake, at)
+        return wake
+
+    def _pace(self, now: float) -> None:
+        """Backpressure: streams whose reader has fallen behind leave the batch (their rows keep
+        their state); they rejoin once it catches up, or end once paused past ``stall_s``.
+        Cancelled and expired ones rejoin, to leave with the others just below."""
+        for stream in list(self._decode.parked):
+            expired = stream.deadline is not None and now > stream.deadline
+            if stream.stalled(now) and not (stream.cancelled or expired):
+                self._decode.drop(stream)
+                stream.stalled_out = True
+                self.stats.kinds["generate"].rejected += 1
+                self.observer.on_rejected("generate", "stalled")
+                log.warning("stream ended: its reader took nothing for %.0f s (stall limit)", stream.stall_s)
+                self._fail(stream, StreamStalled(f"the reader took nothing for {stream.stall_s:g} s"))
+            elif stream.cancelled or expired or stream.caught_up():
+                stream.paused_since = None
+                self._decode.unpark(stream)
+        behind = {row.owner for row in self._decode.rows if not row.owner.cancelled and row.owner.behind()}
+        for stream in behind:
+            stream.paused_since = now
+        self._decode.park(behind)
+
     def _decode_step(self) -> None:
         now = time.monotonic()
+        self._pace(now)
         keep: list[int] = []
         expired: dict[Any, Any] = {}
         for r, row in enumerate(self._decode.rows):
@@ -475,7 +656,7 @@ class Engine:
             self._fail(stream, DeadlineExceeded("generation did not finish before its deadline"))
         if not self._decode.rows:
             return
-        n_rows = len(self._decode)
+        n_rows = len(self._decode.rows)
         try:
             events = self._decode.choose()
         except Exception as e:
@@ -497,6 +678,7 @@ class Engine:
             done = self._rows_left.get(stream) == 0
             if done:
                 del self._rows_left[stream]
+            stream._handed += len(evs)
             by_loop.setdefault(stream._loop, []).append((stream, evs, done))
         for loop, items in by_loop.items():  # hand the tokens over first, then compute the next
             _call_soon(loop, _push_streams, items)

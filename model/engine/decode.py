@@ -11,6 +11,11 @@ A recurrent model carries a fixed-size state per row, so joining and leaving are
 :class:`~model.sampling.TokenChooser` (own parameters, own seeded generator), so a seeded request
 gets the same tokens whatever else shares the batch: the loop does exactly what
 :func:`model.generation.generate_stream` does per row.
+
+Each row also follows the stop strings incrementally (:class:`~model.sampling.StopMatcher`, fed
+only what a token added) and works out the text now safe to show (held back while it may begin
+a stop string), so neither costs the event loop anything. A row whose reader has fallen behind
+is *parked*: it leaves the batch with its state and log-probs, and rejoins them unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch import Tensor
 
 from ..generation import TokenEvent
 from ..lm import LanguageModel
-from ..sampling import StoppingCriteria, TokenChooser, choose_tokens
+from ..sampling import StopMatcher, StoppingCriteria, TokenChooser, choose_tokens
 from ..tokenizer import EOS_ID
 
 
@@ -38,6 +43,27 @@ class Row:
     history: list[int]  # prompt ids + generated ids (for the repetition penalty)
     text: str = ""
     count: int = 0
+    shown: int = 0  # characters of ``text`` already handed over as safe to show
+    matcher: StopMatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matcher = self.stopping.matcher()
+
+    def reveal(self, finish_reason: str | None) -> str:
+        """The text that has become safe to show: past the hold-back, or all of the final text."""
+        # "stop": where the earliest stop string starts; eos / length: none can complete any more
+        safe = self.matcher.safe_length() if finish_reason in (None, "stop") else len(self.text)
+        delta = self.text[self.shown : max(safe, self.shown)]
+        self.shown = max(safe, self.shown)
+        return delta
+
+
+@dataclass
+class ShownTokenEvent(TokenEvent):
+    """A token event with ``shown``: the text now safe to show (a client that appends every
+    ``shown`` ends with exactly the final, trimmed text; see service.streaming)."""
+
+    shown: str = ""
 
 
 @dataclass
@@ -49,9 +75,37 @@ class DecodeBatch:
     state: Any = None
     logprobs: Tensor | None = None  # (B, V) float32 on the CPU
     next_ids: list[int] = field(default_factory=list)  # tokens chosen last, fed by the next step
+    parked: dict[Any, tuple[list[Row], Tensor, Any]] = field(default_factory=dict)  # owner -> rows
 
     def __len__(self) -> int:
-        return len(self.rows)
+        """Rows held: in the batch or parked."""
+        return len(self.rows) + sum(len(rows) for rows, _, _ in self.parked.values())
+
+    def owners(self) -> list[Any]:
+        """Every owner with rows held, parked ones included."""
+        return list(dict.fromkeys([*(row.owner for row in self.rows), *self.parked]))
+
+    def park(self, owners: set[Any]) -> None:
+        """These owners' rows leave the batch with their state and log-probs, until :meth:`unpark`."""
+        if not owners:
+            return
+        idx = [r for r, row in enumerate(self.rows) if row.owner in owners]
+        assert self.logprobs is not None
+        for owner in owners:
+            sel = [r for r in idx if self.rows[r].owner is owner]
+            if sel:
+                rows = [self.rows[r] for r in sel]
+                self.parked[owner] = (rows, self.logprobs[sel], self.lm.select_state(self.state, sel))
+        self.keep([r for r, row in enumerate(self.rows) if row.owner not in owners])
+
+    def unpark(self, owner: Any) -> None:
+        """The owner's parked rows join the batch again, exactly as they left it."""
+        rows, logprobs, state = self.parked.pop(owner)
+        self.add(rows, logprobs, state)
+
+    def drop(self, owner: Any) -> None:
+        """Forget the owner's parked rows."""
+        self.parked.pop(owner, None)
 
     def add(self, rows: list[Row], logprobs: Tensor, state: Any) -> None:
         """Join rows whose prefill gave ``logprobs`` (b, V) and ``state`` (b rows)."""
@@ -76,7 +130,7 @@ class DecodeBatch:
         self.state = self.lm.select_state(self.state, keep)
         self.logprobs = self.logprobs[keep]
 
-    def choose(self) -> list[tuple[Row, TokenEvent]]:
+    def choose(self) -> list[tuple[Row, ShownTokenEvent]]:
         """Every row picks its token; rows that stop leave. Returns the events, in row order."""
         assert self.logprobs is not None
         tokens = choose_tokens([r.chooser for r in self.rows], self.logprobs, [r.history for r in self.rows])
@@ -87,9 +141,10 @@ class DecodeBatch:
             row.history.append(token)
             row.count += 1
             piece = "" if token == EOS_ID else tok.piece(token)
+            before = len(row.text)
             row.text = tok.append_piece(row.text, piece)
-            stop, reason = row.stopping(token, row.count, row.text)
-            events.append((row, TokenEvent(row.sample, token, piece, lp, reason)))
+            stop, reason = row.stopping.step(row.matcher, token, row.count, row.text[before:])
+            events.append((row, ShownTokenEvent(row.sample, token, piece, lp, reason, row.reveal(reason))))
             if not stop:
                 keep.append(i)
         self.keep(keep)

@@ -3,6 +3,11 @@
 The worker thread hands events over with ``loop.call_soon_threadsafe``; the iterator reads them
 from an ``asyncio.Queue``. Leaving early (``break`` inside ``async with``, ``cancel()``, the task
 being cancelled, the deadline passing) frees the request's rows before the next decoding step.
+
+Backpressure: the worker counts the events it hands over, the iterator those it takes. A reader
+more than ``max_backlog`` events per sample behind (an HTTP client that does not read, so its
+send blocks) has its rows parked, out of the decoding steps, until it has caught up to half
+that; parked longer than ``stall_s``, the stream ends with :class:`StreamStalled`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ if TYPE_CHECKING:
     from .core import Engine
 
 _END = object()
+
+
+class StreamStalled(Exception):
+    """The stream's reader took nothing for ``stall_s`` while its generation was paused."""
 
 
 class GenerationStream:
@@ -45,6 +54,44 @@ class GenerationStream:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._finished = False
+        self.max_backlog: int | None = 64  # events per sample not yet taken before pausing; None: never
+        self.stall_s: float | None = None  # paused this long: end the stream; None: wait (the deadline)
+        self.paused_since: float | None = None  # worker: when its rows were parked
+        self.stalled_out = False  # worker: ended for its stall (counted there)
+        self._handed = 0  # worker: token events handed over
+        self._taken = 0  # event loop: token events taken
+
+    # -- backpressure (read by the worker) -------------------------------------------------------
+    @property
+    def backlog(self) -> int:
+        """Token events handed over that the reader has not taken yet."""
+        return self._handed - self._taken
+
+    def behind(self) -> bool:
+        """The reader is too far behind: pause the generation."""
+        return self.max_backlog is not None and self.backlog >= self.max_backlog * self.request.n
+
+    def caught_up(self) -> bool:
+        """A paused stream's reader has caught up enough to go on."""
+        return self.max_backlog is None or self.backlog <= self.max_backlog * self.request.n // 2
+
+    def stalled(self, now: float) -> bool:
+        """Paused for longer than ``stall_s``."""
+        return (
+            self.stall_s is not None
+            and self.paused_since is not None
+            and now - self.paused_since > self.stall_s
+        )
+
+    def wake_at(self) -> float | None:
+        """When a paused stream needs the worker even if its reader takes nothing."""
+        ends = [t for t in (self.deadline, self._stall_end()) if t is not None]
+        return min(ends) if ends else None
+
+    def _stall_end(self) -> float | None:
+        if self.stall_s is None or self.paused_since is None:
+            return None
+        return self.paused_since + self.stall_s
 
     @property
     def seed(self) -> int:
@@ -92,6 +139,9 @@ class GenerationStream:
         if isinstance(item, BaseException):
             self._finished = True
             raise item
+        self._taken += 1
+        if self.paused_since is not None and self.caught_up():
+            self._engine._wake()  # the worker puts its rows back into the batch
         return item
 
     async def __aenter__(self) -> GenerationStream:

@@ -4,10 +4,14 @@ The same preparation, ranking and result types as :func:`model.scoring.score_can
 :func:`model.scoring.next_token_distribution`; only the log-probs come from :meth:`Engine.score` /
 :meth:`Engine.next_token`, so concurrent requests share batches and the candidates of a list
 share their prefixes. ``Ranking.positions`` is the positions computed (the request's trie bound).
+
+The steps in Python (tokenizing a megabyte of candidates, ranking them, describing distributions)
+run in a worker thread (``asyncio.to_thread``), so the caller's event loop stays free meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from ..scoring import (
@@ -30,9 +34,11 @@ async def score_candidates(
     timeout_s: float | None = None,
 ) -> Ranking:
     options = options or ScoreOptions()
-    prepared = prepare_candidates(engine.lm.tokenizer, candidates, options, external_scores)
+    prepared = await asyncio.to_thread(
+        prepare_candidates, engine.lm.tokenizer, list(candidates), options, external_scores
+    )
     res = await engine.score([c.ids for c in prepared], timeout_s=timeout_s)
-    ranking = combine_scores(prepared, res.token_logprobs, options, external_scores)
+    ranking = await asyncio.to_thread(combine_scores, prepared, res.token_logprobs, options, external_scores)
     ranking.positions = res.positions_computed
     return ranking
 
@@ -40,6 +46,7 @@ async def score_candidates(
 async def next_token_distribution(
     engine: Engine, texts: Sequence[str], top_k: int = 10, timeout_s: float | None = None
 ) -> list[NextToken]:
-    encodings, prefixes = next_token_prefixes(engine.lm.tokenizer, texts, top_k)
+    tokenizer = engine.lm.tokenizer
+    encodings, prefixes = await asyncio.to_thread(next_token_prefixes, tokenizer, list(texts), top_k)
     dists = await engine.next_token(prefixes, top_k=top_k, timeout_s=timeout_s)
-    return describe_next(engine.lm.tokenizer, encodings, dists)
+    return await asyncio.to_thread(describe_next, tokenizer, encodings, dists)

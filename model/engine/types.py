@@ -22,11 +22,34 @@ class EngineConfig:
     max_logits: int = 1 << 22  # elements of one logits chunk (rows × vocabulary) when scoring
     prefix_sharing: bool = True  # compute each distinct prefix once (False: dense, for comparison)
     warmup: bool = True  # run one tiny batch at start, so the first request pays no set-up
+    max_request_tokens: int | None = None  # tokens one score/next-token request may cost (TooCostly)
+    max_tokens_in_flight: int | None = None  # their sum over requests queued or running (TokensInFlight)
+    chunk_positions: int = 1024  # positions a one-shot pass computes between two checks (see core.py)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_sequences", "max_batch_tokens", "max_rows", "max_queue", "max_logits"):
+        for name in (
+            "max_batch_sequences",
+            "max_batch_tokens",
+            "max_rows",
+            "max_queue",
+            "max_logits",
+            "chunk_positions",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        for name in ("max_request_tokens", "max_tokens_in_flight"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or None)")
+        if (
+            self.max_request_tokens is not None
+            and self.max_tokens_in_flight is not None
+            and self.max_request_tokens > self.max_tokens_in_flight
+        ):
+            raise ValueError(
+                f"max_request_tokens ({self.max_request_tokens}) is more than max_tokens_in_flight "
+                f"({self.max_tokens_in_flight}): such a request could never be admitted"
+            )
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
         if self.timeout_s is not None and self.timeout_s <= 0:
@@ -53,6 +76,37 @@ class Overloaded(EngineError):
         self.kind = kind
         self.queued = queued
         self.retry_after_s = retry_after_s
+
+
+class TokensInFlight(Overloaded):
+    """The tokens of the requests queued or running, with this one's, would pass
+    ``max_tokens_in_flight``: retry after ``retry_after_s`` seconds (HTTP 503 + Retry-After)."""
+
+    def __init__(self, kind: str, tokens: int, in_flight: int, limit: int, retry_after_s: float) -> None:
+        EngineError.__init__(
+            self,
+            f"engine busy: {in_flight} tokens are already in flight and this {kind} request needs {tokens} "
+            f"more, past the limit of {limit}; retry after {retry_after_s:.0f} s",
+        )
+        self.kind = kind
+        self.queued = 0
+        self.retry_after_s = retry_after_s
+        self.tokens = tokens
+        self.in_flight = in_flight
+        self.limit = limit
+
+
+class TooCostly(EngineError):
+    """One request costs more tokens than ``max_request_tokens`` (HTTP 413): it is refused before
+    it is queued, whatever the load."""
+
+    def __init__(self, kind: str, tokens: int, limit: int) -> None:
+        super().__init__(
+            f"this {kind} request needs {tokens} tokens of computation, more than the limit of {limit}"
+        )
+        self.kind = kind
+        self.tokens = tokens
+        self.limit = limit
 
 
 class DeadlineExceeded(EngineError):
@@ -120,3 +174,4 @@ class EngineStats:
     positions_requested: int = 0
     tokens_generated: int = 0
     cancelled: int = 0
+    passes_stopped: int = 0  # one-shot passes dropped between chunks: nobody waited for them

@@ -22,6 +22,7 @@ answer, no transport error or hang, no slot leaked, RSS within bound.
     .venv/bin/python -m rnnlm.bench.load                          # 3 × 60 s on the shipped model, updates
                                                             # docs/RELIABILITY.md
     .venv/bin/python -m rnnlm.bench.load --quick --model-dir DIR  # seconds (CI: tests/service/test_reliability_load.py)
+    .venv/bin/python -m rnnlm.bench.load --attack connections --attack slow-bodies   # issue 13's attacks
 """
 
 from __future__ import annotations
@@ -372,6 +373,464 @@ def wait_released(base: str, timeout_s: float = 15) -> str:
         time.sleep(0.1)
 
 
+# -- attacks (issue 13): abuse that stays inside every limit, while a probe times the service -----
+# Each attack runs alone against the server for ``--attack-seconds``; meanwhile a probe times
+# GET /health (every 20 ms) and a small /score (every 200 ms) on fresh connections, and the
+# server's RSS is sampled every 50 ms. "after" is the RSS once the attack's connections are closed
+# and the server had ATTACK_SETTLE_S to let go. Another attack is one more entry in ATTACKS.
+ATTACK_SETTLE_S = 3.0
+SMALL_SCORE = {"candidates": ["我们发表", "他们报道"]}
+ATTACK_BOUNDS = {"health_p99_s": 0.1, "score_p99_s": 1.0, "rss_after_mib": 100.0}  # issue 13, "Done when"
+
+
+@dataclass
+class Attack:
+    name: str
+    what: str = ""  # what the attacker did, for the report
+    health: list[float] = field(default_factory=list)  # seconds per /health probe
+    score: list[float] = field(default_factory=list)  # seconds per small /score probe
+    probe_failures: Counter = field(default_factory=Counter)  # status or error of failed probes
+    rss_before: float = float("nan")
+    rss_peak: float = float("nan")
+    rss_after: float = float("nan")
+    log_bytes: int = 0  # server log written during the attack
+    server_cpu_s: float = 0.0  # CPU time the server used during the attack (user + system)
+    outcome: Counter = field(default_factory=Counter)  # what the attacker's connections saw
+
+    def ok(self) -> dict[str, bool]:
+        b = ATTACK_BOUNDS
+        return {
+            "health": pct(self.health, 99) < b["health_p99_s"],
+            "score": pct(self.score, 99) < b["score_p99_s"],
+            "probes": not self.probe_failures,
+            "rss": self.rss_after - self.rss_before <= b["rss_after_mib"],
+        }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _set_own_nofile(soft: int | None) -> None:
+    """This process's soft open-file limit (None: its hard limit); a server started now inherits it."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, top) if soft else top, hard))
+
+
+async def _probe(base: str, attack: Attack, stop: asyncio.Event) -> None:
+    async def timed(client: httpx.AsyncClient, method: str, path: str, into: list[float], **kw) -> None:
+        t0 = time.monotonic()
+        try:
+            r = await client.request(method, path, **kw)
+            if r.status_code != 200:
+                attack.probe_failures[f"{path} {r.status_code}"] += 1
+                return
+        except httpx.HTTPError as e:
+            attack.probe_failures[f"{path} {type(e).__name__}"] += 1
+            return
+        into.append(time.monotonic() - t0)
+
+    async def loop(every_s: float, method: str, path: str, into: list[float], **kw) -> None:
+        # a fresh connection per probe: a new client must get through, not only a kept-alive one
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as client:
+            while not stop.is_set():
+                await timed(client, method, path, into, **kw)
+                await asyncio.sleep(every_s)
+
+    await asyncio.gather(
+        loop(0.02, "GET", "/health", attack.health),
+        loop(0.2, "POST", "/score", attack.score, json=SMALL_SCORE),
+    )
+
+
+async def _sample_rss(pid: int, attack: Attack, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        attack.rss_peak = max(attack.rss_peak, rss_mib(pid))
+        await asyncio.sleep(0.05)
+
+
+async def attack_connections(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 13 item 1: ``n`` connections, opened at once, that send nothing, half a request line or
+    half the headers, and wait."""
+    sent = [b"", b"POST /sco", b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Ty"]
+    attack.what = f"{n} connections sending nothing, half a request line or half the headers"
+
+    async def one(i: int) -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as e:
+            attack.outcome[f"connect failed: {e.strerror or type(e).__name__}"] += 1
+            return
+        try:
+            writer.write(sent[i % 3])
+            answer = await _answer_or_stop(reader, stop)
+            if answer is not None:
+                attack.outcome[f"closed by server{' with ' + answer[9:12].decode() if answer else ''}"] += 1
+            else:
+                attack.outcome["still open at the end"] += 1
+        except OSError:
+            attack.outcome["reset by server"] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*[one(i) for i in range(n)])
+
+
+async def _answer_or_stop(reader: asyncio.StreamReader, stop: asyncio.Event) -> bytes | None:
+    """The server's first bytes (b"" when it closed silently), or None if the attack ended first."""
+    waiting = asyncio.ensure_future(reader.read(4096))
+    stopped = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([waiting, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if waiting in done:
+        return waiting.result()
+    waiting.cancel()
+    return None
+
+
+async def attack_slow_bodies(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 13 item 2: ``n`` connections each declaring a body of 999,000 bytes, sending 998,916 of
+    them (in 64 kB writes) and stalling."""
+    declared, sent = 999_000, 998_916
+    attack.what = f"{n} connections each sending {sent:,} of a declared {declared:,} bytes, then stalling"
+    chunk = b" " * 65536
+
+    async def one() -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as e:
+            attack.outcome[f"connect failed: {e.strerror or type(e).__name__}"] += 1
+            return
+        try:
+            writer.write(
+                b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {declared}\r\n\r\n".encode()
+            )
+            left = sent
+            while left > 0 and not stop.is_set():
+                writer.write(chunk[: min(left, len(chunk))])
+                left -= min(left, len(chunk))
+                await writer.drain()
+            answer = await _answer_or_stop(reader, stop)
+            if answer is not None:
+                attack.outcome[f"answered {answer[9:12].decode() or 'nothing'}"] += 1
+            else:
+                attack.outcome["still held at the end"] += 1
+        except OSError:
+            attack.outcome["reset by server"] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*[one() for _ in range(n)])
+
+
+async def _stream_seconds(client: httpx.AsyncClient, body: dict, attack: Attack, label: str) -> float | None:
+    """Seconds to read one streamed /generate to its ``done`` event (None: it did not end so)."""
+    t0 = time.monotonic()
+    try:
+        async with client.stream("POST", "/generate", json={**body, "stream": True}) as r:
+            raw = (await r.aread()).decode()
+    except httpx.HTTPError as e:
+        attack.outcome[f"{label}: {type(e).__name__}"] += 1
+        return None
+    done = r.status_code == 200 and parse_events(raw)[-1][0] == "done"
+    attack.outcome[f"{label}: {r.status_code}{'' if done else ' without done'}"] += 1
+    return time.monotonic() - t0 if done else None
+
+
+async def attack_stop_strings(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 13 item 8: rounds of ``n`` concurrent seeded streams (1024 tokens) with 16 stop strings
+    of 9,999 characters, each round after the same ``n`` streams without stop strings."""
+    stops = [chr(ord("a") + i) * 9_999 for i in range(16)]  # as in the issue (159,984 bytes together)
+    body = {"prompt": "今天", "max_new_tokens": 1024, "seed": 7, "temperature": 1.0}
+    plain: list[float] = []
+    with_stops: list[float] = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        while not stop.is_set():
+            for into, extra, label in (
+                (plain, {}, "no stop"),
+                (with_stops, {"stop": stops}, "16 × 9,999-char stops"),
+            ):
+                times = await asyncio.gather(
+                    *[
+                        _stream_seconds(client, {**body, "seed": 7 + i, **extra}, attack, label)
+                        for i in range(n)
+                    ]
+                )
+                into += [t for t in times if t is not None]
+    p, w = pct(plain, 50), pct(with_stops, 50)
+    attack.what = (
+        f"rounds of {n} concurrent streams of 1024 tokens, 16 stop strings of 9,999 characters or none: "
+        f"median stream {w:.2f} s with the stop strings, {p:.2f} s without (x{w / p:.2f}; "
+        f"{len(with_stops)} + {len(plain)} streams)"
+    )
+
+
+STALLED_METRIC = 'rnnlm_engine_rejected_total{kind="generate",reason="stalled"}'
+
+
+async def attack_silent_streams(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 13 item 9: ``n`` streams (16 samples, as many tokens as RNNLM_MAX_NEW_TOKENS allows)
+    whose clients never read (4 kB receive buffers), while a client that reads times a 200-token
+    stream again and again. Their answers must outgrow the connections' buffers (megabytes on
+    loopback): run it on a model that does not end its sentences (see docs/RELIABILITY.md)."""
+    import socket
+
+    base = f"http://127.0.0.1:{port}"
+    tokens = int(os.environ.get("RNNLM_MAX_NEW_TOKENS", "1024"))  # the server's limit (it inherits it)
+    body = json.dumps(
+        {"prompt": "今天", "max_new_tokens": tokens, "stream": True, "seed": 3, "n": 16}
+    ).encode()
+    reading = {"prompt": "今天", "max_new_tokens": 200, "seed": 5}
+    steps = 'rnnlm_batch_rows_sum{kind="generate"}'
+
+    def rows_advanced(text: str) -> float:
+        return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(steps + " ")), 0.0)
+
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        idle = [
+            t for t in [await _stream_seconds(client, reading, attack, "idle reader") for _ in range(3)] if t
+        ]
+        socks = []
+        for _ in range(n):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            sock.send(
+                b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            socks.append(sock)
+        t0 = time.monotonic()
+        busy: list[float] = []
+        timeline = []  # (seconds, rows advanced so far, streams open)
+        text = ""
+        try:
+            while not stop.is_set():
+                t = await _stream_seconds(client, reading, attack, "reader during")
+                if t is not None:
+                    busy.append(t)
+                text = (await client.get("/metrics")).text
+                open_ = next(
+                    (x.split()[-1] for x in text.splitlines() if x.startswith("rnnlm_streams_open ")), "?"
+                )
+                timeline.append((time.monotonic() - t0, rows_advanced(text), open_))
+                await asyncio.sleep(0.5)
+        finally:
+            for sock in socks:
+                sock.close()
+    rows = [(t, r) for t, r, _ in timeline]
+    last_move = max((t for (t, r), (_, r0) in zip(rows[1:], rows, strict=False) if r > r0 + 264), default=0.0)
+    ended = next((f"{t:.0f} s" for t, _, o in timeline if o == "0.0"), "not within the attack")
+    stalled = next((x.split()[-1] for x in text.splitlines() if x.startswith(STALLED_METRIC + " ")), "0")
+    attack.what = (
+        f"{n} streams (16 samples × {tokens} tokens) whose clients never read; a reading client's 200-token "
+        f"stream: median {pct(idle, 50):.2f} s idle, {pct(busy, 50):.2f} s meanwhile ({len(busy)} streams); "
+        f"generation for the silent streams last advanced at {last_move:.0f} s; all streams closed at "
+        f"{ended}; ended as stalled (rnnlm_engine_rejected_total): {stalled}"
+    )
+
+
+# -- costly requests inside the limits (issue 13 items 3-5) -------------------------------------------
+def _long_texts(rng: random.Random, n: int, chars: int) -> list[str]:
+    """``n`` distinct texts of ``chars`` in-vocabulary characters (little prefix to share)."""
+    alphabet = sorted(set("".join(sentences())))
+    return [str(i) + "".join(rng.choice(alphabet) for _ in range(chars - len(str(i)))) for i in range(n)]
+
+
+async def _one_char_score_ms(base: str) -> str:
+    """A 1-character /score on a fresh connection, timed: how soon the engine is free again."""
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        r = await client.post("/score", json={"candidates": ["我"]})
+    return f"{(time.monotonic() - t0) * 1000:.0f} ms ({r.status_code})"
+
+
+async def _costly_clients(
+    port: int, attack: Attack, stop: asyncio.Event, bodies: list[tuple[str, dict]], give_up_s: float
+) -> None:
+    """Each body from its own client, again and again, until ``stop``; a client gives up after
+    ``give_up_s`` (closing its connection). Outcomes by status; the engine's recovery after."""
+    base = f"http://127.0.0.1:{port}"
+    json_type = {"Content-Type": "application/json"}
+
+    async def one(path: str, body: dict) -> None:
+        content = json.dumps(body, ensure_ascii=False).encode()  # once: the client is not what is measured
+        async with httpx.AsyncClient(base_url=base, timeout=give_up_s) as client:
+            while not stop.is_set():
+                try:
+                    r = await client.post(path, content=content, headers=json_type)
+                    attack.outcome[f"{path} {r.status_code}"] += 1
+                    await asyncio.sleep(0.1)
+                except httpx.TimeoutException:
+                    attack.outcome[f"{path} gave up after {give_up_s:g} s"] += 1
+                except httpx.HTTPError as e:
+                    attack.outcome[f"{path} {type(e).__name__}"] += 1
+                    await asyncio.sleep(0.1)
+
+    tasks = [asyncio.ensure_future(one(path, body)) for path, body in bodies]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()  # a client gone mid-request: the server must drop its work
+    await asyncio.gather(*tasks, return_exceptions=True)
+    attack.what += f"; a 1-character /score sent as they left: {await _one_char_score_ms(base)}"
+
+
+async def attack_costly(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 13 item 3: ``n`` clients; half send 33 candidates × 10,000 characters (990 kB, past the
+    tokens per request: 413), half 6 × 10,000 (60,012 tokens: within it, so the tokens in flight
+    decide), each waiting up to 90 s for its answer."""
+    rng = random.Random(13)
+    huge = {"candidates": _long_texts(rng, 33, 10_000)}
+    big = [{"candidates": _long_texts(rng, 6, 10_000)} for _ in range(n)]
+    attack.what = f"{n} clients: {n - n // 2} × 33 candidates × 10,000 chars, {n // 2} × 6 × 10,000 chars"
+    bodies = [("/score", huge if i % 2 == 0 else big[i]) for i in range(n)]
+    await _costly_clients(port, attack, stop, bodies, 90.0)
+
+
+async def attack_abandoned(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 13 item 4: ``n`` clients each sending 6 candidates × 10,000 characters and giving up
+    (closing the connection) after 1 s, again and again."""
+    rng = random.Random(14)
+    bodies = [("/score", {"candidates": _long_texts(rng, 6, 10_000)}) for _ in range(n)]
+    attack.what = f"{n} clients each sending 6 candidates × 10,000 chars and leaving after 1 s"
+    await _costly_clients(port, attack, stop, bodies, 1.0)
+
+
+async def attack_huge_answers(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 13 item 5: ``n`` clients; half ask /next-token for 256 one-character texts × top_k 1000
+    (past RNNLM_MAX_NEXT_TOKEN_ENTRIES: 413), half for the most allowed, 16 texts × top_k 1000."""
+    alphabet = sorted(set("".join(sentences())))
+    too_many = {"text": alphabet[:256], "top_k": 1000}
+    allowed = {"text": alphabet[:16], "top_k": 1000}
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        size = len((await client.post("/next-token", json=allowed)).content)
+    attack.what = (
+        f"{n} clients: {n - n // 2} × 256 texts × top_k 1000, {n // 2} × 16 texts × top_k 1000 "
+        f"(an answer of {size / 1e6:.1f} MB)"
+    )
+    bodies = [("/next-token", too_many if i % 2 == 0 else allowed) for i in range(n)]
+    await _costly_clients(port, attack, stop, bodies, 60.0)
+
+
+ATTACKS = {
+    "costly": attack_costly,
+    "abandoned": attack_abandoned,
+    "huge-answers": attack_huge_answers,
+    "connections": attack_connections,
+    "slow-bodies": attack_slow_bodies,
+    "stop-strings": attack_stop_strings,
+    "silent-streams": attack_silent_streams,
+}
+# streams per attack (the others: --attack-connections / --attack-bodies)
+ATTACK_N = {"stop-strings": 8, "silent-streams": 4, "costly": 8, "abandoned": 12, "huge-answers": 8}
+
+
+async def run_attack(base: str, proc, name: str, seconds: float, n: int, log_path: Path) -> Attack:
+    attack = Attack(name)
+    port = int(base.rsplit(":", 1)[1])
+    attack.rss_before = attack.rss_peak = rss_mib(proc.pid)
+    log_start = log_path.stat().st_size
+    cpu_start = cpu_seconds(proc.pid)
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.ensure_future(_probe(base, attack, stop)),
+        asyncio.ensure_future(_sample_rss(proc.pid, attack, stop)),
+        asyncio.ensure_future(ATTACKS[name](port, attack, stop, n)),
+    ]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(ATTACK_SETTLE_S)
+    attack.rss_after = rss_mib(proc.pid)
+    attack.server_cpu_s = cpu_seconds(proc.pid) - cpu_start
+    attack.log_bytes = log_path.stat().st_size - log_start
+    return attack
+
+
+def attack_report(attacks: list[Attack], seconds: float, server_nofile: int, command: str) -> str:
+    b = ATTACK_BOUNDS
+    lines = [
+        "### Attacks (bench/load.py --attack)",
+        "",
+        f"- command: `{command}`",
+        f"- run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; {seconds:g} s per attack, default "
+        f"settings, the server started with a soft open-file limit of {server_nofile or 'its hard limit'}; client, server (and any other work on the machine) share {len(os.sched_getaffinity(0))} CPUs; "
+        f"bounds: /health p99 < {b['health_p99_s'] * 1000:g} ms, small /score p99 < {b['score_p99_s']:g} s, "
+        f"RSS after within {b['rss_after_mib']:g} MiB of before",
+        "",
+        "| attack | /health p50 / p99 / max (ms) | small /score p50 / p99 / max (ms) | failed probes | RSS before / "
+        "peak / after (MiB) | server CPU (s) | server log written | the attacker's connections |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for a in attacks:
+        outcome = ", ".join(f"{k}: {v}" for k, v in a.outcome.most_common(4))
+        failures = ", ".join(f"{k}: {v}" for k, v in a.probe_failures.most_common(3)) or "0"
+        lines.append(
+            f"| {a.name}: {a.what} | {ms(pct(a.health, 50))} / {ms(pct(a.health, 99))} / "
+            f"{ms(max(a.health, default=float('nan')))} | {ms(pct(a.score, 50))} / {ms(pct(a.score, 99))} / "
+            f"{ms(max(a.score, default=float('nan')))} | {failures} | {a.rss_before:.0f} / {a.rss_peak:.0f} / "
+            f"{a.rss_after:.0f} | {a.server_cpu_s:.1f} | {a.log_bytes / 1024:.1f} kB | {outcome} |"
+        )
+    mark = lambda good: "yes" if good else "**NO**"  # noqa: E731
+    for a in attacks:
+        ok = a.ok()
+        lines.append(
+            f"- {a.name}: /health p99 in bound: {mark(ok['health'])}; /score p99 in bound: {mark(ok['score'])}; "
+            f"every probe answered 200: {mark(ok['probes'])}; memory returned: {mark(ok['rss'])}"
+        )
+    return "\n".join(lines)
+
+
+def write_attack_section(text: str, path: Path) -> None:
+    from model.data import write_text_atomically
+
+    from ..reports.blocks import put_block
+
+    write_text_atomically(path, put_block(path.read_text(encoding="utf-8"), "bench:attacks", text))
+    print(f"updated {path}")
+
+
+def run_attacks(args: argparse.Namespace, out: Path | None, command: str) -> int:
+    """``--attack NAME`` (repeatable): each attack in turn against one fresh server, then the report."""
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"rnnlm-attack-{os.getpid()}.log"
+    env_log = {"RNNLM_LOG_LEVEL": "info"}  # the default: the log must stay small under attack
+    attacks = []
+    _set_own_nofile(args.attack_server_nofile)  # inherited by the server: a host's default `ulimit -n`
+    with serve_process(args.model_dir, log_path, {"RNNLM_TORCH_THREADS": str(args.threads), **env_log}) as (
+        base,
+        proc,
+    ):
+        _set_own_nofile(None)  # the attacker's own sockets
+        print(f"server {base} (pid {proc.pid}); log {log_path}", flush=True)
+        httpx.post(f"{base}/score", json=SMALL_SCORE, timeout=60).raise_for_status()  # warm
+        for name in args.attack:
+            n = ATTACK_N.get(name) or (
+                args.attack_connections if name == "connections" else args.attack_bodies
+            )
+            print(f"attack {name}: {n} connections for {args.attack_seconds:g} s ...", flush=True)
+            attacks.append(asyncio.run(run_attack(base, proc, name, args.attack_seconds, n, log_path)))
+    text = attack_report(attacks, args.attack_seconds, args.attack_server_nofile, command)
+    print(text)
+    if out is not None:
+        write_attack_section(text, out)
+    failed = [f"{a.name}: {k}" for a in attacks for k, good in a.ok().items() if not good]
+    if failed:
+        print(f"FAILED: {failed}; server log: {log_path}", file=sys.stderr)
+        return 1
+    log_path.unlink(missing_ok=True)
+    return 0
+
+
 # -- report ---------------------------------------------------------------------------------------
 def pct(values: list[float], q: float) -> float:
     if not values:
@@ -470,11 +929,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--attack",
+        action="append",
+        choices=sorted(ATTACKS),
+        default=[],
+        help="run this attack (repeatable) instead of the mixed phases; report in docs/RELIABILITY.md",
+    )
+    p.add_argument("--attack-seconds", type=float, default=15.0, help="duration of each attack")
+    p.add_argument(
+        "--attack-connections", type=int, default=6000, help="connections of the connection attack"
+    )
+    p.add_argument("--attack-bodies", type=int, default=1000, help="connections of the slow-body attack")
+    p.add_argument(
+        "--attack-server-nofile",
+        type=int,
+        default=1024,
+        help="soft open-file limit the attacked server starts with (a common default; 0: the hard limit)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.pool = min(args.seconds, 4.0), min(args.pool, 12)
     out = args.out if args.out is not None else (None if args.quick else DOC)
     command = " ".join([".venv/bin/python -m rnnlm.bench.load", *(sys.argv[1:] if argv is None else argv)])
+    if args.attack:
+        return run_attacks(args, out, command)
     rng = random.Random(args.seed)
     pools = request_pools(rng, args.pool)
     cap = args.capacity

@@ -35,8 +35,7 @@ import numpy as np
 import torch
 
 from model.batching import with_boundaries
-from model.checkpoint import write_text_atomically
-from model.data import load_split, sha256_file
+from model.data import load_split, sha256_file, write_text_atomically
 from model.lm import LanguageModel
 from model.quality.analysis import edit_width, frequency_profile, pairs_of, position_profile
 from model.quality.combine import loglinear_logprobs, mix_logprobs, sentence_scores, tune_loglinear_weight
@@ -49,6 +48,7 @@ from model.quality.rerank import (
     paired_difference,
 )
 
+from .blocks import carried_blocks
 from .results_markdown import render_markdown
 
 SET_KINDS = ("homophone", "wordorder")
@@ -420,7 +420,11 @@ def run_quality(
         "environment": environment(),
         "seconds": round(time.time() - t0, 1),
     }
-    write_text_atomically(Path(out), render_markdown(result, texts["sets"]))
+    page = render_markdown(result, texts["sets"])
+    old = Path(out).read_text(encoding="utf-8") if Path(out).exists() else ""
+    for block in carried_blocks(old, "rescoring:"):  # written by `rnnlm rescoring-report --into`
+        page = page.rstrip() + "\n\n" + block + "\n"
+    write_text_atomically(Path(out), page)
     write_text_atomically(
         Path(out).with_suffix(".json"), json.dumps(result, ensure_ascii=False, indent=1) + "\n"
     )

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from model.checkpoint import write_text_atomically
+from model.data import write_text_atomically
 
 BEGIN, END = "<!-- runs:begin (python -m rnnlm.reports.training) -->", "<!-- runs:end -->"
 COLORS = [

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 from fastapi import APIRouter
-from sse_starlette import EventSourceResponse
 
 from model.engine import GenerationStream
+from model.engine.decode import ShownTokenEvent
+from model.engine.stream import StreamStalled
 from model.generation import Sample, TokenEvent, add_event, new_samples
 from model.sampling import StoppingCriteria
 from model.tokenizer import Tokenizer
@@ -27,6 +28,7 @@ from model.tokenizer import Tokenizer
 from ..deps import GenerateBody, MetricsDep, RegistryDep, SettingsDep
 from ..errors import ERROR_RESPONSES, ErrorDetail, ErrorResponse
 from ..metrics import ServiceMetrics
+from ..rescoring import refuse_backward
 from ..runner import ModelRunner, generation_request
 from ..schemas import (
     FinishReason,
@@ -36,7 +38,7 @@ from ..schemas import (
     TokenEventData,
     TokenLogprob,
 )
-from ..streaming import StreamedText
+from ..streaming import StallBoundedEventSource, check_stop_size
 
 log = logging.getLogger("rnnlm.service")
 router = APIRouter(tags=["model"])
@@ -75,12 +77,25 @@ async def generate(
     body: GenerateBody, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
 ) -> GenerateResponse:
     runner = registry.get(body.model)
+    refuse_backward(runner, "continue a prompt")
+    check_stop_size(body.stop, settings.max_stop_bytes)
     # the engine tokenizes the prompt once; the request's seed is decided here (given or drawn)
     stream = runner.begin(generation_request(body, body.prompt, body.max_new_tokens))
     seed, prompt_tokens = stream.seed, len(stream.prompt_ids)
     if body.stream:
+        # backpressure: a client that stops reading pauses its generation, and ends it when stalled
+        stream.max_backlog = settings.stream_backlog
+        stream.stall_s = settings.stream_stall_s or None
         events = stream_events(runner, stream, body, prompt_tokens, metrics)
-        return EventSourceResponse(events, ping=settings.sse_ping_s)  # type: ignore[return-value]
+        stalled = metrics.engine_rejected.labels("generate", "stalled")
+
+        def on_stall() -> None:  # counted once: by the engine if it ended the stream first
+            if not stream.stalled_out:
+                stalled.inc()
+
+        return StallBoundedEventSource(  # type: ignore[return-value]
+            events, ping=settings.sse_ping_s, stall_s=stream.stall_s, on_stall=on_stall
+        )
     samples = await stream.collect()
     metrics.tokens_generated.labels(runner.name).inc(sum(len(s.ids) for s in samples))
     return _response(runner, _samples_out(runner, samples, body), seed, prompt_tokens)
@@ -144,7 +159,6 @@ async def stream_events(
 ) -> AsyncIterator[dict]:
     """``token`` events as the runner produces them, then ``done`` (or ``error``)."""
     tok = runner.lm.tokenizer
-    texts = [StreamedText(stop=list(body.stop), joiner=tok.joiner) for _ in range(body.n)]
     samples = new_samples(stream.request)  # collected as GenerationStream.collect does
     stopping = StoppingCriteria(stream.request.max_new_tokens, stream.request.stop)
     generated = metrics.tokens_generated.labels(runner.name)
@@ -153,9 +167,11 @@ async def stream_events(
             async for ev in stream:
                 add_event(samples, ev, tok, stopping)
                 generated.inc()
-                yield {"event": "token", "data": token_event(ev, texts, samples, tok).model_dump_json()}
+                yield {"event": "token", "data": token_event(ev, samples, tok).model_dump_json()}
         out = _samples_out(runner, samples, body)
         yield {"event": "done", "data": _response(runner, out, stream.seed, prompt_tokens).model_dump_json()}
+    except StreamStalled:  # its client read nothing for RNNLM_STREAM_STALL_S (the engine logged it)
+        return
     except Exception:  # the response has started: report in-band, never a traceback
         log.exception("generation stream failed")
         error = ErrorResponse(
@@ -166,11 +182,11 @@ async def stream_events(
         yield {"event": "error", "data": json.dumps(error.model_dump())}
 
 
-def token_event(
-    ev: TokenEvent, texts: list[StreamedText], samples: list[Sample], tok: Tokenizer
-) -> TokenEventData:
-    """One ``token`` event: the token, and the text now safe to show (held back near a stop string)."""
-    delta = texts[ev.sample].push(ev.text, ev.finish_reason)
+def token_event(ev: TokenEvent, samples: list[Sample], tok: Tokenizer) -> TokenEventData:
+    """One ``token`` event: the token, and the text now safe to show (held back near a stop
+    string; the engine's worker works it out, see model.engine.decode)."""
+    assert isinstance(ev, ShownTokenEvent), "the engine's events carry the text safe to show"
+    delta = ev.shown
     return TokenEventData(
         sample=ev.sample,
         index=len(samples[ev.sample].ids) - 1,

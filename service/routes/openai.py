@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sse_starlette import EventSourceResponse
 
 from model.engine import GenerationStream
 from model.generation import Sample, add_event, new_samples
@@ -56,8 +55,9 @@ from ..context import current_request_id
 from ..deps import MetricsDep, RegistryDep, SettingsDep, within_limits
 from ..metrics import ServiceMetrics
 from ..openai_errors import openai_error
+from ..rescoring import refuse_backward
 from ..runner import ModelRunner
-from ..streaming import StreamedText
+from ..streaming import StallBoundedEventSource, StreamedText, check_stop_size
 
 log = logging.getLogger("rnnlm.service")
 router = APIRouter(tags=["openai"])  # model work: admitted, guarded and limited like /generate
@@ -76,6 +76,9 @@ async def completions(
         runner.lm.tokenizer, body.prompt, settings.max_batch_texts, settings.max_text_chars
     )
     max_tokens = settings.max_new_tokens if body.max_tokens is None else body.max_tokens
+    # a completion continues its prompt, and even max_tokens 0 scores it as an open prefix (echo)
+    refuse_backward(runner, "continue or score a prompt as a prefix (POST /score scores whole sentences)")
+    check_stop_size(list(body.stop), settings.max_stop_bytes)
     head = CompletionResponse(
         id=f"cmpl-{current_request_id() or uuid.uuid4().hex}",
         created=int(time.time()),
@@ -85,8 +88,18 @@ async def completions(
     if body.stream:
         # Queued now, so that a full queue is a 503 before the stream starts.
         streams = begin_all(runner, body, prompts, max_tokens)
+        for stream in streams:  # backpressure: a prompt's samples pause while their events wait
+            if stream is not None:
+                stream.max_backlog = settings.stream_backlog
         chunks = stream_chunks(runner, body, prompts, streams, head, metrics)
-        return EventSourceResponse(chunks, ping=settings.sse_ping_s)  # type: ignore[return-value]
+        # a client that reads nothing for RNNLM_STREAM_STALL_S ends the stream (the engine-side stall
+        # limit stays off: later prompts' streams legitimately wait while earlier ones are sent)
+        return StallBoundedEventSource(  # type: ignore[return-value]
+            chunks,
+            ping=settings.sse_ping_s,
+            stall_s=settings.stream_stall_s or None,
+            on_stall=metrics.engine_rejected.labels("generate", "stalled").inc,
+        )
     done = await complete(runner, body, prompts, max_tokens)
     metrics.tokens_scored.labels(runner.name).inc(done.tokens_scored)
     metrics.tokens_generated.labels(runner.name).inc(done.usage.completion_tokens)

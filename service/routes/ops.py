@@ -87,6 +87,7 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
         default=default,
         kind=described["kind"],
         tokenizer=described["tokenizer"],
+        direction=runner.lm.tokenizer.direction,
         vocab_size=described["vocab_size"],
         parameters=described.get("parameters"),
         device=str(described.get("device", "cpu")),

@@ -238,7 +238,7 @@ def test_reverse_trains_a_backward_model_that_scores_whole_sentences(corpus_link
     assert lm.tokenizer.direction == "backward"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tokenizer"]["direction"] == "backward"
-    assert "read right to left" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "reads right to left" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     valid_lines = (tmp.parent / "corpus" / "valid.txt").read_text(encoding="utf-8").splitlines()
     assert evaluate_lines(lm, valid_lines)["perplexity"] == pytest.approx(printed["valid"], rel=1e-4)
     line = valid_lines[0]
