@@ -1,4 +1,4 @@
-"""``rnnlm task pinyin|wordorder``: build the realistic rescoring tasks' n-best files.
+"""``rnnlm task pinyin|wordorder|rerank``: build the rescoring tasks' n-best files.
 
 Each action writes ``dev.jsonl`` (from valid), ``test.jsonl`` (from test) and ``manifest.json`` to
 ``--out`` (see :mod:`model.quality.tasks`), then prints the manifest's figures. Only argparse is
@@ -126,6 +126,50 @@ def cmd_pinyin(args: argparse.Namespace) -> int:
 def cmd_wordorder(args: argparse.Namespace) -> int:
     """Word order (translation): the reference among its best-scored chunk-swap reorderings."""
     return _run("wordorder", args, max_chunk=args.max_chunk)
+
+
+def _rerank_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=("homophone", "wordorder"), required=True, help="which reranking set")
+    p.add_argument(
+        "--data", required=True, help="corpus directory (train/valid/test.txt from `rnnlm prepare-data`)"
+    )
+    p.add_argument("--out", required=True, help="directory to write dev.jsonl, test.jsonl, manifest.json")
+    p.add_argument("--size", type=_count(1), default=500, help="items per set (default: 500)")
+    p.add_argument("--distractors", type=_count(1), default=5, help="distractors per item (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="which sentences and edits are drawn (default: 0)")
+    p.add_argument(
+        "--sets-dir", default="runs/rerank", help="where the reranking sets are cached (default: runs/rerank)"
+    )
+
+
+@task_action("rerank", _rerank_args)
+def cmd_rerank(args: argparse.Namespace) -> int:
+    """The reranking benchmark's sets (`rnnlm benchmark rerank`) as n-best files: dev from valid, test from test."""
+    from pathlib import Path
+
+    from model.data import write_text_atomically
+    from model.quality.rerank import SetSpec, build_and_save_set
+
+    out, counts = Path(args.out), {}
+    for name, split in (("dev", "valid"), ("test", "test")):
+        spec = SetSpec(args.kind, split, args.size, args.distractors, args.seed)
+        items, _ = build_and_save_set(args.data, spec, args.sets_dir)
+        rows = [
+            {
+                "id": item.id,
+                "reference": item.reference,
+                "candidates": [{"text": c, "score": 0.0} for c in item.candidates],
+            }
+            for item in items
+        ]  # no first pass: every candidate scores 0, the models alone decide
+        write_text_atomically(
+            out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        )
+        counts[name] = {"set": spec.name, "utterances": len(rows)}
+    manifest = {"task": f"rerank-{args.kind}", "sets": counts, "command": "rnnlm " + shlex.join(sys.argv[1:])}
+    write_text_atomically(out / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+    print(json.dumps({"out": args.out, "sets": counts}, ensure_ascii=False))
+    return 0
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:

@@ -96,3 +96,22 @@ def test_task_help_lists_both_actions(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "pinyin" in out and "wordorder" in out
+
+
+def test_rerank_sets_become_nbest_files_with_the_reference_among_the_candidates(corpus, tmp_path, capsys):
+    from model.quality.confusion import load_items
+    from model.rescoring.formats import read_jsonl
+
+    out, sets = tmp_path / "rerank", tmp_path / "sets"
+    args = ["task", "rerank", "--kind", "wordorder", "--data", str(corpus), "--out", str(out)]
+    assert main([*args, "--size", "2", "--distractors", "2", "--sets-dir", str(sets)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for name, split in (("dev", "valid"), ("test", "test")):
+        items = load_items(sets / f"{manifest['sets'][name]['set']}.jsonl")
+        assert split in manifest["sets"][name]["set"]
+        utterances = read_jsonl(out / f"{name}.jsonl")
+        assert utterances and len(utterances) == manifest["sets"][name]["utterances"]
+        assert [u.reference for u in utterances] == [i.reference for i in items]
+        for u, item in zip(utterances, items, strict=True):
+            assert [c.text for c in u.candidates] == item.candidates
+            assert {c.score for c in u.candidates} == {0.0}
