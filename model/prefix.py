@@ -337,24 +337,22 @@ def score_each(
     checkpoints = _Checkpoints(should_stop, chunk_positions)
     logprobs = [torch.zeros(0, dtype=torch.float64)] * len(seqs)
     scored = [i for i, s in enumerate(seqs) if len(s) > 1]
-    for group in _groups(scored, seqs, chunk_positions if should_stop is not None else None):
+    per_group = chunk_positions if should_stop is not None else None  # None: one group
+    for group in _groups(scored, seqs, per_group):
         for i, lp in zip(group, lm.sequence_logprobs([seqs[i] for i in group]), strict=True):
             logprobs[i] = lp
         checkpoints.advance(sum(len(seqs[i]) - 1 for i in group))
-    next_lp, states = None, None
-    groups = _groups(list(range(len(queries))), queries, chunk_positions if should_stop is not None else None)
-    if len(groups) == 1:
-        next_lp, states = lm.prefill(queries)
-        checkpoints.advance(requested_positions((), queries))
-    elif groups:
-        parts, state_parts = [], []
-        for group in groups:
-            lp, state = lm.prefill([queries[q] for q in group])
-            parts.append(lp)
-            state_parts.append(state)
-            checkpoints.advance(requested_positions((), [queries[q] for q in group]))
-        next_lp, states = torch.cat(parts), lm.concat_states(state_parts) if with_state else None
-    states = states if with_state else None
+    parts, state_parts = [], []
+    for group in _groups(list(range(len(queries))), queries, per_group):
+        prefixes = [queries[q] for q in group]
+        lp, state = lm.prefill(prefixes)
+        parts.append(lp)
+        state_parts.append(state)
+        checkpoints.advance(requested_positions((), prefixes))
+    next_lp = (parts[0] if len(parts) == 1 else torch.cat(parts)) if parts else None
+    states = None
+    if parts and with_state:
+        states = state_parts[0] if len(state_parts) == 1 else lm.concat_states(state_parts)
     n = requested_positions(seqs, queries)
     return TreeResult(logprobs, next_lp, states, n, n)
 

@@ -19,6 +19,8 @@ from model.loading import load_model
 from model.prefix import PassStopped, score_each, score_rnn_tree
 from model.tokenizer import BOS_ID, EOS_ID
 
+from .test_prefix import Wrapped
+
 CHUNK = 64  # positions between two checks in these tests
 LONG = 1500  # tokens of each long sequence: a pass of 2 layers × 4 × 1500 positions
 
@@ -210,32 +212,8 @@ def test_checks_change_no_number(lm: RNNLanguageModel) -> None:
     assert (plain.computed, plain.requested) == (checked.computed, checked.requested)
 
 
-class PerSequence(LanguageModel):
-    """The RNN through the generic path (no prefix sharing): :func:`model.prefix.score_each`."""
-
-    kind = "per-sequence"
-
-    def __init__(self, inner: RNNLanguageModel) -> None:
-        self.inner, self.tokenizer = inner, inner.tokenizer
-
-    def sequence_logprobs(self, seqs):
-        return self.inner.sequence_logprobs(seqs)
-
-    def start_state(self, batch_size):
-        return self.inner.start_state(batch_size)
-
-    def step(self, state, ids):
-        return self.inner.step(state, ids)
-
-    def select_state(self, state, rows):
-        return self.inner.select_state(state, rows)
-
-    def concat_states(self, states):
-        return self.inner.concat_states(states)
-
-
 def test_the_generic_path_checks_between_groups_with_the_same_numbers(lm: RNNLanguageModel) -> None:
-    model = PerSequence(lm)
+    model = Wrapped(lm)  # the RNN through the generic path (no prefix sharing): score_each
     seqs = long_seqs(lm, n=6, length=40, seed=5)
     queries = [s[:35] for s in seqs[:3]]
     plain = score_each(model, seqs, queries, with_state=True)
