@@ -98,6 +98,11 @@ def render_fit_card(name: str, model: dict, metrics: dict, ngram: str = "", orde
     )
     sha = "\n".join(f"- {k}: `{v}`" for k, v in data.get("sha256", {}).items())
     init = f"\nStarted from the weights of `{metrics['init_from']}`.\n" if metrics.get("init_from") else ""
+    if metrics.get("lineage"):  # a model trained in stages: each stage's run, start and figures
+        init += "\nStages, each started from the one before (runs in docs/TRAINING.md):\n\n" + "\n".join(
+            f"{i}. {stage}" for i, stage in enumerate(metrics["lineage"], 1)
+        )
+        init += "\n"
     direction = ""
     if metrics.get("tokenizer", {}).get("direction") == "backward":
         direction = (

@@ -275,25 +275,20 @@ def measure_model(
 def combination_rows(
     rnn: Row, rnn_dir: Path, ref: Row, ref_dir: Path, texts: dict, data_dir: str, spec: SetSpec
 ) -> list[Row]:
-    """The RNN linearly mixed with the reference n-gram, and the log-linear combination (the fix)."""
-    from model.mixture import tune_lambda
+    """The RNN linearly mixed with the reference n-gram, and the log-linear combination (the fix).
+    A backward RNN gets the log-linear row only: its per-token probabilities condition on the
+    right context, so mixing them token by token with a left-to-right n-gram is no distribution
+    (its "perplexity" would be meaningless); sentence scores combine, whatever the direction."""
+    from model.checkpoint import load_tokenizer
 
     a, b = scores_of(rnn), scores_of(ref)
-    assert a.valid is not None and b.valid is not None, "both rows were measured with keep_valid"
-    lam = tune_lambda(torch.cat(a.valid).numpy(), torch.cat(b.valid).numpy())
-    mixed = a.map(b, lambda x, y: mix_logprobs(x, y, lam))
-    ppl, bpc = perplexity_of(mixed.test, texts["test"])
-    short = rnn_dir.name
-    mixture = Row(
-        f"{short} + KN5, linear mixture",
-        "RNN + n-gram",
-        ppl,
-        bpc,
-        set_results(texts["sets"], mixed.sets),
-        command=f"rnnlm mix {rnn_dir} {ref_dir} --data {data_dir} --out runs/mix/{short}-kn5",
-        note=f"λ = {lam:.3f} (RNN weight), tuned on valid perplexity",
-        scores=mixed,
+    rows = (
+        []
+        if load_tokenizer(rnn_dir).backward
+        else [linear_mixture_row(rnn, rnn_dir, ref, ref_dir, texts, data_dir)]
     )
+    assert a.valid is not None and b.valid is not None, "both rows were measured with keep_valid"
+    short = rnn_dir.name
     valid = {k: v for k, v in texts["sets"].items() if k.endswith("-valid")}
     alpha = tune_loglinear_weight(valid, {k: a.sets[k] for k in valid}, {k: b.sets[k] for k in valid})
     combined = Scores(
@@ -319,7 +314,28 @@ def combination_rows(
         "confusion sets; not normalized, so no perplexity",
         scores=combined,
     )
-    return [mixture, loglinear]
+    return [*rows, loglinear]
+
+
+def linear_mixture_row(rnn: Row, rnn_dir: Path, ref: Row, ref_dir: Path, texts: dict, data_dir: str) -> Row:
+    """The RNN and the reference n-gram mixed token by token, λ tuned on valid perplexity."""
+    from model.mixture import tune_lambda
+
+    a, b = scores_of(rnn), scores_of(ref)
+    assert a.valid is not None and b.valid is not None, "both rows were measured with keep_valid"
+    lam = tune_lambda(torch.cat(a.valid).numpy(), torch.cat(b.valid).numpy())
+    mixed = a.map(b, lambda x, y: mix_logprobs(x, y, lam))
+    ppl, bpc = perplexity_of(mixed.test, texts["test"])
+    return Row(
+        f"{rnn_dir.name} + KN5, linear mixture",
+        "RNN + n-gram",
+        ppl,
+        bpc,
+        set_results(texts["sets"], mixed.sets),
+        command=f"rnnlm mix {rnn_dir} {ref_dir} --data {data_dir} --out runs/mix/{rnn_dir.name}-kn5",
+        note=f"λ = {lam:.3f} (RNN weight), tuned on valid perplexity",
+        scores=mixed,
+    )
 
 
 # -- where the RNN loses -------------------------------------------------------------------------------
@@ -403,10 +419,11 @@ def run_quality(
         combos[row.name] = combination_rows(row, d, ref, dirs[REFERENCE], texts, data_dir, spec)
         rows += combos[row.name]
     analysis = None
-    if rnns:
-        best = min(
-            (row for row, _ in rnns), key=lambda r: r.perplexity if r.perplexity is not None else math.inf
-        )
+    from model.checkpoint import load_tokenizer
+
+    forward = [row for row, d in rnns if not load_tokenizer(d).backward]  # positions in reading order
+    if forward:
+        best = min(forward, key=lambda r: r.perplexity if r.perplexity is not None else math.inf)
         try:
             analysis = analyze(best, ref, combos.get(best.name, []), texts)
         except ValueError as e:  # e.g. a word-level model: candidates differ in length
