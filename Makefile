@@ -78,6 +78,8 @@ bench: setup  ## run the benchmarks and rewrite docs/BENCHMARKS.md (minutes; nee
 	$(BIN)/python -m rnnlm.bench.scoring $(BENCH_ARGS)
 	$(BIN)/python -m rnnlm.bench.generation $(BENCH_ARGS)
 	$(BIN)/python -m rnnlm.bench.http $(BENCH_ARGS)
+	$(BIN)/python -m rnnlm.bench.cache $(BENCH_ARGS)
+	$(BIN)/python -m rnnlm.bench.precision $(BENCH_ARGS)
 
 .PHONY: reliability
 reliability: setup  ## long fuzz + load runs; rewrite their results in docs/RELIABILITY.md (minutes; idle machine)

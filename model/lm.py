@@ -101,8 +101,24 @@ class LanguageModel(ABC):
 
         return score_each(self, seqs, queries, **options)
 
+    def set_numerics(self, precision: str = "fp32", batch_invariant: bool = False) -> None:
+        """The precision of the model's products and batch-invariant scoring (model/precision.py);
+        a kind without these options accepts only the defaults (ValueError otherwise)."""
+        from .precision import refuse_numerics
+
+        refuse_numerics(self.kind, precision, batch_invariant)
+
+    @property
+    def precision(self) -> str:
+        return "fp32"
+
     def describe(self) -> dict:
-        return {"kind": self.kind, "vocab_size": self.vocab_size, "tokenizer": self.tokenizer.kind}
+        return {
+            "kind": self.kind,
+            "vocab_size": self.vocab_size,
+            "tokenizer": self.tokenizer.kind,
+            "precision": self.precision,
+        }
 
 
 class RNNLanguageModel(LanguageModel):
@@ -172,8 +188,24 @@ class RNNLanguageModel(LanguageModel):
         assert state is not None  # every prefix has at least its start token
         return torch.log_softmax(logits[:, -1].float(), dim=-1), state
 
+    def set_numerics(self, precision: str = "fp32", batch_invariant: bool = False) -> None:
+        from .precision import check_precision
+
+        check_precision(precision, self.device)
+        self.net.set_precision(precision)
+        self.net.batch_invariant = batch_invariant
+
+    @property
+    def precision(self) -> str:
+        return self.net.precision
+
     def describe(self) -> dict:
-        return {**super().describe(), **describe_rnn(self.net), "device": str(self.device)}
+        return {
+            **super().describe(),
+            **describe_rnn(self.net),
+            "device": str(self.device),
+            "batch_invariant": self.net.batch_invariant,
+        }
 
 
 def describe_rnn(net: Any) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError, load_rnn, read_config
 from .lm import LanguageModel, RNNLanguageModel
+from .precision import DEFAULT_PRECISION
 
 
 def _open_rnn(model_dir: Path, device: str) -> LanguageModel:
@@ -60,15 +61,23 @@ OPENERS: dict[str, Callable[[Path, str], LanguageModel]] = {
 }
 
 
-def load_model(model_dir: str | Path, device: str = "cpu") -> LanguageModel:
-    """A checkpoint directory (any registered model_type) or a bare ``.arpa[.gz]`` file."""
+def load_model(
+    model_dir: str | Path, device: str = "cpu", precision: str = "fp32", batch_invariant: bool = False
+) -> LanguageModel:
+    """A checkpoint directory (any registered model_type) or a bare ``.arpa[.gz]`` file, with
+    its products in ``precision`` and, with ``batch_invariant``, scores that do not depend on
+    the batch (model/precision.py; ValueError if the model kind or the device cannot)."""
     d = Path(model_dir)
     if d.is_file() and d.name.endswith((".arpa", ".arpa.gz")):
-        return _open_arpa_file(d)
-    model_type = read_config(d)["model_type"]
-    opener = OPENERS.get(model_type)
-    if opener is None:
-        raise CheckpointError(
-            f"{d / 'config.json'}: unknown model_type {model_type!r} (known: {', '.join(sorted(OPENERS))})"
-        )
-    return opener(d, device)
+        lm = _open_arpa_file(d)
+    else:
+        model_type = read_config(d)["model_type"]
+        opener = OPENERS.get(model_type)
+        if opener is None:
+            raise CheckpointError(
+                f"{d / 'config.json'}: unknown model_type {model_type!r} (known: {', '.join(sorted(OPENERS))})"
+            )
+        lm = opener(d, device)
+    if precision != DEFAULT_PRECISION or batch_invariant:
+        lm.set_numerics(precision, batch_invariant)
+    return lm

@@ -10,6 +10,27 @@ The recurrent state is one tensor of shape ``(num_layers, batch, state_width)``;
 last dimension holds ``[h ; c]``. One tensor is easy to slice, stack and carry, which is all the
 training loop (truncated BPTT) and the serving engine (batched decoding) need to do with it.
 A ``rnn_tanh`` layer is the classic ``h_t = tanh(W_xh x_t + W_hh h_{t-1} + b)``.
+
+Every matrix product of the explicit cells (scoring, next-token, generation) goes through
+:meth:`RNNLM.product`, where two inference options apply:
+
+* ``batch_invariant``: a float32 product's result for one row depends on how many rows the
+  kernel is given (its blocking changes with the row count: up to ~4e-6 per gate value here),
+  so a sentence's log-probs moved with whatever else shared its batch. With the option on,
+  every product runs on tiles of exactly ``BATCH_INVARIANT_TILE`` rows (the last padded with
+  zeros), so each kernel call sees one shape and a row's result does not depend on the others;
+  everything else (log-softmax, logsumexp, the gate nonlinearities) is computed row by row and
+  already is invariant. It costs most on narrow products (a one-row step pays for a tile)::
+
+        rows  0 ─┐ tile of R rows ──────────┐
+        rows  R ─┤ tile of R rows ──────────┼─▶ one baddbmm: T products of R rows ─▶ out (n, M)
+        rows 2R ─┘ n - 2R rows + zeros ─────┘                     (padding dropped)
+
+* ``precision``: ``bf16`` multiplies bfloat16 copies of the weights with the rows cast to
+  bfloat16 (the kernel accumulates in float32) and hands back float32, so states, gates and
+  log-probs stay float32 (model/precision.py). It applies to the products this class makes
+  itself (the explicit cells, the projection and the output layer), without autograd; the
+  fused ``nn.LSTM``/``GRU``/``RNN`` kernels of ``forward`` and all of training stay float32.
 """
 
 from __future__ import annotations
@@ -19,6 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+
+BATCH_INVARIANT_TILE = 8  # rows per kernel call when ``batch_invariant`` (see the module docstring)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # precision name -> product dtype
 
 
 class RNNLM(nn.Module):
@@ -55,6 +79,9 @@ class RNNLM(nn.Module):
             "never_predict", torch.tensor(c.never_predict, dtype=torch.long), persistent=False
         )
         self._init_weights()
+        self.batch_invariant = False  # products in fixed row tiles (inference only; see ``product``)
+        self.precision = "fp32"  # the products' precision (``set_precision``)
+        self._low: dict[str, Tensor] = {}  # weight name -> its bfloat16 copy (precision bf16)
 
     def _init_weights(self) -> None:
         nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
@@ -114,7 +141,12 @@ class RNNLM(nn.Module):
 
     def output(self, feats: Tensor) -> Tensor:
         """Logits (..., V) from top-layer features (..., D) (scoring runs it chunk by chunk)."""
-        logits = self.decoder(feats)
+        if self.batch_invariant or self._low:
+            flat = feats.reshape(-1, feats.size(-1))  # (N, D)
+            dec = self.decoder
+            logits = self.product(flat, dec.weight, dec.bias, "decoder.weight").view(*feats.shape[:-1], -1)
+        else:
+            logits = self.decoder(feats)
         if self.never_predict.numel():  # <pad>/<bos> are inputs only: probability exactly 0
             logits = logits.index_fill(-1, self.never_predict, float("-inf"))
         return logits
@@ -139,6 +171,64 @@ class RNNLM(nn.Module):
             )
         return logits, new_state, loss
 
+    # -- the one matrix product of the explicit cells ----------------------------------------------
+    def set_precision(self, precision: str) -> None:
+        """Run the explicit cells' products in ``precision`` (a key of ``PRECISIONS``): bf16 keeps
+        bfloat16 copies of the product weights next to the float32 ones (call it after loading;
+        training changes only the float32 weights)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
+        self._low = {}
+        if precision != "fp32":
+            dtype = PRECISIONS[precision]
+            with torch.no_grad():
+                self._low = {
+                    name: p.detach().to(dtype)
+                    for name, p in self.named_parameters()
+                    if p.dim() == 2 and not name.startswith("embedding")
+                }
+                if self.config.tie_weights:
+                    self._low["decoder.weight"] = self.embedding.weight.detach().to(dtype)
+
+    def product(self, x: Tensor, weight: Tensor, bias: Tensor | None = None, name: str = "") -> Tensor:
+        """``x @ weight.T + bias`` for rows ``x`` (N, K) -> (N, M) in float32; ``bias`` is (M,)
+        or (N, M). ``name`` (the weight's parameter name) finds its low-precision copy, used only
+        without autograd (training always multiplies the float32 weights)."""
+        low = None if torch.is_grad_enabled() else self._low.get(name)
+        if low is None:
+            return self._rows(x, weight, bias)
+        out = self._rows(x.to(low.dtype), low, None).float()  # (N, M)
+        return out + bias if bias is not None else out
+
+    def _rows(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        wt = weight.t()
+        if not self.batch_invariant or torch.is_grad_enabled():
+            return torch.addmm(bias, x, wt) if bias is not None else x @ wt
+        tile, n = BATCH_INVARIANT_TILE, x.size(0)
+        pad = -n % tile
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))  # (N + pad, K)
+            bias = F.pad(bias, (0, 0, 0, pad)) if bias is not None and bias.dim() == 2 else bias
+        tiles = x.size(0) // tile
+        if x.dtype != torch.float32:  # bfloat16 bmm has no fast CPU kernel: one mm per tile
+            out = x.new_empty(x.size(0), wt.size(1))  # (N + pad, M)
+            for a in range(0, x.size(0), tile):
+                if bias is None:
+                    torch.mm(x[a : a + tile], wt, out=out[a : a + tile])
+                else:
+                    b = bias[a : a + tile] if bias.dim() == 2 else bias
+                    torch.addmm(b, x[a : a + tile], wt, out=out[a : a + tile])
+            return out[:n]
+        x3 = x.view(tiles, tile, x.size(1))  # (T, R, K): one kernel call, T products of R rows
+        w3 = wt.expand(tiles, *wt.shape)  # (T, K, M), no copy
+        if bias is None:
+            out = torch.bmm(x3, w3)
+        else:
+            b3 = bias.view(tiles, tile, -1) if bias.dim() == 2 else bias
+            out = torch.baddbmm(b3, x3, w3)  # (T, R, M)
+        return out.view(-1, wt.size(1))[:n]
+
     # -- the recurrent layers as explicit cells ---------------------------------------------------
     # ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` run whole sequences in one fused kernel. Prefix-shared
     # scoring (model/prefix.py) must start each row from a different parent and read inner states,
@@ -162,7 +252,7 @@ class RNNLM(nn.Module):
         bias = b_ih
         if self.config.cell != "gru" and b_hh is not None:
             bias = b_hh if bias is None else bias + b_hh
-        return torch.addmm(bias, x, w_ih.t()) if bias is not None else x @ w_ih.t()
+        return self.product(x, w_ih, bias, f"rnn.weight_ih_l{layer}")
 
     def cell_step(self, layer: int, gi: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """One step of one layer for B rows (gate order i f g o, and r z n, as torch's), from the
@@ -170,14 +260,14 @@ class RNNLM(nn.Module):
         _, w_hh, _, b_hh = self.layer_weights(layer)
         cell = self.config.cell
         if cell == "gru":
-            gh = torch.addmm(b_hh, h, w_hh.t()) if b_hh is not None else h @ w_hh.t()  # (B, 3H)
+            gh = self.product(h, w_hh, b_hh, f"rnn.weight_hh_l{layer}")  # (B, 3H)
             i_r, i_z, i_n = gi.chunk(3, 1)
             h_r, h_z, h_n = gh.chunk(3, 1)
             r = torch.sigmoid(i_r + h_r)
             z = torch.sigmoid(i_z + h_z)
             n = torch.tanh(i_n + r * h_n)
             return n + z * (h - n), None
-        gates = torch.addmm(gi, h, w_hh.t())  # (B, G·H)
+        gates = self.product(h, w_hh, gi, f"rnn.weight_hh_l{layer}")  # (B, G·H)
         if cell == "rnn_tanh":
             return torch.tanh(gates), None
         assert c is not None
@@ -188,7 +278,12 @@ class RNNLM(nn.Module):
     def top_features(self, h: Tensor) -> Tensor:
         """Top-layer output (…, H) -> what the output layer reads (…, D)."""
         h = self.drop(h)
-        return self.proj(h) if self.proj is not None else h
+        if self.proj is None:
+            return h
+        if self.batch_invariant or self._low:
+            flat = h.reshape(-1, h.size(-1))  # (N, H)
+            return self.product(flat, self.proj.weight, None, "proj.weight").view(*h.shape[:-1], -1)
+        return self.proj(h)
 
     def step(self, ids: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One token per row through the explicit cells: logits (B, V) and the new state (L, B, S)."""

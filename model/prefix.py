@@ -26,6 +26,13 @@ The cells are the network's own (:meth:`model.network.RNNLM.cell_step`), because
 sequence kernel can neither start each row from a different parent nor hand back the state of
 an inner position; tests check them against ``lm.sequence_logprobs`` / ``lm.prefill`` within 1e-5.
 
+With a prefix-state cache (:mod:`model.state_cache`, the engine's), a pass first looks every
+node up in it: a cached node (a *seed*) is not computed, its children start from its cached state,
+and the tokens on its path take their log-probs from its entry; the pass then keeps the states of
+its queries, of the prefixes where candidates part, and of each candidate's last fed prefix
+(``MAX_STORE_PER_PASS`` at most). A user typing one character at a time thus costs one position per
+request. Seeds' output rows follow the computed rows; ``computed`` counts only the recurrent ones.
+
 Entry point: :meth:`LanguageModel.score_tree <model.lm.LanguageModel.score_tree>` (sequence
 log-probs, next-token distributions and, for generation prefill, states, all in one pass). The
 RNN's is :func:`score_rnn_tree`; every other model uses :func:`score_each`, its own
@@ -42,6 +49,7 @@ import torch
 from torch import Tensor
 
 from .network import RNNLM
+from .state_cache import CachedPrefix, PrefixStateCache
 
 if TYPE_CHECKING:
     from .lm import LanguageModel, RNNLanguageModel
@@ -131,50 +139,70 @@ def build_tree(
 # -- the plan: computed nodes, depth by depth ------------------------------------------------------
 @dataclass
 class Plan:
-    """Which nodes run at each step: step ``d`` feeds every computed node of depth ``d`` at once."""
+    """Which nodes run at each step: step ``d`` feeds every computed node of depth ``d`` at once.
+
+    With a prefix-state cache, *seeds* are nodes whose state comes from the cache: they are not
+    computed, their children start from their state at depth 0, and their feature rows follow
+    the computed ones (rows ``num_rows + i``)."""
 
     tokens: list[list[int]]  # per depth, the token each of its nodes feeds
     parent_rows: list[list[int]]  # per depth, each node's parent's row in the previous depth
     row_of_node: list[int]  # node -> global feature row (-1: not computed)
-    num_rows: int
+    num_rows: int  # computed rows (the seeds' rows come after them)
+    seeds: list[int] = field(default_factory=list)  # seed i -> node
+    start_seeds: list[int] = field(default_factory=list)  # depth-0 row -> the seed it starts from (-1: zeros)
 
 
-def plan_depths(tree: PrefixTree) -> Plan:
-    """Group the computed nodes (those with a child, and the queries) by depth."""
+def plan_depths(tree: PrefixTree, computed: list[bool] | None = None, seeds: Sequence[int] = ()) -> Plan:
+    """Group the computed nodes (by default those with a child, and the queries) by depth.
+    ``seeds`` (nodes with a cached state, never computed) may be the parents of computed nodes."""
     n = tree.num_nodes
     parent = tree.parent
-    computed = [False] * n
-    for v in range(n):
-        if parent[v] >= 0:
-            computed[parent[v]] = True
-    for q in tree.query_nodes:
-        computed[q] = True
+    if computed is None:
+        computed = [False] * n
+        for v in range(n):
+            if parent[v] >= 0:
+                computed[parent[v]] = True
+        for q in tree.query_nodes:
+            computed[q] = True
+    seed_of = {v: i for i, v in enumerate(seeds)}
     tokens: list[list[int]] = []
     parent_rows: list[list[int]] = []
+    start_seeds: list[int] = []
     depth_row = [(-1, -1)] * n
     for v in range(n):  # parents come before children
         if not computed[v]:
             continue
         p = parent[v]
-        d = depth_row[p][0] + 1 if p >= 0 else 0
+        seed = seed_of.get(p, -1) if p >= 0 else -1
+        d = depth_row[p][0] + 1 if p >= 0 and seed < 0 else 0
         if d == len(tokens):
             tokens.append([])
             parent_rows.append([])
         depth_row[v] = (d, len(tokens[d]))
         tokens[d].append(tree.token[v])
-        parent_rows[d].append(depth_row[p][1] if p >= 0 else -1)
+        parent_rows[d].append(depth_row[p][1] if d > 0 else -1)
+        if d == 0:
+            start_seeds.append(seed)
     offsets = [0]
     for level in tokens:
         offsets.append(offsets[-1] + len(level))
     row_of_node = [offsets[d] + r if d >= 0 else -1 for d, r in depth_row]
-    return Plan(tokens, parent_rows, row_of_node, offsets[-1])
+    for v, i in seed_of.items():
+        row_of_node[v] = offsets[-1] + i
+    return Plan(tokens, parent_rows, row_of_node, offsets[-1], list(seeds), start_seeds)
 
 
 def run_tree(
-    net: RNNLM, plan: Plan, state_rows: Sequence[int] = (), checkpoints: _Checkpoints | None = None
+    net: RNNLM,
+    plan: Plan,
+    state_rows: Sequence[int] = (),
+    checkpoints: _Checkpoints | None = None,
+    seed_states: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Features (N, D) of every computed node, in plan row order, and the state (L, Q, S) after
-    each of ``state_rows``. ``checkpoints`` is told the rows of each depth as they are done, a
+    """Features (N + S, D) of every computed node, in plan row order, then of the S seeds, and
+    the state (L, Q, S) after each of ``state_rows``. ``seed_states`` (L, S, state width) are the
+    seeds' cached states. ``checkpoints`` is told the rows of each depth as they are done, a
     depth counting as at least ``STEP_POSITIONS`` rows (it may end the pass with
     :class:`PassStopped` between two depths).
 
@@ -197,10 +225,20 @@ def run_tree(
     state_idx = torch.tensor(list(state_rows), dtype=torch.long, device=device)
     x = net.drop(net.embedding(tokens))  # (N, E)
     lstm = net.config.cell == "lstm"
+    n_seeds = len(plan.seeds)
+    if n_seeds and (seed_states is None or seed_states.size(1) != n_seeds):
+        raise ValueError("the plan's seeds need their states")
+    seeded = [r for r, s in enumerate(plan.start_seeds) if s >= 0]  # depth-0 rows that start from a seed
+    seeded_rows = torch.tensor(seeded, dtype=torch.long, device=device)
+    seeded_from = torch.tensor([plan.start_seeds[r] for r in seeded], dtype=torch.long, device=device)
     states = []
     for layer in range(net.config.num_layers):
-        h_all = torch.empty(n, hidden, device=device, dtype=x.dtype)  # (N, H)
+        h_all = torch.empty(n + n_seeds, hidden, device=device, dtype=x.dtype)  # (N + S, H)
         c_all = torch.empty_like(h_all) if lstm else None
+        if seed_states is not None and n_seeds:
+            h_all[n:] = seed_states[layer, :, :hidden]
+            if c_all is not None:
+                c_all[n:] = seed_states[layer, :, hidden:]
         win_start = win_end = 0
         gi_win = x[:0]
         for d in range(len(plan.tokens)):
@@ -209,9 +247,13 @@ def run_tree(
                 win_start, win_end = a, max(b, min(n, a + PROJECT_ROWS))
                 gi_win = net.input_gates(layer, x[win_start:win_end])  # (W, G·H)
             gi = gi_win[a - win_start : b - win_start]
-            if d == 0:  # the start state: zeros
+            if d == 0:  # the start state: zeros, or a seed's cached state
                 h = torch.zeros(b - a, hidden, device=device, dtype=x.dtype)
                 c = torch.zeros_like(h) if lstm else None
+                if len(seeded):
+                    h.index_copy_(0, seeded_rows, h_all[n:].index_select(0, seeded_from))
+                    if c is not None and c_all is not None:
+                        c.index_copy_(0, seeded_rows, c_all[n:].index_select(0, seeded_from))
             else:
                 parent = parents[d]
                 assert parent is not None
@@ -228,7 +270,7 @@ def run_tree(
             if c_all is not None:
                 parts.append(c_all.index_select(0, state_idx))
             states.append(torch.cat(parts, dim=-1))  # (Q, S)
-        x = net.drop(h_all) if layer + 1 < net.config.num_layers else h_all
+        x = net.drop(h_all[:n]) if layer + 1 < net.config.num_layers else h_all
     feats = net.top_features(x)
     return feats, (torch.stack(states) if states else None)
 
@@ -266,10 +308,15 @@ def score_rnn_tree(
     max_logits: int = MAX_LOGITS,
     should_stop: StopCheck | None = None,
     chunk_positions: int = CHUNK_POSITIONS,
+    cache: PrefixStateCache | None = None,
 ) -> TreeResult:
     """Score ``seqs`` (each from its first token, as :meth:`LanguageModel.sequence_logprobs`)
     and, for each query prefix, the next-token log-probs (as ``next_token_logprobs``) and, with
     ``with_state``, the state after it (as ``prefill``), sharing every common prefix.
+
+    With a ``cache`` (and ``share``), a branch of the tree starts from the deepest prefix the
+    cache holds (its state, and its tokens' log-probs), and the pass leaves in the cache the
+    states of the prefixes worth keeping (see :func:`_prefixes_to_keep`).
 
     The pass runs in chunks of about ``chunk_positions`` positions (whole depths of a layer, or
     output chunks); between two, ``should_stop()`` returning True ends it with
@@ -277,27 +324,38 @@ def score_rnn_tree(
     net, device = lm.net, lm.device
     checkpoints = _Checkpoints(should_stop, chunk_positions)
     tree = build_tree(seqs, queries, share)
-    plan = plan_depths(tree)
+    caching = cache is not None and share
+    use = _CacheUse.match(tree, cache, lm) if cache is not None and share else None  # None: no hit
+    plan = plan_depths(tree, use.computed, use.seeds) if use is not None else plan_depths(tree)
     requested = requested_positions(seqs, queries)
+    row_of_node = plan.row_of_node
+    keep = _prefixes_to_keep(tree, row_of_node, plan.num_rows, cache) if caching else []
 
-    # 1. The recurrent layers, depth by depth: (num_rows, D) features, and the queries' states.
-    state_rows = [plan.row_of_node[q] for q in tree.query_nodes] if with_state else []
-    features, query_states = run_tree(net, plan, state_rows, checkpoints)
+    # 1. The recurrent layers, depth by depth: (rows, D) features, and the queries' states.
+    state_rows = [row_of_node[q] for q in tree.query_nodes] if with_state else []
+    seed_states = use.seed_states() if use is not None and use.seeds else None
+    features, all_states = run_tree(
+        net, plan, state_rows + [row_of_node[v] for v in keep], checkpoints, seed_states
+    )
+    query_states = all_states[:, : len(state_rows)] if all_states is not None and with_state else None
 
     # 2. The output layer, chunk by chunk: only target log-probs and the queries' rows survive.
-    row_of_node = plan.row_of_node
-    targets = [(row_of_node[p], tree.token[v]) for v, p in enumerate(tree.parent) if p >= 0]
+    #    An edge the cache covers takes its log-prob from there instead.
     edge_lp = torch.zeros(tree.num_nodes, device=device)  # node -> log P(its token | its parent)
-    edge_nodes = torch.tensor([v for v, p in enumerate(tree.parent) if p >= 0], dtype=torch.long)
-    src = torch.tensor([r for r, _ in targets], dtype=torch.long)
-    tgt = torch.tensor([t for _, t in targets], dtype=torch.long)
+    if use is not None:
+        use.fill_covered(edge_lp)
+    edges = [v for v, p in enumerate(tree.parent) if p >= 0 and (use is None or use.cover[v] < 0)]
+    edge_nodes = torch.tensor(edges, dtype=torch.long)
+    src = torch.tensor([row_of_node[tree.parent[v]] for v in edges], dtype=torch.long)
+    tgt = torch.tensor([tree.token[v] for v in edges], dtype=torch.long)
     order = torch.argsort(src, stable=True)
     src, tgt, edge_nodes = src[order], tgt[order], edge_nodes[order]
     q_rows = torch.tensor([row_of_node[q] for q in tree.query_nodes], dtype=torch.long)
     next_lp = torch.empty(len(queries), lm.vocab_size, device=device) if queries else None
     chunk = max(1, max_logits // lm.vocab_size)
-    for a in range(0, plan.num_rows, chunk):
-        b = min(a + chunk, plan.num_rows)
+    n_rows = features.size(0)  # computed rows, then the seeds'
+    for a in range(0, n_rows, chunk):
+        b = min(a + chunk, n_rows)
         logits = net.output(features[a:b]).float()  # (c, V)
         lse = torch.logsumexp(logits, dim=-1)  # (c,)
         lo, hi = int(torch.searchsorted(src, a)), int(torch.searchsorted(src, b))
@@ -317,7 +375,130 @@ def score_rnn_tree(
     picked = edge_lp[torch.tensor(flat, dtype=torch.long, device=device)].double().cpu()
     sizes = [max(len(path) - 1, 0) for path in tree.paths]
     logprobs = list(picked.split(sizes)) if seqs else []
+
+    # 4. Keep the states worth keeping (the pass is complete: nothing half-done is stored).
+    if cache is not None and share:
+        hits = use.hits if use is not None else 0
+        cache.stats.hits += hits
+        cache.stats.misses += sum(1 for path in tree.paths if path) + len(tree.query_nodes) - hits
+        if keep and all_states is not None:
+            _store(cache, tree, keep, all_states[:, len(state_rows) :], edge_lp)
     return TreeResult(logprobs, next_lp, query_states, plan.num_rows, requested, tree)
+
+
+@dataclass
+class _CacheUse:
+    """What a prefix tree takes from a cache: seeds (cached nodes whose state a computed node or
+    an output row needs), the edges whose log-prob the cache covers, and the nodes left to compute.
+
+    ``cover[v]`` is a cached node at or below ``v`` (-1: none): its entry holds the log-prob of
+    every token on its path, ``v``'s among them."""
+
+    found: list[CachedPrefix | None]
+    cover: list[int]
+    depth: list[int]  # node -> its prefix's length
+    computed: list[bool]
+    seeds: list[int]
+    hits: int  # sequences and queries with a cached prefix on their path
+
+    @classmethod
+    def match(cls, tree: PrefixTree, cache: PrefixStateCache, lm: object) -> _CacheUse | None:
+        """What ``tree`` takes from ``cache``; None when the cache holds none of its prefixes."""
+        cache.bind(lm)
+        parent, n = tree.parent, tree.num_nodes
+        found = cache.match_tree(parent, tree.token)
+        if not any(e is not None for e in found):
+            return None
+        depth = [0] * n
+        deepest = [-1] * n  # node -> the deepest cached node on its path (itself included)
+        for v in range(n):
+            p = parent[v]
+            depth[v] = depth[p] + 1 if p >= 0 else 1
+            deepest[v] = v if found[v] is not None else (deepest[p] if p >= 0 else -1)
+        cover = [-1] * n
+        need = [False] * n  # the node's state (or output row) is needed
+        for q in tree.query_nodes:
+            need[q] = True
+        for v in reversed(range(n)):  # children before parents: a node's cover and need are final
+            if found[v] is not None:
+                cover[v] = v
+            p = parent[v]
+            if p < 0:
+                continue
+            if cover[v] < 0:  # the edge into v is computed: its parent's output row is needed
+                need[p] = True
+            elif cover[p] < 0:
+                cover[p] = cover[v]
+            if need[v] and found[v] is None:  # v is computed from its parent's state
+                need[p] = True
+        computed = [need[v] and found[v] is None for v in range(n)]
+        seeds = [v for v in range(n) if need[v] and found[v] is not None]
+        ends = [path[-1] for path in tree.paths if path] + list(tree.query_nodes)
+        hits = sum(1 for v in ends if deepest[v] >= 0)
+        return cls(found, cover, depth, computed, seeds, hits)
+
+    def seed_states(self) -> Tensor:
+        """(L, S, state width): the seeds' cached states, in seed order."""
+        return torch.stack([self._entry(v).state for v in self.seeds], dim=1)
+
+    def fill_covered(self, edge_lp: Tensor) -> None:
+        """Write the cached log-prob of every covered edge into ``edge_lp`` (node -> log-prob)."""
+        by_entry: dict[int, tuple[list[int], list[int]]] = {}
+        for v, u in enumerate(self.cover):
+            if u >= 0 and self.depth[v] >= 2:  # the start token has no edge
+                nodes, positions = by_entry.setdefault(u, ([], []))
+                nodes.append(v)
+                positions.append(self.depth[v] - 2)
+        for u, (nodes, positions) in by_entry.items():
+            lp = self._entry(u).logprobs
+            index = torch.tensor(positions, dtype=torch.long, device=lp.device)
+            edge_lp[torch.tensor(nodes, dtype=torch.long, device=edge_lp.device)] = lp[index].to(edge_lp)
+
+    def _entry(self, v: int) -> CachedPrefix:
+        entry = self.found[v]
+        assert entry is not None
+        return entry
+
+
+def _prefixes_to_keep(
+    tree: PrefixTree, row_of_node: list[int], num_rows: int, cache: PrefixStateCache | None
+) -> list[int]:
+    """Computed nodes whose state the cache should keep, most useful first, at most
+    ``cache.max_store_per_pass``: the queries' prefixes (the next keystroke extends them), then the
+    prefixes where candidates part (a list's shared context), then each sequence's last fed
+    prefix (a text scored as it grows)."""
+    if cache is None or cache.max_store_per_pass == 0:
+        return []
+    children = [0] * tree.num_nodes
+    for p in tree.parent:
+        if p >= 0:
+            children[p] += 1
+    order = [
+        *tree.query_nodes,
+        *(v for v in range(tree.num_nodes) if children[v] >= 2),
+        *(path[-2] for path in tree.paths if len(path) >= 2),
+    ]
+    keep: list[int] = []
+    for v in dict.fromkeys(order):
+        if 0 <= row_of_node[v] < num_rows:  # computed in this pass (seeds are cached already)
+            keep.append(v)
+            if len(keep) == cache.max_store_per_pass:
+                break
+    return keep
+
+
+def _store(
+    cache: PrefixStateCache, tree: PrefixTree, keep: list[int], states: Tensor, edge_lp: Tensor
+) -> None:
+    """Put each kept node's state (a column of ``states`` (L, K, S)) and its path's log-probs."""
+    for i, v in enumerate(keep):
+        path = [v]
+        while tree.parent[path[-1]] >= 0:
+            path.append(tree.parent[path[-1]])
+        path.reverse()
+        key = [tree.token[u] for u in path]
+        nodes = torch.tensor(path[1:], dtype=torch.long, device=edge_lp.device)
+        cache.put(key, states[:, i].clone(), edge_lp[nodes].clone())
 
 
 def score_each(
@@ -330,10 +511,12 @@ def score_each(
     max_logits: int = MAX_LOGITS,
     should_stop: StopCheck | None = None,
     chunk_positions: int = CHUNK_POSITIONS,
+    cache: PrefixStateCache | None = None,
 ) -> TreeResult:
     """Any model: its own batched ``sequence_logprobs`` and ``prefill``, no sharing (the default
     :meth:`~model.lm.LanguageModel.score_tree`). Sequences go in groups of about
-    ``chunk_positions`` positions, with ``should_stop`` asked between groups."""
+    ``chunk_positions`` positions, with ``should_stop`` asked between groups. A prefix-state
+    ``cache`` does not apply (its states are an RNN's): it is left alone."""
     checkpoints = _Checkpoints(should_stop, chunk_positions)
     logprobs = [torch.zeros(0, dtype=torch.float64)] * len(seqs)
     scored = [i for i, s in enumerate(seqs) if len(s) > 1]

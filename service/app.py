@@ -136,7 +136,11 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
     app.state.metrics = metrics = ServiceMetrics()
     app.state.drain = drain = Drain(settings.shutdown_grace_s)
     app.state.admission = admission = Admission(settings.max_in_flight, settings.max_streams, metrics)
-    app.dependency_overrides[get_settings] = lambda: settings
+
+    async def app_settings() -> Settings:  # async: FastAPI runs a plain function in a worker thread
+        return settings
+
+    app.dependency_overrides[get_settings] = app_settings
 
     install_error_handlers(app)
     # openai, tokenize: the ecosystem's protocols (/v1/completions, /tokenize, ...) on the same engine

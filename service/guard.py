@@ -10,6 +10,7 @@ graceful shutdown's grace period runs out.
                  │                                    generation are freed; nothing is sent)
                  │   RNNLM_REQUEST_TIMEOUT_S ───────▶ cancel; 504 timeout, or on a stream that has
                  │                                    started, a final ``event: error`` with the same shape
+                 │                                    (sent within FINAL_EVENT_TIMEOUT_S, else closed)
                  │   shutdown + RNNLM_SHUTDOWN_GRACE_S ▶ cancel; 503 shutting_down (or the final event)
                  ▼
     during shutdown, new requests get 503 shutting_down at once (/health still answers)
@@ -30,12 +31,15 @@ import logging
 import time
 from collections.abc import Callable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ErrorDetail, ErrorResponse, error_response, retry_after
 
 log = logging.getLogger("rnnlm.service")
 CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer"
+FINAL_EVENT_TIMEOUT_S = 5.0  # a started stream's final error event waits this long for a client that
+# does not read; then the guard returns and uvicorn closes the connection
 
 
 class Drain:
@@ -101,8 +105,10 @@ class RequestGuardMiddleware:
         guarded_paths: set[str],
         always_open: frozenset[str] = frozenset({"/health", "/metrics"}),
         on_end: Callable[[str], None] | None = None,
+        final_event_timeout_s: float = FINAL_EVENT_TIMEOUT_S,
     ) -> None:
         self.app = app
+        self.final_event_timeout_s = final_event_timeout_s
         self.drain = drain
         self.timeout_s = timeout_s or None
         self.guarded_paths = guarded_paths
@@ -172,11 +178,14 @@ class RequestGuardMiddleware:
         try:
             reason = await self._first_event(app_task, gone, draining, deadline, exchange)
             if reason is None:
-                app_task.result()  # the app's own outcome, exceptions included
-                return
-            app_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await app_task
+                if app_task.cancelled() or not isinstance(app_task.exception(), ClientDisconnect):
+                    app_task.result()  # the app's own outcome, exceptions included
+                    return
+                reason = "disconnected"  # the app met the disconnect first (reading the body)
+            else:
+                app_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await app_task
             await self._end(reason, exchange, scope, send)
         finally:
             for task in (gone, watcher, draining):
@@ -237,14 +246,19 @@ class RequestGuardMiddleware:
             response = error_response(status, reason, message, headers=headers)
             await response(scope, _no_receive, send)
         elif exchange.streaming and not exchange.finished:
-            with contextlib.suppress(Exception):  # the client may be gone by now
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": _sse_error(reason, status, message),
-                        "more_body": False,
-                    }
+            final = {
+                "type": "http.response.body",
+                "body": _sse_error(reason, status, message),
+                "more_body": False,
+            }
+            try:  # bounded: a client that reads nothing would hold the send (and this task) for ever
+                await asyncio.wait_for(send(final), self.final_event_timeout_s)
+            except TimeoutError:
+                log.info(
+                    "final error event not read within %g s; connection closed", self.final_event_timeout_s
                 )
+            except Exception:  # the client may be gone by now
+                pass
 
 
 async def _no_receive() -> Message:

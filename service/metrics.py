@@ -80,6 +80,25 @@ class ServiceMetrics:
             "Token positions the requests asked for (candidates scored in full)",
             registry=r,
         )
+        self.prefix_cache_hits = Counter(
+            "rnnlm_prefix_cache_hits",
+            "Scored sequences and next-token texts that started from a cached prefix state",
+            registry=r,
+        )
+        self.prefix_cache_misses = Counter(
+            "rnnlm_prefix_cache_misses",
+            "Scored sequences and next-token texts that found no cached prefix state",
+            registry=r,
+        )
+        self.prefix_cache_evictions = Counter(
+            "rnnlm_prefix_cache_evictions", "Prefix states dropped to keep the cache's byte bound", registry=r
+        )
+        self.prefix_cache_bytes = Gauge(
+            "rnnlm_prefix_cache_bytes", "Bytes the prefix-state caches hold, all models together", registry=r
+        )
+        self.prefix_cache_entries = Gauge(
+            "rnnlm_prefix_cache_entries", "Prefix states cached, all models together", registry=r
+        )
         self.engine_rejected = Counter(
             "rnnlm_engine_rejected", "Requests the engine refused or dropped", ["kind", "reason"], registry=r
         )
@@ -118,6 +137,7 @@ class MetricsMiddleware:
         endpoint = self.endpoint(scope["path"])
         status = 500  # unless a response starts
         start = time.perf_counter()
+        scope.setdefault("state", {})["received_at"] = start  # where a Server-Timing header counts from
 
         async def send_and_record(message: Message) -> None:
             nonlocal status
@@ -154,3 +174,12 @@ class _PrometheusObserver(EngineObserver):
 
     def on_rejected(self, kind: str, reason: str) -> None:
         self.m.engine_rejected.labels(kind, reason).inc()
+
+    def on_prefix_cache(
+        self, hits: int, misses: int, evictions: int, bytes_delta: int, entries_delta: int
+    ) -> None:
+        self.m.prefix_cache_hits.inc(hits)
+        self.m.prefix_cache_misses.inc(misses)
+        self.m.prefix_cache_evictions.inc(evictions)
+        self.m.prefix_cache_bytes.inc(bytes_delta)
+        self.m.prefix_cache_entries.inc(entries_delta)

@@ -100,15 +100,18 @@ class ModelRunner:
     async def score(
         self, candidates: Sequence[str], options: ScoreOptions, external_scores: Sequence[float] | None = None
     ) -> Ranking:
-        with self._costed("candidates", "every candidate with the context, <bos> and <eos>"):
+        with self.costed("candidates", "every candidate with the context, <bos> and <eos>"):
             return await score_candidates(self.engine, candidates, options, external_scores)
 
-    async def next_token(self, texts: Sequence[str], top_k: int) -> list[NextToken]:
-        with self._costed("text", "every text with <bos>"):
-            return await next_token_distribution(self.engine, texts, top_k)
+    async def next_token(
+        self, texts: Sequence[str], top_k: int, stages: dict[str, float] | None = None
+    ) -> list[NextToken]:
+        """``stages``, if given, receives where the time went (see ``next_token_distribution``)."""
+        with self.costed("text", "every text with <bos>"):
+            return await next_token_distribution(self.engine, texts, top_k, stages=stages)
 
     @contextlib.contextmanager
-    def _costed(self, field: str, what: str) -> Iterator[None]:
+    def costed(self, field: str, what: str) -> Iterator[None]:
         """The engine's refusals by cost, as the service answers them: 413 for a request that costs
         more than one may (naming ``field``), 503 + Retry-After while the tokens in flight are full."""
         try:

@@ -31,9 +31,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import resource
 import socket
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,7 +141,6 @@ class ConnectionTracker:
             registry=registry,
         )
         self.gauge = Gauge("rnnlm_connections_open", "Open client connections", registry=registry)
-        self.refusal = _refusal(limits.max_connections)
 
     def admit(self, protocol: GuardedH11Protocol) -> bool:
         """Make room for a new connection: False when every open one is busy with a request."""
@@ -184,32 +185,43 @@ class ConnectionTracker:
         loop.default_exception_handler(context)
 
 
-def _refusal(max_connections: int) -> bytes:
+def _refusal(max_connections: int, request_id: str) -> bytes:
     """The whole answer to a connection past the cap, written before anything is parsed."""
-    error = {
-        "type": "overloaded",
-        "message": f"too many open connections (the limit is {max_connections}, RNNLM_MAX_CONNECTIONS); "
-        "retry later",
-        "field": None,
-        "status": 503,
-        "request_id": None,
-    }
+    message = (
+        f"too many open connections (the limit is {max_connections}, RNNLM_MAX_CONNECTIONS); retry later"
+    )
+    return _protocol_answer(
+        "503 Service Unavailable", "overloaded", message, request_id, "retry-after: 1\r\n"
+    )
+
+
+def _timeout_answer(message: str, request_id: str) -> bytes:
+    return _protocol_answer("408 Request Timeout", "timeout", message, request_id)
+
+
+def _protocol_answer(
+    status: str, type_: str, message: str, request_id: str, extra_headers: str = ""
+) -> bytes:
+    """An answer the protocol writes itself (no request reached the app): the one error shape, with a
+    request id in the body and the ``X-Request-ID`` header, as every answer of the app has."""
+    code = int(status.split()[0])
+    error = {"type": type_, "message": message, "field": None, "status": code, "request_id": request_id}
     body = json.dumps({"error": error}).encode()
     head = (
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra_headers}x-request-id: {request_id}\r\n"
         f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
 
-def _timeout_answer(message: str) -> bytes:
-    error = {"type": "timeout", "message": message, "field": None, "status": 408, "request_id": None}
-    body = json.dumps({"error": error}).encode()
-    head = (
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+_SENT_REQUEST_ID = re.compile(rb"\r\nx-request-id:[ \t]*([A-Za-z0-9._:\-]{1,128})[ \t]*\r\n", re.IGNORECASE)
+
+
+def protocol_request_id(received: bytes = b"") -> str:
+    """The id of a request the protocol answers itself: the client's ``X-Request-ID`` if a whole,
+    valid header line of it arrived (as service/context.py accepts it), else a new uuid4 hex."""
+    found = _SENT_REQUEST_ID.search(received)
+    return found.group(1).decode() if found else uuid.uuid4().hex
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -232,7 +244,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if not self.tracker.admit(self):
-            transport.write(self.tracker.refusal)
+            transport.write(_refusal(self.tracker.limits.max_connections, protocol_request_id()))
             transport.close()
             return
         self._admitted = True
@@ -293,14 +305,13 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             return
         limit = self.tracker.limits.header_timeout_s
-        started = bool(self.conn.trailing_data[0])  # bytes of a request line or headers received
-        if started:
-            self.transport.write(
-                _timeout_answer(
-                    f"`headers`: the request line and headers did not arrive within {limit:g} s "
-                    "(RNNLM_HEADER_TIMEOUT_S)"
-                )
+        received = bytes(self.conn.trailing_data[0])  # the part of a request line or headers received
+        if received:
+            message = (
+                f"`headers`: the request line and headers did not arrive within {limit:g} s "
+                "(RNNLM_HEADER_TIMEOUT_S)"
             )
+            self.transport.write(_timeout_answer(message, protocol_request_id(received)))
         self.tracker.count(
             "header_timeout", f"connection closed: no complete request headers within {limit:g} s"
         )

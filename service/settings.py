@@ -60,6 +60,24 @@ class Settings(BaseSettings):
     device: str = Field(
         default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when available, else CPU"
     )
+    precision: str = Field(
+        default="fp32",
+        pattern=r"^(fp32|bf16)$",
+        description="precision of the RNN models' matrix products: fp32, or bf16 (bfloat16 weights and "
+        "products, float32 states and log-probs; needs a CPU with AVX512-BF16/AMX, or a GPU). A model "
+        "that cannot (another kind, or a device without bf16) keeps fp32 with a warning; /models shows each",
+    )
+    model_precision: dict[str, Literal["fp32", "bf16"]] = Field(
+        default_factory=dict,
+        description="per-model precision, a JSON object (model name to fp32 or bf16) that overrides "
+        "RNNLM_PRECISION for those models; a model that cannot run it stops the start",
+    )
+    batch_invariant: bool = Field(
+        default=False,
+        description="RNN scores bit-identical whatever else shares their batch (every matrix product on "
+        "fixed 8-row tiles; costs most on narrow work such as one /next-token). Off: a token's log-prob may "
+        "move by a few 1e-6 with the batch",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads (0: torch default)")
@@ -91,6 +109,15 @@ class Settings(BaseSettings):
     prefix_sharing: bool = Field(
         default=True,
         description=("score each distinct prefix of a candidate list once (false: every candidate in full)"),
+    )
+    prefix_cache_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        description=(
+            "bytes of RNN states of recent prefixes kept per model, so a text that extends one (typing, "
+            "a candidate list with the same context) starts from its state; least recently used go first. "
+            "0: no cache"
+        ),
     )
 
     # -- limits: past them a request gets 413 naming the field ------------------------------------
@@ -319,6 +346,7 @@ class Settings(BaseSettings):
             max_request_tokens=self.max_request_tokens,
             max_tokens_in_flight=self.max_tokens_in_flight,
             chunk_positions=self.engine_chunk_positions,
+            prefix_cache_bytes=self.prefix_cache_bytes,
         )
 
     def accepted_keys(self) -> list[str]:

@@ -16,6 +16,8 @@ error path (which prints a traceback). Under ``TestClient`` the lifespan calls t
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from model.checkpoint import CheckpointError
 from .runner import ModelRegistry
 from .settings import Settings
 
+log = logging.getLogger("rnnlm.service")
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^/\s:'\"]+/)+([^/\s:'\"]+)")
 
 
@@ -35,11 +38,38 @@ class StartupError(RuntimeError):
 def load_registry(settings: Settings) -> ModelRegistry:
     """Resolve the device and load every configured model, or raise :class:`StartupError`."""
     try:
-        return ModelRegistry.load(settings.model_dirs, settings.device)
+        registry = ModelRegistry.load(settings.model_dirs, settings.device)
+        apply_numerics(registry, settings)
+        return registry
     except CheckpointError as e:
         raise StartupError(one_line(str(e))) from e
     except Exception as e:  # a device that does not exist, duplicate names, a loader's own error
         raise StartupError(one_line(_describe(e))) from e
+
+
+def apply_numerics(registry: ModelRegistry, settings: Settings) -> None:
+    """Each model's precision (RNNLM_MODEL_PRECISION, else RNNLM_PRECISION) and batch invariance
+    (model/precision.py). What a model was asked for by name must apply; the global settings
+    leave a model that cannot run them as it is, with a warning."""
+    unknown = sorted(set(settings.model_precision) - set(registry.runners))
+    if unknown:
+        raise ValueError(
+            f"RNNLM_MODEL_PRECISION names no served model: {', '.join(unknown)} "
+            f"(served: {', '.join(registry.runners)})"
+        )
+    for name, runner in registry.runners.items():
+        explicit = settings.model_precision.get(name)
+        precision = explicit or settings.precision
+        if precision == "fp32" and not settings.batch_invariant:
+            continue
+        try:
+            runner.lm.set_numerics(precision, settings.batch_invariant)
+        except ValueError as e:
+            if explicit is not None and explicit != "fp32":
+                raise ValueError(f"RNNLM_MODEL_PRECISION: model {name}: {e}") from e
+            log.warning("model %s: %s; it runs with its defaults", name, e)
+            with contextlib.suppress(ValueError):  # the precision failed: batch invariance alone
+                runner.lm.set_numerics("fp32", settings.batch_invariant)
 
 
 def _describe(e: Exception) -> str:

@@ -12,9 +12,12 @@
             └── events via call_soon_threadsafe ◀──  3. decoding step: every row picks its token,
                                                         finished/cancelled rows leave, ONE lm.step
 
-One-shot requests wait for company only while the worker has nothing else to do; while it is busy
-(a batch, a decoding step) newcomers pile up and go together into the next batch. Each loop runs
-at most one one-shot batch and one decoding step, so neither kind starves the other.
+An idle engine starts a lone one-shot request at once (as soon as the event-loop turn that submitted
+it ends). Under load (the last one-shot batch held several requests, or generations are decoding;
+a new engine assumes load) the first one waits up to max_wait_ms for company;
+while the worker is busy (a batch, a decoding step) newcomers pile up and go together into the next
+batch. Each loop runs at most one one-shot batch and one decoding step, so neither kind starves the
+other.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ..lm import LanguageModel
 from ..prefix import PassStopped, requested_positions
 from ..sampling import StoppingCriteria
 from ..scoring import Distribution, top_distributions
+from ..state_cache import PrefixStateCache
 from ..tokenizer import BOS_ID, EOS_ID
 from .decode import DecodeBatch, Row
 from .stream import GenerationStream, StreamStalled
@@ -75,6 +79,16 @@ def give_memory_back() -> None:
         _MALLOC_TRIM(0)
 
 
+@dataclass
+class PassTiming:
+    """Where one next-token request's time went in the engine, in seconds: the worker fills it in
+    before answering (pass one to :meth:`Engine.next_token`; a Server-Timing header reports it)."""
+
+    queue_s: float = 0.0  # queued until the worker took its batch
+    model_s: float = 0.0  # its batch's pass through the network (log-softmax included)
+    select_s: float = 0.0  # top-k and entropy of its batch's next-token rows
+
+
 @dataclass(eq=False)
 class _OneShot:
     """A queued score or next-token request."""
@@ -89,6 +103,9 @@ class _OneShot:
     cancelled: bool = False
     tokens: int = 0  # its cost: the tokens it computes (Σ sequence lengths), counted in flight
     released: bool = False  # its tokens no longer count in flight
+    started: float | None = None  # when the worker took it into a batch
+    timing: PassTiming | None = None  # filled in before it is answered, when asked for
+    sealed: bool = False  # its event-loop turn is over: requests submitted with it are queued too
 
     def __post_init__(self) -> None:
         self.tokens = sum(len(s) for s in self.seqs)
@@ -138,6 +155,13 @@ class Engine:
         self._secs_per_request = 0.01  # running estimate, for Retry-After
         self._tokens_in_flight = 0  # cost of the one-shot requests queued or running (under _cv)
         self._secs_per_token = 1e-4  # running estimate of a one-shot token's time, for Retry-After
+        # RNN states of recent prefixes (worker thread only, so no lock): one-shot passes start from them
+        cache_bytes = self.config.prefix_cache_bytes
+        self.prefix_cache = PrefixStateCache(cache_bytes) if cache_bytes else None
+        self._cache_seen = (0, 0, 0, 0, 0)  # its hits, misses, evictions, bytes, entries last reported
+        # requests in the last one-shot batch (worker only): >1 means load; a new engine assumes load
+        # until a lone batch shows it idle
+        self._last_batch_requests = 2
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,15 +223,21 @@ class Engine:
         return await self._submit("score", seqs, 0, timeout_s)
 
     async def next_token(
-        self, prefixes: Sequence[Sequence[int]], *, top_k: int = 10, timeout_s: float | None = None
+        self,
+        prefixes: Sequence[Sequence[int]],
+        *,
+        top_k: int = 10,
+        timeout_s: float | None = None,
+        timing: PassTiming | None = None,
     ) -> list[Distribution]:
-        """The next-token distribution after each prefix (each starts with ``<bos>``)."""
+        """The next-token distribution after each prefix (each starts with ``<bos>``); ``timing``,
+        if given, is filled in with where the request's time went."""
         if top_k < 0:
             raise ValueError("top_k must be >= 0")
         prefixes = self._checked(prefixes, min_len=1)
         if not prefixes:
             return []
-        return await self._submit("next_token", prefixes, top_k, timeout_s)
+        return await self._submit("next_token", prefixes, top_k, timeout_s, timing)
 
     def generate(self, request: GenerationRequest, *, timeout_s: float | None = None) -> GenerationStream:
         """Queue a generation; iterate the returned stream for its events. Call it on the event
@@ -258,20 +288,25 @@ class Engine:
             retry = min(60.0, max(1.0, math.ceil(queued * self._secs_per_request)))
             raise Overloaded(kind, queued, retry)
 
-    async def _submit(self, kind: str, seqs: list[list[int]], top_k: int, timeout_s: float | None) -> Any:
+    async def _submit(
+        self,
+        kind: str,
+        seqs: list[list[int]],
+        top_k: int,
+        timeout_s: float | None,
+        timing: PassTiming | None = None,
+    ) -> Any:
         loop = asyncio.get_running_loop()
         item = _OneShot(kind, seqs, top_k, loop, loop.create_future(), self._deadline(timeout_s))
-        limit = self.config.max_request_tokens
-        if limit is not None and item.tokens > limit:
-            self.stats.kinds[kind].rejected += 1
-            self.observer.on_rejected(kind, "too_costly")
-            raise TooCostly(kind, item.tokens, limit)
+        item.timing = timing
+        self._refuse_too_costly(kind, item.tokens)
         with self._cv:
             self._admit_locked(kind)
             self._admit_cost_locked(item)
             self._oneshot.append(item)
             self.stats.kinds[kind].requests += 1
             self._cv.notify()
+        loop.call_soon(self._seal, item)  # after the requests submitted in this same turn (a gather)
         try:
             if item.deadline is None:
                 return await item.future
@@ -283,14 +318,33 @@ class Engine:
             self._withdraw(item, "cancelled")
             raise
 
+    def refuse_by_cost(self, kind: str, tokens: int) -> None:
+        """Raise now what :meth:`score` / :meth:`next_token` would raise by cost for a request of
+        ``tokens``, so a caller can ask before it tokenizes (a megabyte of text is tens of ms of
+        Python): :class:`TooCostly` past ``max_request_tokens``, :class:`TokensInFlight` when the
+        tokens do not fit in flight now (a look only: the submission reserves, and checks again)."""
+        self._refuse_too_costly(kind, tokens)
+        with self._cv:
+            self._refuse_in_flight_locked(kind, tokens)
+
+    def _refuse_too_costly(self, kind: str, tokens: int) -> None:
+        limit = self.config.max_request_tokens
+        if limit is not None and tokens > limit:
+            self.stats.kinds[kind].rejected += 1
+            self.observer.on_rejected(kind, "too_costly")
+            raise TooCostly(kind, tokens, limit)
+
+    def _refuse_in_flight_locked(self, kind: str, tokens: int) -> None:
+        limit = self.config.max_tokens_in_flight
+        if limit is not None and self._tokens_in_flight + tokens > limit:
+            self.stats.kinds[kind].rejected += 1
+            self.observer.on_rejected(kind, "overloaded")
+            retry = min(60.0, max(1.0, math.ceil(self._tokens_in_flight * self._secs_per_token)))
+            raise TokensInFlight(kind, tokens, self._tokens_in_flight, limit, retry)
+
     def _admit_cost_locked(self, item: _OneShot) -> None:
         """Count ``item``'s tokens in flight, or raise :class:`TokensInFlight` if they do not fit."""
-        limit = self.config.max_tokens_in_flight
-        if limit is not None and self._tokens_in_flight + item.tokens > limit:
-            self.stats.kinds[item.kind].rejected += 1
-            self.observer.on_rejected(item.kind, "overloaded")
-            retry = min(60.0, max(1.0, math.ceil(self._tokens_in_flight * self._secs_per_token)))
-            raise TokensInFlight(item.kind, item.tokens, self._tokens_in_flight, limit, retry)
+        self._refuse_in_flight_locked(item.kind, item.tokens)
         self._tokens_in_flight += item.tokens
 
     def _release_locked(self, item: _OneShot) -> None:
@@ -315,6 +369,13 @@ class Engine:
             else:
                 self.stats.kinds[item.kind].rejected += 1
         self.observer.on_rejected(item.kind, reason)
+
+    def _seal(self, item: _OneShot) -> None:
+        """``item``'s event-loop turn is over: an idle engine may start it now (see
+        ``_oneshot_ready_locked``); its turn's other requests are queued behind it."""
+        with self._cv:
+            item.sealed = True
+            self._cv.notify()
 
     def _wake(self) -> None:
         """Have the worker look again (a paused stream's reader has caught up)."""
@@ -383,13 +444,22 @@ class Engine:
                 self._cv.wait(timeout)
             expired: list = []
             batch = self._pop_batch_locked(now, expired) if ready else []
+            if batch:
+                self._last_batch_requests = len(batch)  # the load the next lone request reads
             admits = self._pop_admits_locked(now, free, expired)
             return batch, admits, expired
 
     def _oneshot_ready_locked(self, now: float, wait_s: float) -> bool:
+        """Whether the queued score/next-token requests start now. They wait up to ``wait_s`` for
+        company only under load (the last one-shot batch held several requests, or generation rows
+        are decoding); an idle engine starts a lone request as soon as the event-loop turn that
+        submitted it is over (so a ``gather`` of requests still goes as one batch): nobody else is
+        coming, and waiting would only add ``max_wait_ms`` to its latency."""
         if not self._oneshot:
             return False
         if self._closing or now - self._oneshot[0].submitted >= wait_s:
+            return True
+        if self._last_batch_requests <= 1 and not self._decode.rows and self._oneshot[0].sealed:
             return True
         c = self.config
         return (
@@ -411,6 +481,7 @@ class Engine:
             ):
                 break
             batch.append(self._oneshot.popleft())
+            item.started = now
             n_seqs += len(item.seqs)
             n_tokens += item.tokens
         return batch
@@ -523,6 +594,7 @@ class Engine:
                 max_logits=self.config.max_logits,
                 should_stop=between_chunks,
                 chunk_positions=self.config.chunk_positions,
+                cache=self.prefix_cache,
             )
             results = self._split_scores(scored, res) + self._split_next(asked, res.next_logprobs)
         except PassStopped:  # nobody waits for any of it: its work and memory are dropped here
@@ -548,6 +620,7 @@ class Engine:
         self.stats.positions_computed += res.computed
         self.stats.positions_requested += res.requested
         self.observer.on_positions(res.computed, res.requested)
+        self._report_prefix_cache()
         self._release(batch)
         for item, result in zip(scored + asked, results, strict=True):  # counted first, then answered
             _call_soon(item.loop, _resolve, item.future, result, None)
@@ -555,6 +628,20 @@ class Engine:
         self._secs_per_request = 0.8 * self._secs_per_request + 0.2 * per_request
         per_token = (time.monotonic() - start) / max(1, sum(item.tokens for item in batch))
         self._secs_per_token = 0.8 * self._secs_per_token + 0.2 * per_token
+
+    def _report_prefix_cache(self) -> None:
+        """Hand the cache's changes since the last report to the stats and the observer."""
+        cache = self.prefix_cache
+        if cache is None:
+            return
+        seen = self._cache_seen
+        now = (cache.stats.hits, cache.stats.misses, cache.stats.evictions, cache.nbytes, len(cache))
+        delta = [b - a for a, b in zip(seen, now, strict=True)]
+        self._cache_seen = now
+        self.stats.prefix_cache_hits += delta[0]
+        self.stats.prefix_cache_misses += delta[1]
+        if any(delta):
+            self.observer.on_prefix_cache(*delta)
 
     def _split_scores(self, items: list[_OneShot], res: Any) -> list[ScoreResult]:
         out, offset = [], 0
@@ -573,7 +660,17 @@ class Engine:
         if not items:
             return []
         assert logprobs is not None  # the queries were asked for
+        t0 = time.monotonic()
         dists = top_distributions(logprobs, [item.top_k for item in items for _ in item.seqs])
+        t1 = time.monotonic()
+        for item in items:
+            if item.timing is not None:  # before it is answered: its caller reads it then
+                started = item.started if item.started is not None else item.submitted
+                item.timing.queue_s, item.timing.model_s, item.timing.select_s = (
+                    started - item.submitted,
+                    t0 - started,
+                    t1 - t0,
+                )
         out, q = [], 0
         for item in items:
             out.append(dists[q : q + len(item.seqs)])

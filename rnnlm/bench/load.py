@@ -380,6 +380,7 @@ def wait_released(base: str, timeout_s: float = 15) -> str:
 # server's RSS is sampled every 50 ms. "after" is the RSS once the attack's connections are closed
 # and the server had ATTACK_SETTLE_S to let go. Another attack is one more entry in ATTACKS.
 ATTACK_SETTLE_S = 3.0
+QUICK_ATTACK_S = 6.0  # each attack's duration with --quick (a smoke run, not the figures to publish)
 SMALL_SCORE = {"candidates": ["我们发表", "他们报道"]}
 ATTACK_BOUNDS = {"health_p99_s": 0.1, "score_p99_s": 1.0, "rss_after_mib": 100.0}  # issue 13, "Done when"
 
@@ -450,13 +451,17 @@ async def _probe(base: str, attack: Attack, stop: asyncio.Event) -> None:
     )
 
 
-def _probe_process(base: str, stop, results) -> None:
+def _probe_process(base: str, stop, results, ready=None) -> None:
     """The probes in a process of their own: the attackers' clients keep this process's event loop
-    busy (a 990 kB body at a time), and a probe that waited for them would time the client."""
+    busy (a 990 kB body at a time), and a probe that waited for them would time the client.
+    ``ready`` is set once the probes run: the attack starts then (a spawned process takes seconds
+    to import on a busy machine, which a short attack would otherwise spend unprobed)."""
     attack = Attack("probe")
 
     async def main() -> None:
         local = asyncio.Event()
+        if ready is not None:
+            ready.set()
 
         async def watch() -> None:
             while not stop.is_set():
@@ -763,9 +768,12 @@ async def run_attack(base: str, proc, name: str, seconds: float, n: int, log_pat
     cpu_start = cpu_seconds(proc.pid)
     stop = asyncio.Event()
     ctx = multiprocessing.get_context("spawn")
-    probe_stop, probe_results = ctx.Event(), ctx.Queue()
-    prober = ctx.Process(target=_probe_process, args=(base, probe_stop, probe_results), daemon=True)
+    probe_stop, probe_results, probe_ready = ctx.Event(), ctx.Queue(), ctx.Event()
+    prober = ctx.Process(
+        target=_probe_process, args=(base, probe_stop, probe_results, probe_ready), daemon=True
+    )
     prober.start()
+    await asyncio.to_thread(probe_ready.wait, 120)
     tasks = [
         asyncio.ensure_future(_sample_rss(proc.pid, attack, stop)),
         asyncio.ensure_future(ATTACKS[name](port, attack, stop, n)),
@@ -947,7 +955,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=48, help="distinct requests per kind")
     p.add_argument("--threads", type=int, default=1, help="RNNLM_TORCH_THREADS of the server")
     p.add_argument("--rss-bound-mib", type=float, default=32.0, help="allowed RSS growth after warm-up")
-    p.add_argument("--quick", action="store_true", help="4 s phases, small pools (a smoke run)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"4 s phases, small pools; attacks of {QUICK_ATTACK_S:g} s (a smoke run)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -977,6 +989,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.pool = min(args.seconds, 4.0), min(args.pool, 12)
+        args.attack_seconds = min(args.attack_seconds, QUICK_ATTACK_S)
     out = args.out if args.out is not None else (None if args.quick else DOC)
     command = " ".join([".venv/bin/python -m rnnlm.bench.load", *(sys.argv[1:] if argv is None else argv)])
     if args.attack:

@@ -3,11 +3,26 @@
 The answer grows with texts × top_k, so that product is bounded (RNNLM_MAX_NEXT_TOKEN_ENTRIES,
 413 naming ``top_k``), and the answer is built and serialized in a worker thread: a large one
 never holds up the event loop (and /health with it).
+
+Every answer carries a ``Server-Timing`` header (milliseconds; browsers' developer tools show it,
+``rnnlm.bench.http`` prints it), stage after stage from the moment the request reached the app:
+
+    validation  middleware, body, JSON parsing, pydantic validation, admission, answer-size check
+    tokenize    the texts to ids                     ┐
+    queue       waiting for the engine's worker      │
+    model       the network's pass (the batch's)     │ model/engine/text.py
+    topk        top-k and entropy                    │
+    handoff     the answer's way back to the loop    │
+    describe    ids to text, probabilities           ┘
+    serialize   the response's JSON (in a worker thread)
+    total       all of the above (the time outside it is HTTP: the socket, uvicorn, the client)
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import time
+
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from model.scoring import NextToken
@@ -27,14 +42,32 @@ router = APIRouter(tags=["model"])
     responses=ERROR_RESPONSES,
     response_model=NextTokenResponse | NextTokenBatchResponse,
 )
-async def next_token(body: NextTokenBody, registry: RegistryDep, settings: SettingsDep) -> Response:
+async def next_token(
+    body: NextTokenBody, registry: RegistryDep, settings: SettingsDep, request: Request
+) -> Response:
     runner = registry.get(body.model)
     refuse_backward(runner, "predict the token after a text")
     texts = body.text if isinstance(body.text, list) else [body.text]
     check_answer_size(len(texts), body.top_k, settings.max_next_token_entries)
-    found = await runner.next_token(texts, body.top_k)
+    validated = time.perf_counter()
+    stages: dict[str, float] = {}
+    found = await runner.next_token(texts, body.top_k, stages)
+    found_at = time.perf_counter()
     content = await run_in_threadpool(render, runner.name, found, isinstance(body.text, list))
-    return Response(content, media_type="application/json")
+    done = time.perf_counter()
+    received = getattr(request.state, "received_at", validated)  # set by MetricsMiddleware
+    stages = {
+        "validation": validated - received,
+        **stages,
+        "serialize": done - found_at,
+        "total": done - received,
+    }
+    return Response(content, media_type="application/json", headers={"Server-Timing": server_timing(stages)})
+
+
+def server_timing(stages: dict[str, float]) -> str:
+    """A Server-Timing header value: ``name;dur=<ms>`` for each stage, in order."""
+    return ", ".join(f"{name};dur={1e3 * seconds:.3f}" for name, seconds in stages.items())
 
 
 def check_answer_size(texts: int, top_k: int, limit: int) -> None:

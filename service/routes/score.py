@@ -6,14 +6,47 @@ The route translates HTTP to :mod:`service.rescoring` (which models score, with 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from fastapi import APIRouter
 
-from ..deps import MetricsDep, RegistryDep, ScoreBody, SettingsDep
+from model.scoring import ScoreOptions
+from model.tokenizer import Tokenizer
+
+from ..deps import MetricsDep, OffLoopBodyRoute, RegistryDep, ScoreBody, SettingsDep, body_worker
 from ..errors import ERROR_RESPONSES
-from ..rescoring import plan_scoring, run_plan
+from ..rescoring import ScoringPlan, plan_scoring, run_plan
 from ..schemas import CandidateResult, ScoreResponse, SweepResult, TokenLogprob
 
-router = APIRouter(tags=["model"])
+router = APIRouter(tags=["model"], route_class=OffLoopBodyRoute)
+LARGE_TEXT_CHARS = 32_768  # candidates this long together are counted in the body worker
+
+
+def score_tokens(tokenizer: Tokenizer, candidates: Sequence[str], options: ScoreOptions) -> int:
+    """The tokens scoring ``candidates`` costs the engine, counted without tokenizing: each is
+    ``<bos>`` + context + candidate (+ ``<eos>``), as :func:`model.scoring.prepare_candidates`
+    builds it, one id per piece of ``tokenizer.split``."""
+    per_candidate = 1 + len(tokenizer.split(options.context)) + (1 if options.eos else 0)
+    return sum(per_candidate + len(tokenizer.split(text)) for text in candidates)
+
+
+async def refuse_by_cost(plan: ScoringPlan, candidates: Sequence[str]) -> None:
+    """413 (past RNNLM_MAX_REQUEST_TOKENS) or 503 (the tokens in flight are full) before any text
+    is tokenized: a refused megabyte costs a count of its pieces, not the tokenizing and the id
+    checks that the engine's own admission would come after. Long lists are counted off the loop."""
+    large = sum(map(len, candidates)) >= LARGE_TEXT_CHARS
+    loop = asyncio.get_running_loop()
+    for runner in plan.runners:
+        tokenizer = runner.lm.tokenizer
+        if large:
+            tokens = await loop.run_in_executor(
+                body_worker(), score_tokens, tokenizer, candidates, plan.options
+            )
+        else:
+            tokens = score_tokens(tokenizer, candidates, plan.options)
+        with runner.costed("candidates", "every candidate with the context, <bos> and <eos>"):
+            runner.engine.refuse_by_cost("score", tokens)
 
 
 @router.post("/score", summary="Score and rank candidates (n-best reranking)", responses=ERROR_RESPONSES)
@@ -21,6 +54,7 @@ async def score(
     body: ScoreBody, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
 ) -> ScoreResponse:
     plan = plan_scoring(body, registry, settings)
+    await refuse_by_cost(plan, body.candidates)
     pairs = [(p.lm_weight, p.length_bonus) for p in body.sweep] if body.sweep is not None else None
     scored = await run_plan(plan, body.candidates, body.external_scores, pairs)
     for runner, ranking in zip(plan.runners, scored.rankings, strict=True):

@@ -375,6 +375,20 @@ def test_guard_cancels_the_work_of_a_client_that_went_away():
     assert sent[0]["status"] == 499  # for the metrics and the access log; the client is gone
 
 
+def test_an_app_that_meets_the_disconnect_itself_gives_a_499_not_a_500():
+    """A client gone while its body is read: the app's ClientDisconnect is that client gone."""
+    from starlette.requests import ClientDisconnect
+
+    async def reads_a_body_that_never_comes(scope, receive, send):
+        raise ClientDisconnect()
+
+    guard = RequestGuardMiddleware(
+        reads_a_body_that_never_comes, Drain(5), timeout_s=5, guarded_paths={"/score"}
+    )
+    sent = asyncio.run(drive(guard))
+    assert sent[0]["status"] == 499 and len(sent) == 2
+
+
 def test_guard_leaves_other_paths_and_quick_requests_alone():
     quick = SlowApp(seconds=0)
     guard = RequestGuardMiddleware(quick, Drain(5), timeout_s=0.5, guarded_paths={"/score"})
