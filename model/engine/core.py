@@ -683,6 +683,18 @@ class Engine:
         for stream in admits:
             self.stats.kinds["generate"].queue_wait_s += start - stream.submitted
             self.observer.on_queue_wait("generate", start - stream.submitted)
+        # short prompts join a running batch and are fed there, a token per step (decode.py says
+        # why); the others, and any prompt when nothing runs, get a prefill pass of their own
+        limit = self.config.batch_prefill_tokens if self._decode.rows else 0
+        fed = [s for s in admits if len(s.prompt_ids) + 1 <= limit]
+        if fed:
+            fresh = [row for stream in fed for row in self._rows_for(stream)]
+            for row in fresh:
+                row.feed = [BOS_ID, *row.owner.prompt_ids]
+            self._decode.join_fresh(fresh)
+        admits = [s for s in admits if s not in fed]
+        if not admits:
+            return
         queries = [[BOS_ID, *s.prompt_ids] for s in admits]
         try:
             res = self.lm.score_tree([], queries, with_state=True, max_logits=self.config.max_logits)
@@ -693,15 +705,21 @@ class Engine:
             return
         rows, index = [], []
         for q, stream in enumerate(admits):
-            req = stream.request
-            choosers = sample_choosers(replace(req, sampling=replace(req.sampling, seed=stream.seed)))
-            stopping = StoppingCriteria(req.max_new_tokens, req.stop)
-            for i, chooser in enumerate(choosers):
-                rows.append(Row(stream, i, chooser, stopping, list(stream.prompt_ids)))
-                index.append(q)
-            self._rows_left[stream] = req.n
+            own = self._rows_for(stream)
+            rows += own
+            index += [q] * len(own)
         assert res.next_logprobs is not None
         self._decode.add(rows, res.next_logprobs[index], self.lm.select_state(res.states, index))
+
+    def _rows_for(self, stream: GenerationStream) -> list[Row]:
+        """The stream's ``n`` sample rows (each with its own seeded chooser), counted as live."""
+        req = stream.request
+        choosers = sample_choosers(replace(req, sampling=replace(req.sampling, seed=stream.seed)))
+        stopping = StoppingCriteria(req.max_new_tokens, req.stop)
+        self._rows_left[stream] = req.n
+        return [
+            Row(stream, i, chooser, stopping, list(stream.prompt_ids)) for i, chooser in enumerate(choosers)
+        ]
 
     def _parked_wake(self, now: float) -> bool | float | None:
         """True when a paused stream needs the worker now, else the earliest time one will."""

@@ -16,6 +16,12 @@ Each row also follows the stop strings incrementally (:class:`~model.sampling.St
 only what a token added) and works out the text now safe to show (held back while it may begin
 a stop string), so neither costs the event loop anything. A row whose reader has fallen behind
 is *parked*: it leaves the batch with its state and log-probs, and rejoins them unchanged.
+
+A short prompt can also be prefilled *in* the batch (:meth:`DecodeBatch.join_fresh`): its rows
+join from the start state and feed one prompt token per step, choosing nothing until the prompt
+is in. On a CPU a step at batch 1 is bound by reading the weights from memory, as a step of 64
+rows nearly is, so a prompt fed beside the others costs almost nothing, where a prefill pass of
+its own costs a step's weight traffic per prompt token.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Row:
     text: str = ""
     count: int = 0
     shown: int = 0  # characters of ``text`` already handed over as safe to show
+    feed: list[int] = field(default_factory=list)  # prompt tokens still to feed (prefill in the batch)
     matcher: StopMatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +125,13 @@ class DecodeBatch:
             self.state, self.logprobs = state, logprobs
         self.rows += rows
 
+    def join_fresh(self, rows: list[Row]) -> None:
+        """Join rows that start from the start state, each with its prompt (``<bos>`` first) in
+        ``row.feed``: the next steps feed it a token at a time, then the row chooses as any other."""
+        assert all(row.feed for row in rows)
+        placeholder = torch.zeros(len(rows), self.lm.vocab_size)  # never read: they feed first
+        self.add(rows, placeholder, self.lm.start_state(len(rows)))
+
     def keep(self, keep: list[int]) -> None:
         """Keep only these rows (in this order); the others leave now."""
         if len(keep) == len(self.rows):
@@ -131,22 +145,32 @@ class DecodeBatch:
         self.logprobs = self.logprobs[keep]
 
     def choose(self) -> list[tuple[Row, ShownTokenEvent]]:
-        """Every row picks its token; rows that stop leave. Returns the events, in row order."""
+        """Every row picks its token (a row still feeding its prompt takes the prompt's next
+        token, and says nothing); rows that stop leave. Returns the events, in row order."""
         assert self.logprobs is not None
-        tokens = choose_tokens([r.chooser for r in self.rows], self.logprobs, [r.history for r in self.rows])
-        picked = self.logprobs[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
-        tok = self.lm.tokenizer
-        events, keep = [], []
-        for i, (row, token, lp) in enumerate(zip(self.rows, tokens, picked, strict=True)):
-            row.history.append(token)
-            row.count += 1
-            piece = "" if token == EOS_ID else tok.piece(token)
-            before = len(row.text)
-            row.text = tok.append_piece(row.text, piece)
-            stop, reason = row.stopping.step(row.matcher, token, row.count, row.text[before:])
-            events.append((row, ShownTokenEvent(row.sample, token, piece, lp, reason, row.reveal(reason))))
-            if not stop:
-                keep.append(i)
+        ready = [i for i, row in enumerate(self.rows) if not row.feed]
+        tokens = [row.feed.pop(0) if row.feed else -1 for row in self.rows]
+        events, stopped = [], set()
+        if ready:
+            rows = [self.rows[i] for i in ready]
+            logprobs = self.logprobs if len(ready) == len(self.rows) else self.logprobs[ready]
+            chosen = choose_tokens([r.chooser for r in rows], logprobs, [r.history for r in rows])
+            picked = logprobs[torch.arange(len(chosen)), torch.tensor(chosen)].tolist()
+            tok = self.lm.tokenizer
+            for i, row, token, lp in zip(ready, rows, chosen, picked, strict=True):
+                tokens[i] = token
+                row.history.append(token)
+                row.count += 1
+                piece = "" if token == EOS_ID else tok.piece(token)
+                before = len(row.text)
+                row.text = tok.append_piece(row.text, piece)
+                stop, reason = row.stopping.step(row.matcher, token, row.count, row.text[before:])
+                events.append(
+                    (row, ShownTokenEvent(row.sample, token, piece, lp, reason, row.reveal(reason)))
+                )
+                if stop:
+                    stopped.add(i)
+        keep = [i for i in range(len(self.rows)) if i not in stopped]
         self.keep(keep)
         self.next_ids = [tokens[i] for i in keep]
         return events

@@ -12,7 +12,7 @@ KINDS = ("score", "next_token", "generate")
 class EngineConfig:
     """Batching, queueing and threading of one engine (one served model)."""
 
-    max_wait_ms: float = 2.0  # how long the first score/next-token request waits for company
+    max_wait_ms: float = 2.0  # under load, how long the first score/next-token request waits for company
     max_batch_sequences: int = 512  # score candidates + next-token prefixes in one batch
     max_batch_tokens: int = 32_768  # their tokens in one batch (a bigger single request runs alone)
     max_rows: int = 128  # generation rows (samples) in the running batch
@@ -26,6 +26,7 @@ class EngineConfig:
     max_tokens_in_flight: int | None = None  # their sum over requests queued or running (TokensInFlight)
     chunk_positions: int = 1024  # positions a one-shot pass computes between two checks (see core.py)
     prefix_cache_bytes: int = 0  # RNN states of recent prefixes kept for reuse (state_cache.py); 0: none
+    batch_prefill_tokens: int = 8  # a prompt this short (with <bos>) is fed inside a running batch; 0: never
 
     def __post_init__(self) -> None:
         for name in (

@@ -338,6 +338,42 @@ def test_a_seeded_sample_is_the_same_among_63_sampled_neighbours(lm: RNNLanguage
     assert alone.ids == generate(lm, mine)[0].ids  # and the same as the plain library loop
 
 
+def test_a_short_prompt_fed_inside_a_running_batch_samples_what_it_samples_alone(
+    lm: RNNLanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short prompt that arrives while others decode joins their batch from the start state and
+    is fed a token per step (no prefill pass of its own): it says nothing until its prompt is in,
+    then draws exactly the tokens it draws alone (products batch-invariant, so exactly)."""
+    exact = copy.deepcopy(lm)
+    exact.set_numerics(batch_invariant=True)
+    joined: list[int] = []
+    join_fresh = DecodeBatch.join_fresh
+
+    def counting(self: DecodeBatch, rows: list[Row]) -> None:
+        joined.append(len(rows))
+        join_fresh(self, rows)
+
+    monkeypatch.setattr(DecodeBatch, "join_fresh", counting)
+    mine = GenerationRequest("厨房", max_new_tokens=12, n=2, sampling=SamplingParams(seed=7, top_p=0.9))
+    busy = [
+        GenerationRequest(t, max_new_tokens=60, sampling=SamplingParams(seed=s))
+        for s, t in enumerate(["你", "人民"])
+    ]
+
+    async def main():
+        async with Engine(exact, EngineConfig(max_wait_ms=0)) as engine:
+            running = [engine.generate(r) for r in busy]
+            await wait_until(lambda: engine.active_rows == len(busy))
+            late = await engine.generate(mine).collect()
+            await asyncio.gather(*(s.collect() for s in running))
+            return late
+
+    late = run(main())
+    assert joined == [2]  # its two samples were fed in the batch
+    alone = generate(exact, mine)
+    assert [(s.ids, s.text) for s in late] == [(s.ids, s.text) for s in alone]
+
+
 # -- cancellation, overload, deadlines, stop ----------------------------------------------------
 async def wait_until(predicate, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
