@@ -464,20 +464,24 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
 def cached_scores(
     args: argparse.Namespace, utterances: Sequence[Utterance], names: Sequence[str], desc: str
 ) -> dict[str, TextScores]:
-    """The models' scores of every distinct text: from --scores when it covers them, else computed
-    (and saved to --scores when given)."""
-    from model.rescoring.score import distinct_texts, load_scores, save_scores
+    """The models' scores of every distinct text: from --scores when it covers them with the same
+    checkpoints (a model retrained under the same name is scored again), else computed (and saved
+    to --scores when given)."""
+    from model.rescoring.score import distinct_texts, load_scores, save_scores, saved_checkpoints
 
     cache = getattr(args, "scores", None)
+    ids = checkpoint_ids(args) if cache else {}
     if cache and Path(cache).is_file():
-        loaded = load_scores(cache)
+        loaded, was = load_scores(cache), saved_checkpoints(cache)
         texts = distinct_texts(utterances)
-        if all(n in loaded and all(t in loaded[n] for t in texts) for n in names):
+        if all(
+            n in loaded and was.get(n) == ids.get(n) and all(t in loaded[n] for t in texts) for n in names
+        ):
             return {n: loaded[n] for n in names}
-        print(f"note: {cache} does not cover these texts and models; scoring again", file=sys.stderr)
+        print(f"note: {cache} does not cover these texts and checkpoints; scoring again", file=sys.stderr)
     per_model = score_all(args, utterances, list(names), desc)
     if cache:
-        save_scores(cache, per_model)
+        save_scores(cache, per_model, ids)
     return per_model
 
 

@@ -58,9 +58,25 @@ def merge_scores(per_model: Mapping[str, Mapping[str, tuple[float, int]]]) -> di
 
 
 # -- the cache file of `rnnlm tune --scores` ------------------------------------------------------
-def save_scores(path: str | Path, per_model: Mapping[str, Mapping[str, tuple[float, int]]]) -> None:
+def save_scores(
+    path: str | Path,
+    per_model: Mapping[str, Mapping[str, tuple[float, int]]],
+    checkpoints: Mapping[str, str] | None = None,
+) -> None:
+    """Write the scores, with what each model name stood for (``checkpoints``: name -> the
+    checkpoint's id), so a later run reuses them only for the same checkpoints."""
     obj = {m: {t: [lp, n] for t, (lp, n) in scores.items()} for m, scores in per_model.items()}
-    write_text_atomically(Path(path), json.dumps({"models": obj}, ensure_ascii=False) + "\n")
+    doc = {"models": obj, "checkpoints": dict(checkpoints or {})}
+    write_text_atomically(Path(path), json.dumps(doc, ensure_ascii=False) + "\n")
+
+
+def saved_checkpoints(path: str | Path) -> dict[str, str]:
+    """What each model name of a scores file stood for (empty for files written without it)."""
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8")).get("checkpoints", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def load_scores(path: str | Path) -> dict[str, dict[str, tuple[float, int]]]:

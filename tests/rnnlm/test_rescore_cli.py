@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -337,6 +338,29 @@ def test_rescoring_report_writes_the_table_and_its_json(tmp_path, capsys, tiny_m
         str(out),
     )
     assert code == 2 and "'nope'" in err
+
+
+def test_the_scores_cache_is_not_reused_for_another_checkpoint_of_the_same_name(
+    tmp_path, capsys, tiny_model_dir, gru_model_dir, monkeypatch
+):
+    """A model retrained under the same name (same directory name, other weights) is scored again."""
+    cache = tmp_path / "scores.json"
+    tune = ["tune", str(NBEST / "tiny.jsonl"), "--out", str(tmp_path / "w.json"), "--scores", str(cache)]
+    assert run(capsys, *tune, "--model", str(tiny_model_dir))[0] == 0
+    retrained = tmp_path / "retrained" / Path(tiny_model_dir).name  # the same name, the GRU's weights
+    shutil.copytree(gru_model_dir, retrained)
+    calls = []
+    score_local = rescoring_cli.score_local
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return score_local(*args, **kwargs)
+
+    monkeypatch.setattr(rescoring_cli, "score_local", counting)
+    assert run(capsys, *tune, "--model", str(tiny_model_dir))[0] == 0
+    assert calls == []  # the same checkpoint: read from the cache
+    assert run(capsys, *tune, "--model", str(retrained))[0] == 0
+    assert calls == [[str(retrained)]]
 
 
 def test_strip_spaces_scores_word_segmented_text_as_characters(tmp_path, capsys, tiny_model_dir, logprob):
