@@ -45,11 +45,13 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_gflops(device: str = "cpu", n: int | None = None, seconds: float = 1.0) -> float:
-    """Best rate of an n×n float32 matrix product over ``seconds`` (GFLOP/s, 2n³ per product)."""
+def matmul_gflops(
+    device: str = "cpu", n: int | None = None, seconds: float = 1.0, dtype: torch.dtype = torch.float32
+) -> float:
+    """Best rate of an n×n matrix product of ``dtype`` over ``seconds`` (GFLOP/s, 2n³ per product)."""
     n = n or (8192 if torch.device(device).type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     with torch.inference_mode():
         a @ b  # warm-up
         sync(device)

@@ -16,7 +16,6 @@ bf16 − fp32, and the top-1 accuracy of both on the saved valid reranking sets
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,7 +38,6 @@ from .common import (
     matmul_gflops,
     nbest_lists,
     resolve_out,
-    sync,
     table,
     timed_loop,
     write_section,
@@ -50,21 +48,8 @@ Mode = tuple[str, bool]  # (precision, batch_invariant)
 
 
 def matmul_gflops_bf16(device: str = "cpu", n: int | None = None, seconds: float = 1.0) -> float:
-    """Best rate of an n×n bfloat16 matrix product over ``seconds`` (GFLOP/s), as
-    :func:`rnnlm.bench.common.matmul_gflops` measures float32."""
-    n = n or (8192 if torch.device(device).type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    with torch.inference_mode():
-        a @ b  # warm-up
-        sync(device)
-        best, end = 0.0, time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            a @ b
-            sync(device)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
+    """Best rate of an n×n bfloat16 matrix product over ``seconds`` (GFLOP/s)."""
+    return matmul_gflops(device, n, seconds, dtype=torch.bfloat16)
 
 
 def mode_name(mode: Mode) -> str:
