@@ -142,9 +142,7 @@ class RNNLM(nn.Module):
     def output(self, feats: Tensor) -> Tensor:
         """Logits (..., V) from top-layer features (..., D) (scoring runs it chunk by chunk)."""
         if self.batch_invariant or self._low:
-            flat = feats.reshape(-1, feats.size(-1))  # (N, D)
-            dec = self.decoder
-            logits = self.product(flat, dec.weight, dec.bias, "decoder.weight").view(*feats.shape[:-1], -1)
+            logits = self.product(feats, self.decoder.weight, self.decoder.bias, "decoder.weight")
         else:
             logits = self.decoder(feats)
         if self.never_predict.numel():  # <pad>/<bos> are inputs only: probability exactly 0
@@ -192,9 +190,11 @@ class RNNLM(nn.Module):
                     self._low["decoder.weight"] = self.embedding.weight.detach().to(dtype)
 
     def product(self, x: Tensor, weight: Tensor, bias: Tensor | None = None, name: str = "") -> Tensor:
-        """``x @ weight.T + bias`` for rows ``x`` (N, K) -> (N, M) in float32; ``bias`` is (M,)
-        or (N, M). ``name`` (the weight's parameter name) finds its low-precision copy, used only
-        without autograd (training always multiplies the float32 weights)."""
+        """``x @ weight.T + bias`` for rows ``x`` (…, K) -> (…, M) in float32; ``bias`` is (M,)
+        or (N, M) for 2-D ``x``. ``name`` (the weight's parameter name) finds its low-precision
+        copy, used only without autograd (training always multiplies the float32 weights)."""
+        if x.dim() != 2:  # leading dimensions as rows
+            return self.product(x.reshape(-1, x.size(-1)), weight, bias, name).view(*x.shape[:-1], -1)
         low = None if torch.is_grad_enabled() else self._low.get(name)
         if low is None:
             return self._rows(x, weight, bias)
@@ -281,8 +281,7 @@ class RNNLM(nn.Module):
         if self.proj is None:
             return h
         if self.batch_invariant or self._low:
-            flat = h.reshape(-1, h.size(-1))  # (N, H)
-            return self.product(flat, self.proj.weight, None, "proj.weight").view(*h.shape[:-1], -1)
+            return self.product(h, self.proj.weight, None, "proj.weight")
         return self.proj(h)
 
     def step(self, ids: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:

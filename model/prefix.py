@@ -324,12 +324,12 @@ def score_rnn_tree(
     net, device = lm.net, lm.device
     checkpoints = _Checkpoints(should_stop, chunk_positions)
     tree = build_tree(seqs, queries, share)
-    caching = cache is not None and share
-    use = _CacheUse.match(tree, cache, lm) if cache is not None and share else None  # None: no hit
+    cache = cache if share else None  # a dense pass (sharing off) neither reads nor fills it
+    use = _CacheUse.match(tree, cache, lm) if cache is not None else None  # None: no hit
     plan = plan_depths(tree, use.computed, use.seeds) if use is not None else plan_depths(tree)
     requested = requested_positions(seqs, queries)
     row_of_node = plan.row_of_node
-    keep = _prefixes_to_keep(tree, row_of_node, plan.num_rows, cache) if caching else []
+    keep = _prefixes_to_keep(tree, row_of_node, plan.num_rows, cache)
 
     # 1. The recurrent layers, depth by depth: (rows, D) features, and the queries' states.
     state_rows = [row_of_node[q] for q in tree.query_nodes] if with_state else []
@@ -377,7 +377,7 @@ def score_rnn_tree(
     logprobs = list(picked.split(sizes)) if seqs else []
 
     # 4. Keep the states worth keeping (the pass is complete: nothing half-done is stored).
-    if cache is not None and share:
+    if cache is not None:
         hits = use.hits if use is not None else 0
         cache.stats.hits += hits
         cache.stats.misses += sum(1 for path in tree.paths if path) + len(tree.query_nodes) - hits

@@ -133,6 +133,13 @@ class Ranking:
         return sum(r.num_tokens for r in self.results)
 
 
+def candidate_tokens(tokenizer: Tokenizer, candidates: Sequence[str], options: ScoreOptions) -> int:
+    """The ids :func:`prepare_candidates` would build for ``candidates`` (``<bos>`` + context +
+    candidate (+ ``<eos>``) each), counted from the pieces without looking any up."""
+    per_candidate = 1 + len(tokenizer.split(options.context)) + (1 if options.eos else 0)
+    return sum(per_candidate + len(tokenizer.split(text)) for text in candidates)
+
+
 def prepare_candidates(
     tokenizer: Tokenizer,
     candidates: Sequence[str],

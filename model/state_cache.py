@@ -39,7 +39,11 @@ class CachedPrefix:
 
     state: Tensor  # (L, S): the model's state after the key's last token
     logprobs: Tensor  # (len(key) - 1,): log P(key[i] | key[:i]) for i >= 1, as the pass computed them
-    length: int  # len(key)
+
+    @property
+    def length(self) -> int:
+        """len(key)."""
+        return self.logprobs.numel() + 1
 
     @property
     def nbytes(self) -> int:
@@ -143,7 +147,7 @@ class PrefixStateCache:
             raise ValueError("a cached prefix needs at least its start token")
         if logprobs.numel() != len(key) - 1:
             raise ValueError(f"logprobs has {logprobs.numel()} values for a key of {len(key)} tokens")
-        entry = CachedPrefix(state, logprobs, len(key))
+        entry = CachedPrefix(state, logprobs)
         node: _Node | None = self._root
         depth = 0
         for tok in key:  # the part of the key already in the trie

@@ -35,6 +35,7 @@ from model.scoring import NextToken, Ranking, ScoreOptions
 from .errors import ApiError, overloaded, too_large
 
 log = logging.getLogger("rnnlm.service")
+SCORE_COST = ("candidates", "every candidate with the context, <bos> and <eos>")  # field, what counts
 
 
 class SamplingFields(Protocol):
@@ -100,18 +101,24 @@ class ModelRunner:
     async def score(
         self, candidates: Sequence[str], options: ScoreOptions, external_scores: Sequence[float] | None = None
     ) -> Ranking:
-        with self.costed("candidates", "every candidate with the context, <bos> and <eos>"):
+        with self._costed(*SCORE_COST):
             return await score_candidates(self.engine, candidates, options, external_scores)
+
+    def refuse_score_by_cost(self, tokens: int) -> None:
+        """Answer now (413 / 503) what :meth:`score` would answer by cost for ``tokens``, before
+        anything is tokenized."""
+        with self._costed(*SCORE_COST):
+            self.engine.refuse_by_cost("score", tokens)
 
     async def next_token(
         self, texts: Sequence[str], top_k: int, stages: dict[str, float] | None = None
     ) -> list[NextToken]:
         """``stages``, if given, receives where the time went (see ``next_token_distribution``)."""
-        with self.costed("text", "every text with <bos>"):
+        with self._costed("text", "every text with <bos>"):
             return await next_token_distribution(self.engine, texts, top_k, stages=stages)
 
     @contextlib.contextmanager
-    def costed(self, field: str, what: str) -> Iterator[None]:
+    def _costed(self, field: str, what: str) -> Iterator[None]:
         """The engine's refusals by cost, as the service answers them: 413 for a request that costs
         more than one may (naming ``field``), 503 + Retry-After while the tokens in flight are full."""
         try:

@@ -103,7 +103,6 @@ class _OneShot:
     cancelled: bool = False
     tokens: int = 0  # its cost: the tokens it computes (Σ sequence lengths), counted in flight
     released: bool = False  # its tokens no longer count in flight
-    started: float | None = None  # when the worker took it into a batch
     timing: PassTiming | None = None  # filled in before it is answered, when asked for
     sealed: bool = False  # its event-loop turn is over: requests submitted with it are queued too
 
@@ -481,7 +480,6 @@ class Engine:
             ):
                 break
             batch.append(self._oneshot.popleft())
-            item.started = now
             n_seqs += len(item.seqs)
             n_tokens += item.tokens
         return batch
@@ -596,7 +594,7 @@ class Engine:
                 chunk_positions=self.config.chunk_positions,
                 cache=self.prefix_cache,
             )
-            results = self._split_scores(scored, res) + self._split_next(asked, res.next_logprobs)
+            results = self._split_scores(scored, res) + self._split_next(asked, res.next_logprobs, start)
         except PassStopped:  # nobody waits for any of it: its work and memory are dropped here
             self.stats.passes_stopped += 1
             self._release(batch)  # given back before anyone hears of it
@@ -656,7 +654,10 @@ class Engine:
             offset += n
         return out
 
-    def _split_next(self, items: list[_OneShot], logprobs: torch.Tensor | None) -> list[list[Distribution]]:
+    def _split_next(
+        self, items: list[_OneShot], logprobs: torch.Tensor | None, started: float
+    ) -> list[list[Distribution]]:
+        """Each request's distributions (``started``: when the pass began, for the timings)."""
         if not items:
             return []
         assert logprobs is not None  # the queries were asked for
@@ -665,7 +666,6 @@ class Engine:
         t1 = time.monotonic()
         for item in items:
             if item.timing is not None:  # before it is answered: its caller reads it then
-                started = item.started if item.started is not None else item.submitted
                 item.timing.queue_s, item.timing.model_s, item.timing.select_s = (
                     started - item.submitted,
                     t0 - started,

@@ -39,6 +39,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -486,25 +487,33 @@ async def attack_connections(port: int, attack: Attack, stop: asyncio.Event, n: 
     sent = [b"", b"POST /sco", b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Ty"]
     attack.what = f"{n} connections sending nothing, half a request line or half the headers"
 
-    async def one(i: int) -> None:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError as e:
-            attack.outcome[f"connect failed: {e.strerror or type(e).__name__}"] += 1
-            return
-        try:
-            writer.write(sent[i % 3])
-            answer = await _answer_or_stop(reader, stop)
-            if answer is not None:
-                attack.outcome[f"closed by server{' with ' + answer[9:12].decode() if answer else ''}"] += 1
-            else:
-                attack.outcome["still open at the end"] += 1
-        except OSError:
-            attack.outcome["reset by server"] += 1
-        finally:
-            writer.close()
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> None:
+        writer.write(sent[i % 3])
+        answer = await _answer_or_stop(reader, stop)
+        if answer is not None:
+            attack.outcome[f"closed by server{' with ' + answer[9:12].decode() if answer else ''}"] += 1
+        else:
+            attack.outcome["still open at the end"] += 1
 
-    await asyncio.gather(*[one(i) for i in range(n)])
+    await asyncio.gather(*[_raw_connection(port, attack, one, i) for i in range(n)])
+
+
+async def _raw_connection(
+    port: int, attack: Attack, talk: Callable[..., Awaitable[None]], *args: object
+) -> None:
+    """Open a plain TCP connection to the server, ``talk(reader, writer, *args)`` on it, close it;
+    a refused connect and a reset are counted as the attack's outcomes."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError as e:
+        attack.outcome[f"connect failed: {e.strerror or type(e).__name__}"] += 1
+        return
+    try:
+        await talk(reader, writer, *args)
+    except OSError:
+        attack.outcome["reset by server"] += 1
+    finally:
+        writer.close()
 
 
 async def _answer_or_stop(reader: asyncio.StreamReader, stop: asyncio.Event) -> bytes | None:
@@ -526,33 +535,23 @@ async def attack_slow_bodies(port: int, attack: Attack, stop: asyncio.Event, n: 
     attack.what = f"{n} connections each sending {sent:,} of a declared {declared:,} bytes, then stalling"
     chunk = b" " * 65536
 
-    async def one() -> None:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError as e:
-            attack.outcome[f"connect failed: {e.strerror or type(e).__name__}"] += 1
-            return
-        try:
-            writer.write(
-                b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {declared}\r\n\r\n".encode()
-            )
-            left = sent
-            while left > 0 and not stop.is_set():
-                writer.write(chunk[: min(left, len(chunk))])
-                left -= min(left, len(chunk))
-                await writer.drain()
-            answer = await _answer_or_stop(reader, stop)
-            if answer is not None:
-                attack.outcome[f"answered {answer[9:12].decode() or 'nothing'}"] += 1
-            else:
-                attack.outcome["still held at the end"] += 1
-        except OSError:
-            attack.outcome["reset by server"] += 1
-        finally:
-            writer.close()
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {declared}\r\n\r\n".encode()
+        )
+        left = sent
+        while left > 0 and not stop.is_set():
+            writer.write(chunk[: min(left, len(chunk))])
+            left -= min(left, len(chunk))
+            await writer.drain()
+        answer = await _answer_or_stop(reader, stop)
+        if answer is not None:
+            attack.outcome[f"answered {answer[9:12].decode() or 'nothing'}"] += 1
+        else:
+            attack.outcome["still held at the end"] += 1
 
-    await asyncio.gather(*[one() for _ in range(n)])
+    await asyncio.gather(*[_raw_connection(port, attack, one) for _ in range(n)])
 
 
 async def _stream_seconds(client: httpx.AsyncClient, body: dict, attack: Attack, label: str) -> float | None:

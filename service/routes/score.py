@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter
 
-from model.scoring import ScoreOptions
-from model.tokenizer import Tokenizer
+from model.scoring import candidate_tokens
 
 from ..deps import MetricsDep, OffLoopBodyRoute, RegistryDep, ScoreBody, SettingsDep, body_worker
 from ..errors import ERROR_RESPONSES
@@ -23,14 +22,6 @@ router = APIRouter(tags=["model"], route_class=OffLoopBodyRoute)
 LARGE_TEXT_CHARS = 32_768  # candidates this long together are counted in the body worker
 
 
-def score_tokens(tokenizer: Tokenizer, candidates: Sequence[str], options: ScoreOptions) -> int:
-    """The tokens scoring ``candidates`` costs the engine, counted without tokenizing: each is
-    ``<bos>`` + context + candidate (+ ``<eos>``), as :func:`model.scoring.prepare_candidates`
-    builds it, one id per piece of ``tokenizer.split``."""
-    per_candidate = 1 + len(tokenizer.split(options.context)) + (1 if options.eos else 0)
-    return sum(per_candidate + len(tokenizer.split(text)) for text in candidates)
-
-
 async def refuse_by_cost(plan: ScoringPlan, candidates: Sequence[str]) -> None:
     """413 (past RNNLM_MAX_REQUEST_TOKENS) or 503 (the tokens in flight are full) before any text
     is tokenized: a refused megabyte costs a count of its pieces, not the tokenizing and the id
@@ -38,15 +29,12 @@ async def refuse_by_cost(plan: ScoringPlan, candidates: Sequence[str]) -> None:
     large = sum(map(len, candidates)) >= LARGE_TEXT_CHARS
     loop = asyncio.get_running_loop()
     for runner in plan.runners:
-        tokenizer = runner.lm.tokenizer
+        args = (runner.lm.tokenizer, candidates, plan.options)
         if large:
-            tokens = await loop.run_in_executor(
-                body_worker(), score_tokens, tokenizer, candidates, plan.options
-            )
+            tokens = await loop.run_in_executor(body_worker(), candidate_tokens, *args)
         else:
-            tokens = score_tokens(tokenizer, candidates, plan.options)
-        with runner.costed("candidates", "every candidate with the context, <bos> and <eos>"):
-            runner.engine.refuse_by_cost("score", tokens)
+            tokens = candidate_tokens(*args)
+        runner.refuse_score_by_cost(tokens)
 
 
 @router.post("/score", summary="Score and rank candidates (n-best reranking)", responses=ERROR_RESPONSES)
