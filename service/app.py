@@ -144,12 +144,14 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
 
     install_error_handlers(app)
     # openai, tokenize: the ecosystem's protocols (/v1/completions, /tokenize, ...) on the same engine
-    model_routers = [m.router for m in (next_token, score, generate, openai, tokenize)]
+    admitted = [m.router for m in (next_token, score, generate, openai)]
+    model_routers = [*admitted, tokenize.router]  # guarded (deadline, disconnect); tokenize runs no model
     app.include_router(ops.router)
     app.include_router(openai.info_router)
     app.include_router(tokenize.info_router)
-    for router in model_routers:
+    for router in admitted:
         app.include_router(router, dependencies=[Depends(admit)])
+    app.include_router(tokenize.router)  # no admission slot: a flood of them never refuses /score
     routers = [ops.router, openai.info_router, tokenize.info_router, *model_routers]
     _add_docs(app)  # before the playground: its /static/docs mount must come before /static
     _add_playground(app, static_dir)

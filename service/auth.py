@@ -3,13 +3,16 @@
 Off unless ``RNNLM_API_KEY`` (or ``RNNLM_API_KEYS``, several keys, e.g. one per client or an
 old and a new one while rotating) is set. Public without a key:
 
-- ``/health``: the process is alive (Docker's HEALTHCHECK, load balancers);
+- ``/health``: the process is alive (Docker's HEALTHCHECK, load balancers, liveness probes);
+- ``/ready``: the models are loaded and the process is not draining (readiness probes, which send
+  no header). Without a valid key it says only that: 200 ``{"status": "ready"}`` or a 503 with no
+  reason; the model names and a load error's reason need the key (:func:`anonymous`);
 - ``/`` and ``/static/*``: the playground page itself. It holds no data; its API calls need the
   key like any other client's, and without one they show the 401 message in place;
 - ``/docs``, ``/redoc``, ``/openapi.json``: the API description (no data, no model access); the
   "Authorize" button of /docs sends the key.
 
-Everything else (the model routes, /ready, /models, /metrics) answers 401 with the error shape
+Everything else (the model routes, /models, /metrics) answers 401 with the error shape
 and ``WWW-Authenticate: Bearer`` without a valid key. Keys are compared in constant time.
 CORS preflight requests (``OPTIONS``) carry no credentials and are never refused here.
 """
@@ -20,16 +23,25 @@ import hmac
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 
-PUBLIC_PATHS = frozenset({"/health", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PROBE_PATHS = frozenset({"/health", "/ready"})
+PUBLIC_PATHS = PROBE_PATHS | {"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 PUBLIC_PREFIXES = ("/static/",)
+ANONYMOUS = "rnnlm_anonymous"  # request.state: a public route reached without a valid key
 
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def anonymous(request: Request) -> bool:
+    """Keys are set and this request (to a public route) carries no valid one: answer it with
+    nothing a key would guard."""
+    return bool(getattr(request.state, ANONYMOUS, False))
 
 
 class ApiKeyMiddleware:
@@ -48,11 +60,13 @@ class ApiKeyMiddleware:
         return sum(hmac.compare_digest(given, key) for key in self.keys) > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or is_public(scope["path"]):
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         authorization = Headers(scope=scope).get("authorization", "")
-        if self.accepts(authorization):
+        accepted = self.accepts(authorization)
+        if accepted or is_public(scope["path"]):
+            scope.setdefault("state", {})[ANONYMOUS] = not accepted
             await self.app(scope, receive, send)
             return
         problem = "missing" if not authorization else "not a valid API key"

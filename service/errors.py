@@ -209,17 +209,37 @@ def _validation_message(err: dict, field: str | None, known: list[str]) -> str:
     return f"`{field}`: {msg}" if field else msg
 
 
-def _body_fields(request: Request) -> list[str]:
-    """The fields the route's JSON body takes, from the app's own OpenAPI schema ([] if unknown)."""
+def _body_fields(request: Request, loc: tuple | list = ()) -> list[str]:
+    """The fields of the object that holds the field at ``loc`` (``("body", "sweep", 0, "x")``:
+    a sweep point's), from the app's own OpenAPI schema ([] if unknown)."""
     try:
         route = request.scope.get("route")
         path = getattr(route, "path", request.url.path)
         spec = request.app.openapi()
         body = spec["paths"][path][request.method.lower()]["requestBody"]
-        ref = body["content"]["application/json"]["schema"]["$ref"]
-        return list(spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]["properties"])
-    except (AttributeError, KeyError, TypeError):
+        schema = body["content"]["application/json"]["schema"]
+        for part in [p for p in loc[1:-1] if not (isinstance(p, str) and p in _UNION_TAGS)]:
+            schema = _inside(spec, schema, part)
+        return list(_resolved(spec, schema)["properties"])
+    except (AttributeError, KeyError, TypeError, IndexError):
         return []
+
+
+def _resolved(spec: dict, schema: dict) -> dict:
+    """``schema`` with its ``$ref`` followed and, of a union, the branch that is an object or a list."""
+    if "$ref" in schema:
+        return _resolved(spec, spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]])
+    for branch in schema.get("anyOf", schema.get("oneOf", [])):
+        branch = _resolved(spec, branch)
+        if branch.get("type") in ("object", "array") or "properties" in branch:
+            return branch
+    return schema
+
+
+def _inside(spec: dict, schema: dict, part: str | int) -> dict:
+    """The schema of ``schema``'s field ``part`` (an item, for a list index)."""
+    schema = _resolved(spec, schema)
+    return schema["items"] if isinstance(part, int) else schema["properties"][part]
 
 
 async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -230,17 +250,26 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     # An unknown field that looks like a misspelt known one comes first: `{"txt": …}` is a
     # misspelt `text`, and "`text`: Field required" alone would not say so. Otherwise pydantic's
     # order stands (a missing required field before unknown ones).
-    known = _body_fields(request) if any(e.get("type") == "extra_forbidden" for e in exc.errors()) else []
+    holders: dict[tuple, list[str]] = {}  # the fields of each object an unknown field sits in
+
+    def fields_beside(e: dict) -> list[str]:
+        loc = tuple(e.get("loc", ()))
+        if loc[:-1] not in holders:
+            holders[loc[:-1]] = _body_fields(request, loc)
+        return holders[loc[:-1]]
 
     def misspelt(e: dict) -> bool:
+        if e.get("type") != "extra_forbidden":
+            return False
         name = (field_path(e.get("loc", ())) or "").rsplit(".", 1)[-1]
-        return e.get("type") == "extra_forbidden" and bool(difflib.get_close_matches(name, known, n=1))
+        return bool(difflib.get_close_matches(name, fields_beside(e), n=1))
 
     errors = sorted(exc.errors(), key=lambda e: not misspelt(e))
     first: dict[str, Any] = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = "body" if first.get("type") == "json_invalid" else field_path(first.get("loc", ("body",)))
     message = _union_message(first, errors, field)
     if message is None:
+        known = fields_beside(first) if first.get("type") == "extra_forbidden" else []
         message = _validation_message(first, field, known)
     else:  # the other branches' errors are the same error, said once
         errors = [first, *(e for e in errors[1:] if not _in_union_of(e, first))]

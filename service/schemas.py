@@ -405,4 +405,7 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     status: str
-    models: list[str]
+    models: list[str] | None = Field(
+        default=None,
+        description="the served models; omitted for a request without a valid key when API keys are set",
+    )

@@ -1,4 +1,6 @@
-"""GET /health, /ready, /models and /metrics: what an operator (or a load balancer) asks."""
+"""GET /health, /ready, /models and /metrics: what an operator (or a load balancer) asks.
+
+/health and /ready answer without an API key (the probes send none); see service/auth.py."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..deps import MetricsDep, RegistryDep
-from ..errors import ErrorResponse
+from ..auth import anonymous
+from ..deps import MetricsDep, RegistryDep, get_registry
+from ..errors import ErrorResponse, not_ready
 from ..runner import ModelRunner
 from ..schemas import HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
 
@@ -29,10 +32,17 @@ async def health_head() -> Response:
 @router.get(
     "/ready",
     summary="Models are loaded and requests are served",
-    responses={503: {"model": ErrorResponse, "description": "Still loading"}},
+    responses={503: {"model": ErrorResponse, "description": "Still loading, or failed to load"}},
+    response_model_exclude_none=True,
 )
-async def ready(registry: RegistryDep) -> ReadyResponse:
-    return ReadyResponse(status="ready", models=list(registry.runners))
+async def ready(request: Request) -> ReadyResponse:
+    """Public, for readiness probes: with API keys set, a request without a valid one learns only
+    whether the models are loaded (service/auth.py), not their names or why loading failed."""
+    if anonymous(request):
+        if getattr(request.app.state, "registry", None) is None:
+            raise not_ready("the models are not loaded (an API key shows why)")
+        return ReadyResponse(status="ready")
+    return ReadyResponse(status="ready", models=list(get_registry(request).runners))
 
 
 @router.get(

@@ -6,7 +6,9 @@
                                               {"id": 1, "piece": "<unk>", "text": "😀", "start": 2, "end": 3}, …]}
     POST /detokenize {"tokens": [17, 52, 1]} ─▶ {"prompt": "天气\\ufffd", "content": "天气\\ufffd"}
 
-Offsets count characters (code points). lm-evaluation-harness's remote tokenizer (its
+Offsets count characters (code points); a backward model's ids run from the text's end, each
+piece with its own place in the text, and its ids read back as the text in reading order
+(service/tokens.py). lm-evaluation-harness's remote tokenizer (its
 ``tokenizer_backend=remote``) reads /tokenizer_info and calls these two. Like the /v1 routes they
 follow their owners' protocols, so /docs does not list them (docs/API.md does).
 """
@@ -31,7 +33,9 @@ from ..deps import RegistryDep, within_limits
 from ..errors import invalid
 from ..tokens import ids_to_text, piece_starts
 
-router = APIRouter(tags=["tokenizer"])  # admitted, guarded and limited like the model routes
+# guarded and limited like the model routes, but they run no model: no admission slot, so a flood
+# of them never refuses a model's own requests (service/app.py)
+router = APIRouter(tags=["tokenizer"])
 info_router = APIRouter(tags=["tokenizer"])
 
 TokenizeBody = Annotated[TokenizeRequest, Depends(within_limits(TokenizeRequest))]
@@ -43,7 +47,7 @@ async def tokenize(body: TokenizeBody, registry: RegistryDep) -> TokenizeRespons
     runner = registry.get(body.model)
     tok = runner.lm.tokenizer
     enc = tok.encode(body.prompt)
-    starts = piece_starts(body.prompt, enc.tokens)
+    starts = piece_starts(body.prompt, enc.tokens, tok.backward)
     pieces = [
         TokenPiece(id=i, piece=tok.piece(i), text=text, start=start, end=start + len(text))
         for i, text, start in zip(enc.ids, enc.tokens, starts, strict=True)

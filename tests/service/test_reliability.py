@@ -111,10 +111,9 @@ def test_api_keys_guard_every_route_but_health_docs_and_the_page(tiny_model_dir,
     (static / "index.html").write_text("<title>playground</title>", encoding="utf-8")
     settings = Settings(model_dirs=[str(tiny_model_dir)], api_key="k-one", api_keys=["k-two", "k-three"])
     with TestClient(create_app(settings, static_dir=static)) as c:
-        for path in ("/health", "/", "/docs", "/openapi.json"):
+        for path in ("/health", "/ready", "/", "/docs", "/openapi.json"):  # the probes: test_public_probes.py
             assert c.get(path).status_code == 200, path
         for method, path in [
-            ("GET", "/ready"),
             ("GET", "/models"),
             ("GET", "/metrics"),
             ("POST", "/score"),
