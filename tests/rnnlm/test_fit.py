@@ -63,16 +63,6 @@ def fit(tmp_path, name, *extra):
     return out
 
 
-@pytest.fixture()
-def corpus_link(tiny_corpus, tmp_path):
-    (tmp_path.parent / "corpus").mkdir(exist_ok=True)
-    for f in tiny_corpus.iterdir():
-        target = tmp_path.parent / "corpus" / f.name
-        if not target.exists():
-            target.write_bytes(f.read_bytes())
-    return tmp_path
-
-
 @pytest.mark.parametrize(
     "kind,extra",
     [
