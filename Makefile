@@ -43,6 +43,12 @@ lint: setup  ## the gates CI runs before the tests: ruff check, ruff format --ch
 data: setup  ## download People's Daily 1998 and write the benchmark split to data/pd98
 	$(BIN)/rnnlm prepare-data pd98 --out data/pd98
 
+.PHONY: data-domains
+data-domains: data  ## the other two domains and the mix: data/reviews, data/docs (apt-get download), data/mix
+	$(BIN)/rnnlm prepare-data reviews --out data/reviews
+	$(BIN)/rnnlm prepare-data docs --out data/docs
+	$(BIN)/rnnlm prepare-data mix --part data/pd98 --part data/reviews --part data/docs --out data/mix
+
 # The shipped LSTM's recipe (docs/TRAINING.md, run f-rnn-d40: 6.4 minutes on an H100), sized for
 # this machine by its time limit. It writes a new directory and refuses to write over one.
 train: data  ## train the shipped LSTM recipe (rnnlm fit) into $(TRAIN_OUT) for $(TRAIN_MINUTES) min, evaluation included

@@ -104,11 +104,17 @@ def checked_file(path: Path, max_bytes: int) -> int:
     return size
 
 
-def read_json(path: Path) -> dict:
-    """A checkpoint's JSON file, which must hold an object; a CheckpointError names the file."""
-    checked_file(path, MAX_JSON_BYTES)
+def read_json(path: Path, max_bytes: int | None = None) -> dict:
+    """A checkpoint's JSON file (or another file read the same way, within ``max_bytes``; default
+    ``MAX_JSON_BYTES``), which must hold an object; a CheckpointError names the file."""
+    max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    checked_file(path, max_bytes)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)  # the file may have grown since it was checked
+        if len(raw) > max_bytes:
+            raise CheckpointError(f"{path}: more than the limit of {max_bytes} bytes for this file")
+        value = json.loads(raw.decode("utf-8"))
     except FileNotFoundError as e:
         raise CheckpointError(f"{path}: missing") from e
     except OSError as e:

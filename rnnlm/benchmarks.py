@@ -228,3 +228,62 @@ def cmd_quality(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+# -- domains -----------------------------------------------------------------------------------
+def _domains_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--domain",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a test domain: its corpus directory's test split (repeat: news=data/pd98 reviews=data/reviews …)",
+    )
+    p.add_argument(
+        "--train",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a training corpus whose Kneser-Ney 5-gram gets a row (repeat; default: each --domain)",
+    )
+    p.add_argument(
+        "--model", action="append", default=[], metavar="DIR", help="a checkpoint to measure (repeatable)"
+    )
+    p.add_argument(
+        "--out", default="docs/RESULTS.md", help="page to write the table into (default: docs/RESULTS.md)"
+    )
+    p.add_argument(
+        "--ngram-dir", default="runs/ngram", help="where the 5-grams are cached (default: runs/ngram)"
+    )
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    add_set_args(p)
+
+
+@benchmark("domains", _domains_args)
+def cmd_domains(args: argparse.Namespace) -> int:
+    """Every model against every domain's test split: perplexity, homophone and word-order top-1."""
+    import shlex
+
+    from .reports.domains import parse_named, run_domains
+
+    domains = parse_named(args.domain, "--domain")
+    train = parse_named(args.train, "--train") if args.train else dict(domains)
+    command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "domains"] else ""
+    record = run_domains(
+        domains,
+        train,
+        args.model,
+        args.out,
+        set_specs(args, ["homophone"])[0],
+        ngram_dir=args.ngram_dir,
+        sets_dir=args.sets_dir.rstrip("/") + "/domains",
+        device=args.device,
+        command=command,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    print(
+        json.dumps(
+            {"out": args.out, "rows": [r["model"] for r in record["rows"]], "seconds": record["seconds"]}
+        )
+    )
+    return 0

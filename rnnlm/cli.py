@@ -373,6 +373,14 @@ def _train_ngram_args(p: argparse.ArgumentParser) -> None:
         help="drop n-grams seen at most this often, one count per order as lmplz --prune takes them "
         "('0 0 0 1 1': singletons of orders 4 and 5; default: keep all)",
     )
+    p.add_argument(
+        "--quantize",
+        type=int,
+        choices=[0, 8],
+        default=0,
+        help="8: store log-probs and backoffs of orders 2+ in one byte each (as KenLM -q 8 -b 8); "
+        "0: float32 (default)",
+    )
     _tokenizer_args(p)
 
 
@@ -399,6 +407,7 @@ def cmd_train_ngram(args: argparse.Namespace) -> int:
         min_count=args.min_count,
         reverse=args.reverse,
         prune=args.prune,
+        quantize=args.quantize,
         command=_command_line("train-ngram"),
     )
     metrics = train_ngram(job, log=lambda line: print(line, file=sys.stderr))

@@ -47,8 +47,8 @@ from .metrics import MetricsMiddleware, ServiceMetrics
 from .openai_errors import OpenAIErrorsMiddleware
 from .routes import generate, next_token, openai, ops, score, tokenize
 from .runner import ModelRegistry
-from .settings import Settings, get_settings, read_default_choice
-from .startup import StartupError, load_registry, public_reason
+from .settings import Settings, get_settings
+from .startup import StartupError, load_registry, public_reason, shown_choice
 
 log = logging.getLogger("rnnlm.service")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -108,7 +108,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await registry.start(settings.engine_config(), app.state.metrics.engine_observer())
         log.info("ready: %s", ", ".join(registry.runners))
     app.state.registry = registry
-    app.state.default_choice = read_default_choice()  # shown by /models; read once, not per request
+    # shown by /models: read once, not per request, off the event loop (service/startup.py)
+    app.state.default_choice = await asyncio.to_thread(shown_choice, settings.model_dirs)
     try:
         yield
     finally:

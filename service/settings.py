@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -24,26 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.engine import EngineConfig
 
-DEFAULT_CHOICE = Path("weights/DEFAULT.json")
-FALLBACK_MODEL_DIRS = ["weights/pd98-char-lstm"]
-
-
-def read_default_choice(choice: Path = DEFAULT_CHOICE) -> dict | None:
-    """weights/DEFAULT.json as recorded, or None when there is none (or it is unreadable)."""
-    try:
-        record = json.loads(choice.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def default_model_dirs(choice: Path = DEFAULT_CHOICE) -> list[str]:
-    """The models `rnnlm benchmark choose-default` chose to serve, best reranker first."""
-    serve = (read_default_choice(choice) or {}).get("serve")
-    if not isinstance(serve, list):
-        return list(FALLBACK_MODEL_DIRS)
-    dirs = [d for d in serve if isinstance(d, str) and Path(d).is_dir()]
-    return dirs or list(FALLBACK_MODEL_DIRS)
+from .startup import default_model_dirs  # weights/DEFAULT.json, under the checkpoint files' rules
 
 
 class Settings(BaseSettings):
@@ -51,7 +31,8 @@ class Settings(BaseSettings):
 
     # -- what to serve, where ---------------------------------------------------------------------
     model_dirs: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: default_model_dirs(),
+        default=None,  # None: weights/DEFAULT.json's list, checked (a bad file is a settings error)
+        validate_default=True,
         min_length=1,
         description="Checkpoint directories to serve (relative to the working directory); the first "
         "is the default model. Comma-separated or a JSON list. Default: the list in "
@@ -279,6 +260,12 @@ class Settings(BaseSettings):
             "log the first 2000 characters of each request body (off: logs never contain request text)"
         ),
     )
+
+    @field_validator("model_dirs", mode="before")
+    @classmethod
+    def _recorded_choice(cls, value: object) -> object:
+        """No RNNLM_MODEL_DIRS: the models weights/DEFAULT.json names (a DefaultChoiceError names it)."""
+        return default_model_dirs() if value is None else value
 
     @field_validator("model_dirs", "api_keys", "cors_origins", mode="before")
     @classmethod

@@ -37,12 +37,15 @@ from ..checkpoint import (
 )
 from ..data import sha256_file
 from .model import NGramLanguageModel
+from .quantize import dequantize, quantize
 from .tables import BackoffTables
 
 TABLES = "ngram.safetensors"
 
 
-def tables_to_arrays(tables: BackoffTables) -> dict[str, np.ndarray]:
+def tables_to_arrays(tables: BackoffTables, quantize_bits: int = 0) -> dict[str, np.ndarray]:
+    """The tables as named arrays; with ``quantize_bits`` (8), orders 2 and up as one byte per
+    value plus its centers (``logprob.N.q`` + ``logprob.N.centers``, :mod:`model.ngram.quantize`)."""
     arrays = {}
     for n in range(1, tables.order + 1):
         keys = np.asarray(tables.keys[n - 1], dtype=np.int64)
@@ -51,10 +54,23 @@ def tables_to_arrays(tables: BackoffTables) -> dict[str, np.ndarray]:
             arrays[f"keys.{n}"] = np.ascontiguousarray(keys)
         else:
             arrays[f"keydelta.{n}"] = delta.astype(np.uint32)
-        arrays[f"logprob.{n}"] = np.ascontiguousarray(tables.logprob[n - 1], dtype=np.float32)
+        values = {"logprob": tables.logprob[n - 1]}
         if n < tables.order:
-            arrays[f"logbackoff.{n}"] = np.ascontiguousarray(tables.logbackoff[n - 1], dtype=np.float32)
+            values["logbackoff"] = tables.logbackoff[n - 1]
+        for name, v in values.items():
+            if quantize_bits and n > 1:
+                codes, centers = quantize(v, quantize_bits)
+                arrays[f"{name}.{n}.q"], arrays[f"{name}.{n}.centers"] = codes, centers
+            else:
+                arrays[f"{name}.{n}"] = np.ascontiguousarray(v, dtype=np.float32)
     return arrays
+
+
+def _values(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """A float32 table, stored plain or quantized."""
+    if name in arrays:
+        return arrays[name]
+    return dequantize(arrays[name + ".q"], arrays[name + ".centers"])
 
 
 def tables_from_arrays(arrays: dict[str, np.ndarray], order: int, vocab_size: int) -> BackoffTables:
@@ -66,18 +82,24 @@ def tables_from_arrays(arrays: dict[str, np.ndarray], order: int, vocab_size: in
             else np.cumsum(arrays[f"keydelta.{n}"], dtype=np.int64)
             for n in range(1, order + 1)
         ],
-        logprob=[arrays[f"logprob.{n}"] for n in range(1, order + 1)],
-        logbackoff=[arrays[f"logbackoff.{n}"] for n in range(1, order)],
+        logprob=[_values(arrays, f"logprob.{n}") for n in range(1, order + 1)],
+        logbackoff=[_values(arrays, f"logbackoff.{n}") for n in range(1, order)],
     )
 
 
 def save_ngram(
-    out_dir: str | Path, lm: NGramLanguageModel, metrics: dict | None = None, card: str | None = None
+    out_dir: str | Path,
+    lm: NGramLanguageModel,
+    metrics: dict | None = None,
+    card: str | None = None,
+    quantize_bits: int = 0,
 ) -> Path:
-    """Write a complete n-gram checkpoint directory (atomically)."""
+    """Write a complete n-gram checkpoint directory (atomically); ``quantize_bits`` 8 stores the
+    tables of orders 2 and up in one byte per value (:mod:`model.ngram.quantize`)."""
 
     def fill(d: Path) -> None:
-        save_file(tables_to_arrays(lm.tables), str(d / TABLES), metadata={"format": "rnnlm-ngram"})
+        arrays = tables_to_arrays(lm.tables, quantize_bits)
+        save_file(arrays, str(d / TABLES), metadata={"format": "rnnlm-ngram"})
         os.chmod(d / TABLES, 0o644)  # safetensors writes 0600; a server running as another user must read it
         write_json(
             d / CONFIG,
@@ -87,6 +109,7 @@ def save_ngram(
                 "order": lm.order,
                 "smoothing": lm.smoothing,
                 "params": lm.params,
+                **({"quantized_bits": quantize_bits} if quantize_bits else {}),
                 "vocab_size": lm.vocab_size,
                 "ngrams": lm.tables.sizes(),
                 "tables_file": TABLES,

@@ -26,7 +26,7 @@ from .counts import count_ngrams
 from .model import NGramLanguageModel
 from .prune import parse_thresholds, prune
 from .smoothing import SMOOTHERS
-from .store import save_ngram
+from .store import save_ngram, tables_from_arrays, tables_to_arrays
 
 TUNED = {"addk": "k", "interp": "epsilon"}  # smoothing -> its parameter
 GRIDS = {
@@ -53,6 +53,7 @@ class NGramJob:
     min_count: int = 1  # rarer pieces become <unk> (1 keeps every training piece, as lmplz does)
     reverse: bool = False  # a right-to-left model (backward tokenizer)
     prune: str = ""  # count thresholds per order, "0 0 0 1 1" (model.ngram.prune); "" keeps every n-gram
+    quantize: int = 0  # 8: store orders 2+ in one byte per value (model.ngram.quantize); 0: float32
     command: str = ""  # the command line, recorded in the model card
 
 
@@ -98,6 +99,9 @@ def train_ngram(job: NGramJob, log=print) -> dict:
         tables = prune(counts, tables, thresholds)
         info = {**info, "prune": thresholds}
         log(f"pruned to {tables.sizes()} n-grams (thresholds {thresholds})")
+    if job.quantize:  # evaluate what is stored: the tables as they load back
+        tables = tables_from_arrays(tables_to_arrays(tables, job.quantize), job.order, tokenizer.vocab_size)
+        info = {**info, "quantized_bits": job.quantize}
     lm = NGramLanguageModel(tables, tokenizer, job.smoothing, info)
     build = {
         "wall_s": round(time.perf_counter() - wall, 2),
@@ -139,7 +143,7 @@ def train_ngram(job: NGramJob, log=print) -> dict:
         metrics[split] = evaluate_lines(lm, lines)
         log(f"{split}: perplexity {metrics[split]['perplexity']:.2f}")
     lm.metrics = metrics
-    save_ngram(job.out_dir, lm, metrics, render_ngram_card(job.out_dir, metrics))
+    save_ngram(job.out_dir, lm, metrics, render_ngram_card(job.out_dir, metrics), quantize_bits=job.quantize)
     return metrics
 
 
@@ -158,6 +162,12 @@ def describe_smoothing(metrics: dict) -> str:
                 f"\n\nPruned by count (thresholds per order {params['prune']}, as `lmplz --prune`): an "
                 "n-gram seen at most that often is dropped unless a longer one needs it; backoff weights "
                 "re-normalized (model/ngram/prune.py)."
+            )
+        if params.get("quantized_bits"):
+            note += (
+                f"\n\nStored in {params['quantized_bits']} bits per log-prob and backoff (orders 2 and up; "
+                "equal-count bins, as KenLM's `-q 8 -b 8`; model/ngram/quantize.py). The figures above "
+                "are the stored model's."
             )
         return (
             "Discounts from the count-of-counts (Chen & Goodman eq. 26), computed as KenLM's `lmplz` "

@@ -88,3 +88,23 @@ def test_parse_thresholds_repeats_the_last_as_lmplz(spec, expected) -> None:
 def test_parse_thresholds_refuses_what_lmplz_would(spec) -> None:
     with pytest.raises(ValueError):
         parse_thresholds(spec, 5)
+
+
+def test_quantized_tables_load_back_close_and_much_smaller(counted, tmp_path) -> None:
+    from model.ngram.quantize import quantize
+    from model.ngram.store import load_ngram, save_ngram
+
+    tok, seqs, _, tables = counted
+    lm = NGramLanguageModel(tables, tok, "kn")
+    save_ngram(tmp_path / "plain", lm)
+    save_ngram(tmp_path / "q8", lm, quantize_bits=8)
+    plain, q8 = load_ngram(tmp_path / "plain"), load_ngram(tmp_path / "q8")
+    for n in range(2, tables.order + 1):
+        assert np.abs(q8.tables.logprob[n - 1] - plain.tables.logprob[n - 1]).max() < 0.35
+    a = sum(float(t.sum()) for t in plain.sequence_logprobs(seqs))
+    b = sum(float(t.sum()) for t in q8.sequence_logprobs(seqs))
+    assert abs(a - b) / abs(a) < 0.03
+    values = np.random.default_rng(0).normal(size=10_000)
+    codes, centers = quantize(values)
+    assert codes.dtype == np.uint8 and len(np.unique(codes)) == 256
+    assert np.abs(centers[codes] - values).mean() < 0.02

@@ -514,15 +514,21 @@ def test_settings_from_the_environment(monkeypatch):
 
 
 def test_default_models_come_from_the_recorded_choice(tmp_path):
-    from service.settings import FALLBACK_MODEL_DIRS, default_model_dirs
+    from service.startup import FALLBACK_MODEL_DIRS, DefaultChoiceError, default_model_dirs
 
     assert default_model_dirs(tmp_path / "missing.json") == FALLBACK_MODEL_DIRS
     (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     choice = tmp_path / "DEFAULT.json"
+    choice.write_text(json.dumps({"serve": [str(tmp_path / "b"), str(tmp_path / "a")]}))
+    assert default_model_dirs(choice) == [str(tmp_path / "b"), str(tmp_path / "a")]  # in order
+    # a model that is not there, or a file that is not a choice, is an error (test_startup_files.py)
     choice.write_text(json.dumps({"serve": [str(tmp_path / "gone"), str(tmp_path / "a")]}))
-    assert default_model_dirs(choice) == [str(tmp_path / "a")]  # directories that exist, in order
+    with pytest.raises(DefaultChoiceError, match="gone"):
+        default_model_dirs(choice)
     choice.write_text("not json")
-    assert default_model_dirs(choice) == FALLBACK_MODEL_DIRS
+    with pytest.raises(DefaultChoiceError, match="not valid JSON"):
+        default_model_dirs(choice)
 
 
 def test_device_resolution():
