@@ -29,7 +29,7 @@ from .network import RNNLM
 from .tokenizer import BOS_ID, Tokenizer
 
 if TYPE_CHECKING:
-    from .prefix import TreeResult
+    from .prefix import Plan, PrefixTree, TreeResult
 
 State = Any
 
@@ -121,7 +121,57 @@ class LanguageModel(ABC):
         }
 
 
-class RNNLanguageModel(LanguageModel):
+class RecurrentLanguageModel(LanguageModel):
+    """A model whose recurrent part is an :class:`RNNLM` (the RNN, the hybrid), on one device.
+
+    What they share is the fast path: prefix-shared scoring through the network's own cells,
+    with the prefix-state cache (model/prefix.py), and the numerics options of its products
+    (bf16, batch invariance). A kind gives the output layer of a pass (:meth:`tree_output`: the
+    RNN's own, or the hybrid's RNN + n-gram) and its decoding state."""
+
+    net: RNNLM  # the network whose cells run, in eval mode
+    window: int  # time steps per forward call when scoring (bounds B x T x V memory)
+    max_batch: int  # sequences per padded batch of ``sequence_logprobs``
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.embedding.weight.device
+
+    def score_tree(
+        self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
+    ) -> TreeResult:
+        """Prefix-shared: every distinct prefix of the batch is computed once (model/prefix.py)."""
+        from .prefix import score_rnn_tree
+
+        return score_rnn_tree(self, seqs, queries, **options)
+
+    @abstractmethod
+    def tree_output(self, tree: PrefixTree, plan: Plan) -> Callable[[Tensor, int], Tensor]:
+        """The output layer of a prefix-tree pass over ``tree`` laid out by ``plan``:
+        ``output(features, first)`` gives the logits (c, V) of the pass's feature rows
+        ``first .. first + c`` (c, D) (model/prefix.py calls it chunk by chunk)."""
+
+    def set_numerics(self, precision: str = "fp32", batch_invariant: bool = False) -> None:
+        from .precision import check_precision
+
+        check_precision(precision, self.device)
+        self.net.set_precision(precision)
+        self.net.batch_invariant = batch_invariant
+
+    @property
+    def precision(self) -> str:
+        return self.net.precision
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            **describe_rnn(self.net),
+            "device": str(self.device),
+            "batch_invariant": self.net.batch_invariant,
+        }
+
+
+class RNNLanguageModel(RecurrentLanguageModel):
     """An :class:`RNNLM` network with its tokenizer, in eval mode, on one device."""
 
     kind = "rnn"
@@ -132,10 +182,6 @@ class RNNLanguageModel(LanguageModel):
         self.window = window  # time steps per forward call when scoring (bounds B x T x V memory)
         self.metrics = {}
         self.max_batch = max_batch
-
-    @property
-    def device(self) -> torch.device:
-        return self.net.embedding.weight.device
 
     @torch.inference_mode()
     def sequence_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[Tensor]:
@@ -164,13 +210,9 @@ class RNNLanguageModel(LanguageModel):
         logits, state = self.net.step(ids.to(self.device).view(-1), state)  # (B, V): explicit cells
         return torch.log_softmax(logits.float(), dim=-1), state
 
-    def score_tree(
-        self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
-    ) -> TreeResult:
-        """Prefix-shared: every distinct prefix of the batch is computed once (model/prefix.py)."""
-        from .prefix import score_rnn_tree
-
-        return score_rnn_tree(self, seqs, queries, **options)
+    def tree_output(self, tree: PrefixTree, plan: Plan) -> Callable[[Tensor, int], Tensor]:
+        """The network's output layer: the features alone give the logits."""
+        return lambda features, first: self.net.output(features)
 
     def select_state(self, state: Tensor, rows: Sequence[int] | Tensor) -> Tensor:
         index = torch.as_tensor(rows, dtype=torch.long, device=state.device)
@@ -187,25 +229,6 @@ class RNNLanguageModel(LanguageModel):
             logits, state, _ = self.net(ids[:, start : start + self.window], state)  # (B, t, V)
         assert state is not None  # every prefix has at least its start token
         return torch.log_softmax(logits[:, -1].float(), dim=-1), state
-
-    def set_numerics(self, precision: str = "fp32", batch_invariant: bool = False) -> None:
-        from .precision import check_precision
-
-        check_precision(precision, self.device)
-        self.net.set_precision(precision)
-        self.net.batch_invariant = batch_invariant
-
-    @property
-    def precision(self) -> str:
-        return self.net.precision
-
-    def describe(self) -> dict:
-        return {
-            **super().describe(),
-            **describe_rnn(self.net),
-            "device": str(self.device),
-            "batch_invariant": self.net.batch_invariant,
-        }
 
 
 def describe_rnn(net: Any) -> dict:

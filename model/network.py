@@ -141,10 +141,7 @@ class RNNLM(nn.Module):
 
     def output(self, feats: Tensor) -> Tensor:
         """Logits (..., V) from top-layer features (..., D) (scoring runs it chunk by chunk)."""
-        if self.batch_invariant or self._low:
-            logits = self.product(feats, self.decoder.weight, self.decoder.bias, "decoder.weight")
-        else:
-            logits = self.decoder(feats)
+        logits = self.linear(feats, self.decoder, "decoder.weight")
         if self.never_predict.numel():  # <pad>/<bos> are inputs only: probability exactly 0
             logits = logits.index_fill(-1, self.never_predict, float("-inf"))
         return logits
@@ -188,6 +185,14 @@ class RNNLM(nn.Module):
                 }
                 if self.config.tie_weights:
                     self._low["decoder.weight"] = self.embedding.weight.detach().to(dtype)
+
+    def linear(self, x: Tensor, layer: nn.Linear, name: str) -> Tensor:
+        """``layer(x)``, through :meth:`product` when an inference option is on (``name``: the
+        weight's parameter name; a layer outside this network, like the hybrid's gate, has no
+        low-precision copy and multiplies in float32)."""
+        if self.batch_invariant or self._low:
+            return self.product(x, layer.weight, layer.bias, name)
+        return layer(x)
 
     def product(self, x: Tensor, weight: Tensor, bias: Tensor | None = None, name: str = "") -> Tensor:
         """``x @ weight.T + bias`` for rows ``x`` (…, K) -> (…, M) in float32; ``bias`` is (M,)
@@ -278,14 +283,16 @@ class RNNLM(nn.Module):
     def top_features(self, h: Tensor) -> Tensor:
         """Top-layer output (…, H) -> what the output layer reads (…, D)."""
         h = self.drop(h)
-        if self.proj is None:
-            return h
-        if self.batch_invariant or self._low:
-            return self.product(h, self.proj.weight, None, "proj.weight")
-        return self.proj(h)
+        return h if self.proj is None else self.linear(h, self.proj, "proj.weight")
 
     def step(self, ids: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One token per row through the explicit cells: logits (B, V) and the new state (L, B, S)."""
+        feats, state = self.step_features(ids, state)
+        return self.output(feats), state
+
+    def step_features(self, ids: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One token per row through the explicit cells: the features (B, D) the output layer
+        reads, and the new state (L, B, S)."""
         x = self.drop(self.embedding(ids))  # (B, E)
         lstm = self.config.cell == "lstm"
         new = []
@@ -294,7 +301,7 @@ class RNNLM(nn.Module):
             h, c = self.cell_step(layer, self.input_gates(layer, x), h, c)
             new.append(torch.cat([h, c], dim=-1) if lstm else h)  # type: ignore[list-item]
             x = self.drop(h)
-        return self.output(self.top_features(h)), torch.stack(new)
+        return self.top_features(h), torch.stack(new)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

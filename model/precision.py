@@ -11,7 +11,8 @@ from ``RNNLM_PRECISION`` / ``RNNLM_MODEL_PRECISION`` / ``RNNLM_BATCH_INVARIANT``
 * ``batch_invariant``: every product runs on fixed tiles of rows, so a sequence's log-probs are
   bit-identical whatever else shares its batch.
 
-A model kind without these options (n-gram, hybrid, window, mixture) accepts only the defaults.
+The RNN and the hybrid (the same cells) take both; a model kind without these options (n-gram,
+window, mixture) accepts only the defaults.
 """
 
 from __future__ import annotations

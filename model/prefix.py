@@ -52,7 +52,7 @@ from .network import RNNLM
 from .state_cache import CachedPrefix, PrefixStateCache
 
 if TYPE_CHECKING:
-    from .lm import LanguageModel, RNNLanguageModel
+    from .lm import LanguageModel, RecurrentLanguageModel
 
 MAX_LOGITS = 1 << 22  # elements of one logits chunk (rows × vocabulary): 16 MiB of float32
 PROJECT_ROWS = 2048  # rows per input-projection product (bounds its (rows, gates × H) buffer)
@@ -299,7 +299,7 @@ def score_tree(
 
 @torch.inference_mode()
 def score_rnn_tree(
-    lm: RNNLanguageModel,
+    lm: RecurrentLanguageModel,
     seqs: Sequence[Sequence[int]],
     queries: Sequence[Sequence[int]] = (),
     *,
@@ -353,10 +353,11 @@ def score_rnn_tree(
     q_rows = torch.tensor([row_of_node[q] for q in tree.query_nodes], dtype=torch.long)
     next_lp = torch.empty(len(queries), lm.vocab_size, device=device) if queries else None
     chunk = max(1, max_logits // lm.vocab_size)
+    output = lm.tree_output(tree, plan)  # the model's output layer (the hybrid's adds its n-gram)
     n_rows = features.size(0)  # computed rows, then the seeds'
     for a in range(0, n_rows, chunk):
         b = min(a + chunk, n_rows)
-        logits = net.output(features[a:b]).float()  # (c, V)
+        logits = output(features[a:b], a).float()  # (c, V)
         lse = torch.logsumexp(logits, dim=-1)  # (c,)
         lo, hi = int(torch.searchsorted(src, a)), int(torch.searchsorted(src, b))
         if hi > lo:
