@@ -287,3 +287,40 @@ def cmd_domains(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+# -- context -----------------------------------------------------------------------------------
+def _context_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--domain",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a test split to read (repeatable)",
+    )
+    p.add_argument("--model", action="append", required=True, metavar="DIR", help="a checkpoint (repeatable)")
+    p.add_argument(
+        "--max-context", type=positive_int, default=2, help="most sentences of context (default 2)"
+    )
+    p.add_argument(
+        "--limit", type=int, default=0, help="first N lines of each test split (0 = all; default 0)"
+    )
+    p.add_argument(
+        "--out", default="docs/ADAPT.md", help="page to write the table into (default: docs/ADAPT.md)"
+    )
+
+
+@benchmark("context", _context_args)
+def cmd_context(args: argparse.Namespace) -> int:
+    """Perplexity of each test sentence with the sentences before it sent as /score's context."""
+    import shlex
+
+    from .reports.context import run_context
+    from .reports.domains import parse_named
+
+    command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "context"] else ""
+    record = run_context(
+        parse_named(args.domain, "--domain"), args.model, args.out, args.max_context, args.limit, command
+    )
+    print(json.dumps(record["rows"], ensure_ascii=False))
+    return 0

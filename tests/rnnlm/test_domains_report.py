@@ -46,3 +46,20 @@ def test_the_table_has_every_model_in_every_domain(domains, tiny_model_dir, caps
 def test_named_corpora_must_be_name_equals_corpus_dir(value):
     with pytest.raises(ValueError, match="--domain"):
         parse_named([value], "--domain")
+
+
+def test_context_zero_is_the_plain_perplexity_and_the_table_lists_each_k(domains, tiny_model_dir):
+    from model.evaluate import evaluate_lines
+    from model.loading import load_model
+    from rnnlm.reports.context import context_perplexities
+
+    lm = load_model(tiny_model_dir)
+    lines = NEWS[:6]
+    ppl = context_perplexities(lm, lines, max_context=2)
+    assert len(ppl) == 3
+    assert ppl[0] == pytest.approx(evaluate_lines(lm, lines)["perplexity"], rel=1e-5)
+    assert ppl[1] != pytest.approx(ppl[0], rel=1e-6)  # the context is read
+    out = domains / "ADAPT.md"
+    args = ["benchmark", "context", "--domain", f"news={domains / 'news'}", "--model", str(tiny_model_dir)]
+    assert main([*args, "--out", str(out), "--max-context", "1"]) == 0
+    assert "| tiny-lstm | news |" in out.read_text(encoding="utf-8")
