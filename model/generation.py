@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .lm import LanguageModel
+from .positions import Alternatives, top_alternatives
 from .sampling import SamplingParams, StoppingCriteria, TokenChooser, draw_seed
 from .tokenizer import BOS_ID, EOS_ID, Tokenizer
 
@@ -25,6 +26,7 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: list[str] = field(default_factory=list)
     n: int = 1
+    top_logprobs: int = 0  # with each token, this many most likely tokens at its position (raw model)
 
 
 @dataclass
@@ -34,6 +36,7 @@ class TokenEvent:
     text: str  # the token's text ("" for <eos>)
     logprob: float  # natural log-prob under the raw model (before temperature etc.)
     finish_reason: str | None = None  # set on the sample's last token
+    alternatives: Alternatives = field(default_factory=list)  # the request's top_logprobs most likely
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Sample:
     logprobs: list[float] = field(default_factory=list)
     text: str = ""
     finish_reason: str | None = None
+    alternatives: list[Alternatives] = field(default_factory=list)  # per token, when asked for
 
 
 def seeded(request: GenerationRequest) -> GenerationRequest:
@@ -72,6 +76,8 @@ def add_event(
     s = samples[ev.sample]
     s.ids.append(ev.token_id)
     s.logprobs.append(ev.logprob)
+    if ev.alternatives:
+        s.alternatives.append(ev.alternatives)
     s.text = tokenizer.append_piece(s.text, ev.text)
     if ev.finish_reason:
         s.finish_reason = ev.finish_reason
@@ -98,7 +104,8 @@ def generate_stream(lm: LanguageModel, request: GenerationRequest) -> Iterator[T
             piece = "" if token == EOS_ID else lm.tokenizer.piece(token)
             texts[s] = lm.tokenizer.append_piece(texts[s], piece)
             stop, reason = stopping(token, counts[s], texts[s])
-            yield TokenEvent(s, token, piece, float(logprobs[row, token]), reason)
+            [alternatives] = top_alternatives(logprobs[row : row + 1], request.top_logprobs)
+            yield TokenEvent(s, token, piece, float(logprobs[row, token]), reason, alternatives)
             if not stop:
                 next_ids.append(token)
                 keep.append(row)

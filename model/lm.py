@@ -29,6 +29,7 @@ from .network import RNNLM
 from .tokenizer import BOS_ID, Tokenizer
 
 if TYPE_CHECKING:
+    from .positions import PositionsResult
     from .prefix import Plan, PrefixTree, TreeResult
 
 State = Any
@@ -101,6 +102,16 @@ class LanguageModel(ABC):
 
         return score_each(self, seqs, queries, **options)
 
+    def position_alternatives(
+        self, seqs: Sequence[Sequence[int]], top_k: int, **options: Any
+    ) -> PositionsResult:
+        """For each sequence, every token's log-prob after its first (as ``sequence_logprobs``) and
+        the ``top_k`` most likely tokens at its position, reading each sequence once
+        (model/positions.py). This default steps the model; a recurrent one shares prefixes."""
+        from .positions import alternatives_each
+
+        return alternatives_each(self, seqs, top_k, **options)
+
     def set_numerics(self, precision: str = "fp32", batch_invariant: bool = False) -> None:
         """The precision of the model's products and batch-invariant scoring (model/precision.py);
         a kind without these options accepts only the defaults (ValueError otherwise)."""
@@ -144,6 +155,15 @@ class RecurrentLanguageModel(LanguageModel):
         from .prefix import score_rnn_tree
 
         return score_rnn_tree(self, seqs, queries, **options)
+
+    def position_alternatives(
+        self, seqs: Sequence[Sequence[int]], top_k: int, **options: Any
+    ) -> PositionsResult:
+        """Prefix-shared, through the same cells and output layer as
+        :meth:`score_tree` (model/positions.py)."""
+        from .positions import alternatives_rnn_tree
+
+        return alternatives_rnn_tree(self, seqs, top_k, **options)
 
     @abstractmethod
     def tree_output(self, tree: PrefixTree, plan: Plan) -> Callable[[Tensor, int], Tensor]:

@@ -1,39 +1,45 @@
-"""What a /v1/completions request asks of the engine: the calls /score and /generate make, and
-OpenAI's log-probs assembled from what they return.
+"""What a /v1/completions request asks of the engine, what that costs, and OpenAI's log-probs
+assembled from what the engine returns.
 
 ::
 
     prompt (text | token ids) ─▶ Prompt: its text, ids and pieces (ids ⇄ text: service/tokens.py)
-      echo + logprobs ─▶ runner.score([text], bos, eos=False)    the numbers POST /score returns
-      max_tokens > 0  ─▶ runner.begin(GenerationRequest)         the samples POST /generate returns
-      logprobs ≥ 1    ─▶ engine.next_token(prefixes)             the top alternatives at each position
-                         (prefixes of one text share the engine's prefix tree: a pass per call)
+      ─▶ CompletionCost, before any work: tokens (prompts read, echoed positions, prompts × n ×
+         max_tokens to generate) against RNNLM_MAX_REQUEST_TOKENS (413, or 503 while the tokens in
+         flight are full), the answer's log-prob entries and size against RNNLM_MAX_LOGPROB_ENTRIES
+         and RNNLM_MAX_ANSWER_BYTES (413 naming the part that is too large)
+      echo + logprobs ─▶ runner.alternatives(every prompt)    one pass over each prompt: each token's
+                                                              log-prob and the top k at its position
+      max_tokens > 0  ─▶ runner.begin(GenerationRequest)      in turns (Turns): at most
+                                                              RNNLM_MAX_REQUEST_ROWS samples at once;
+                                                              each token comes with its top k
 
 Echoed positions: the first prompt token only conditions, so its log-prob is null (as in OpenAI's
 API, and as /score with ``bos: false`` leaves it unscored), unless a token-id prompt starts with
 the ``<bos>`` id: then ``<bos>`` is the null position and the first text token is scored from it
-(/score with ``bos: true``). ``<eos>`` is never scored after a prompt (``eos: false``).
+(/score with ``bos: true``). ``<eos>`` is never scored after a prompt (``eos: false``). A token's
+alternatives come from the distribution its own log-prob was read from: the echo's from the same
+pass, a generated token's from the decoding step that chose it (under the raw model).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from model.engine import Engine, GenerationStream
-from model.generation import Sample
-from model.scoring import ScoreOptions
+from model.engine import GenerationStream, Overloaded
+from model.generation import GenerationRequest, Sample
+from model.positions import Alternatives, PositionAlternatives
 from model.tokenizer import BOS, BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 from .compat_schemas import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
+    CompletionResponse,
     CompletionUsage,
     OpenAIFinish,
     PromptInput,
@@ -41,12 +47,12 @@ from .compat_schemas import (
 from .errors import invalid, too_large
 from .limits import env_name
 from .runner import ModelRunner, generation_request
+from .settings import Settings
 from .tokens import ids_to_text, piece_starts
 
-# Next-token prefixes per engine call: bounds its (prefixes, V) log-probs and how long it holds the
-# worker; between calls, other requests run and a passed deadline ends this one.
-PREFIXES_PER_CALL = 256
-Alternatives = list[tuple[int, float]]  # (token id, log-prob), most likely first
+QUEUE_RETRY_S = 0.05  # a later turn that finds the engine's queue full tries again after this long
+ENTRY_BYTES = 28  # a log-prob in an answer, beside its token's text: `"…": -12.345678901234567, `
+CHOICE_BYTES = 200  # a choice's fields beside its text and log-probs
 
 
 @dataclass
@@ -116,58 +122,180 @@ def id_prompt(tokenizer: Tokenizer, ids: Sequence[int], field: str, max_ids: int
     return Prompt(text, body, pieces, bos)
 
 
+# -- the cost, counted before any work ----------------------------------------------------------------
+@dataclass(frozen=True)
+class CompletionCost:
+    """What a completion asks for, from its prompts' token counts (see the module's diagram)."""
+
+    prompts: int
+    n: int
+    max_tokens: int
+    read: int  # tokens of the prompts generation reads (each once, <bos> included; its n samples share it)
+    echoed: int  # tokens of the prompts the echo scores (echo with logprobs)
+    entries: int  # log-probs in the answer: tokens × (1 + logprobs), every choice
+    echo_bytes: int  # the answer's echoed text (every choice)
+    generated_bytes: int  # the most text its samples may generate
+    entry_bytes: int  # its log-prob entries
+
+    @property
+    def samples(self) -> int:
+        return self.prompts * self.n
+
+    @property
+    def generated(self) -> int:
+        """The most tokens its samples may generate: prompts × n × max_tokens."""
+        return self.samples * self.max_tokens
+
+    @property
+    def tokens(self) -> int:
+        """What it costs the model, counted as /score's and /next-token's cost is (RNNLM_MAX_REQUEST_TOKENS)."""
+        return self.read + self.echoed + self.generated
+
+    @property
+    def answer_bytes(self) -> int:
+        return self.samples * CHOICE_BYTES + self.echo_bytes + self.generated_bytes + self.entry_bytes
+
+
+def completion_cost(
+    body: CompletionRequest, prompts: Sequence[Prompt], max_tokens: int, piece_bytes: int
+) -> CompletionCost:
+    """The cost of ``body`` with these prompts; ``piece_bytes``: the longest vocabulary piece, in
+    UTF-8 bytes (what one generated token may add to a text)."""
+    logprobs = body.logprobs
+    scored = body.echo and logprobs is not None
+    echoed_tokens = sum(p.num_tokens for p in prompts) if body.echo else 0
+    returned = body.n * (echoed_tokens + len(prompts) * max_tokens) if logprobs is not None else 0
+    return CompletionCost(
+        prompts=len(prompts),
+        n=body.n,
+        max_tokens=max_tokens,
+        read=sum(len(p.ids_read) for p in prompts) if max_tokens > 0 else 0,
+        echoed=sum(len(p.ids_read) for p in prompts) if scored else 0,
+        entries=returned * (1 + (logprobs or 0)),
+        echo_bytes=body.n * sum(len(p.text.encode("utf-8", "surrogatepass")) for p in prompts)
+        if body.echo
+        else 0,
+        generated_bytes=len(prompts) * body.n * max_tokens * (piece_bytes + 1),  # + a joiner
+        entry_bytes=returned * (2 + (logprobs or 0)) * (piece_bytes + ENTRY_BYTES),  # + token, offset
+    )
+
+
+def refuse_by_size(cost: CompletionCost, settings: Settings) -> None:
+    """413 when the answer would hold more log-probs or bytes than one answer may, naming the field
+    that makes it so large: before anything is computed."""
+    if cost.entries > settings.max_logprob_entries:
+        raise too_large(
+            "logprobs",
+            f"this answer would hold {cost.entries} log-probs ({cost.samples} choices' tokens × (1 + "
+            f"logprobs)), more than the limit of {settings.max_logprob_entries} per answer "
+            f"({env_name('max_logprob_entries')}); ask fewer prompts, a smaller n, max_tokens or logprobs",
+        )
+    if cost.answer_bytes > settings.max_answer_bytes:
+        parts = {"echo": cost.echo_bytes, "max_tokens": cost.generated_bytes, "logprobs": cost.entry_bytes}
+        field = max(parts, key=lambda k: parts[k])
+        raise too_large(
+            field,
+            f"this answer would be about {cost.answer_bytes} bytes ({cost.samples} choices: {cost.echo_bytes} "
+            f"of echoed prompts, up to {cost.generated_bytes} of generated text, {cost.entry_bytes} of "
+            f"log-probs), more than the limit of {settings.max_answer_bytes} ({env_name('max_answer_bytes')}); "
+            "ask fewer prompts, a smaller n, or without echo",
+        )
+
+
+def refuse_by_cost(runner: ModelRunner, cost: CompletionCost) -> None:
+    """413 past RNNLM_MAX_REQUEST_TOKENS, 503 while the tokens in flight are full: the runner's
+    answer for a request of the completion's tokens, naming its largest part."""
+    field = "max_tokens" if cost.generated >= cost.read + cost.echoed else "prompt"
+    what = (
+        f"{cost.prompts} prompts × n {cost.n} × max_tokens {cost.max_tokens} = {cost.generated} to generate, "
+        f"{cost.read} prompt tokens read for it, {cost.echoed} echoed tokens scored"
+    )
+    runner.refuse_by_cost(cost.tokens, field, what)
+
+
 # -- the engine calls ---------------------------------------------------------------------------------
-def begin_all(
-    runner: ModelRunner, body: CompletionRequest, prompts: list[Prompt], max_tokens: int
-) -> list[GenerationStream | None]:
-    """Queue every prompt's generation now (none for ``max_tokens`` 0). Should the queue be full
-    for one (503), those already queued are cancelled."""
-    streams: list[GenerationStream | None] = []
-    try:
-        for p in prompts:
-            streams.append(
-                runner.begin(generation_request(body, p.text, max_tokens)) if max_tokens > 0 else None
-            )
-    except BaseException:
-        for stream in streams:
-            if stream is not None:
+async def echo_scores(
+    runner: ModelRunner, body: CompletionRequest, prompts: Sequence[Prompt]
+) -> list[PositionAlternatives] | None:
+    """Every prompt's echoed tokens with their log-probs and ``logprobs`` alternatives, from one
+    engine request (a pass over each prompt); None when the echo carries no log-probs."""
+    if not body.echo or body.logprobs is None:
+        return None
+    res = await runner.alternatives([p.ids_read for p in prompts], body.logprobs)
+    return res.sequences
+
+
+class Turns:
+    """Each prompt's generation, begun in prompt order, at most ``window`` prompts ahead of the
+    one being read: a request with more prompts × n than RNNLM_MAX_REQUEST_ROWS runs in turns, and
+    the rest of the generation batch stays free for other requests. The first turn is begun at
+    once (:meth:`start`: a full queue is a 503 before any answer); a later turn that finds the
+    queue full waits for room (the request's deadline bounds the wait). Leaving the ``async with``
+    cancels every generation still running."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        body: CompletionRequest,
+        prompts: Sequence[Prompt],
+        max_tokens: int,
+        window: int,
+        backlog: int | None,
+    ) -> None:
+        k = body.logprobs or 0
+        self.runner, self.window, self.backlog = runner, max(1, window), backlog
+        self.requests = (
+            [generation_request(body, p.text, max_tokens, k) for p in prompts] if max_tokens > 0 else []
+        )
+        self.streams: list[GenerationStream] = []
+        self._stack = contextlib.AsyncExitStack()
+
+    def start(self) -> None:
+        """Begin the first turn now; should the engine's queue be full, cancel it and raise."""
+        try:
+            while len(self.streams) < min(self.window, len(self.requests)):
+                self._add(self.runner.begin(self.requests[len(self.streams)]))
+        except BaseException:
+            for stream in self.streams:
                 stream.cancel()
-        raise
-    return streams
+            raise
+
+    def _add(self, stream: GenerationStream) -> None:
+        stream.max_backlog = self.backlog
+        self.streams.append(stream)
+
+    async def __aenter__(self) -> Turns:
+        await self._stack.__aenter__()
+        for stream in self.streams:
+            await self._stack.enter_async_context(stream)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._stack.__aexit__(*exc)
+
+    async def stream(self, i: int) -> GenerationStream | None:
+        """Prompt ``i``'s generation (None: nothing to generate), the prompts before it read: the
+        prompts up to ``i + window - 1`` are begun now."""
+        if not self.requests:
+            return None
+        while len(self.streams) < min(i + self.window, len(self.requests)):
+            stream = await self._begin(self.requests[len(self.streams)])
+            self._add(stream)
+            await self._stack.enter_async_context(stream)
+        return self.streams[i]
+
+    async def _begin(self, request: GenerationRequest) -> GenerationStream:
+        while True:
+            try:
+                return self.runner.begin(request)
+            except Overloaded:  # others fill the queue now; this request was admitted: its turn comes
+                await asyncio.sleep(QUEUE_RETRY_S)
 
 
-async def echo_logprobs(runner: ModelRunner, prompt: Prompt) -> tuple[list[float | None], int]:
-    """The echoed tokens' log-probs, as POST /score computes them, and how many were scored."""
-    if prompt.num_tokens == 0:
-        return [], 0
-    ranking = await runner.score([prompt.text], ScoreOptions(bos=prompt.bos, eos=False))
-    return [None, *ranking.results[0].token_logprobs], ranking.tokens_scored
-
-
-def echo_positions(prompt: Prompt) -> list[tuple[list[int], int]]:
-    """``(sequence, prefix length)`` before each echoed token that has a log-prob."""
-    seq = prompt.ids_read
-    return [(seq, k) for k in range(1 if prompt.bos else 2, len(seq))]
-
-
-def generated_positions(prompt: Prompt, sample: Sample) -> list[tuple[list[int], int]]:
-    """``(sequence, prefix length)`` before each generated token."""
-    seq = [*prompt.ids_read, *sample.ids]
-    return [(seq, len(prompt.ids_read) + j) for j in range(len(sample.ids))]
-
-
-async def top_alternatives(
-    engine: Engine, positions: Sequence[tuple[list[int], int]], k: int
-) -> list[Alternatives]:
-    """The ``k`` most likely tokens after each ``sequence[:length]``, under the raw model."""
-    out: list[Alternatives] = []
-    for start in range(0, len(positions), PREFIXES_PER_CALL):
-        prefixes = [seq[:length] for seq, length in positions[start : start + PREFIXES_PER_CALL]]
-        for d in await engine.next_token(prefixes, top_k=k):
-            out.append(
-                [(i, lp) for i, lp in zip(d.top_ids, d.top_logprobs, strict=True) if math.isfinite(lp)]
-            )
-    return out
+def turn_window(settings: Settings, n: int) -> int:
+    """Prompts a completion generates at once: RNNLM_MAX_REQUEST_ROWS samples (a prompt's n
+    together, at least one prompt), and at most a quarter of the engine's queue."""
+    return max(1, min(settings.max_request_rows // n, settings.engine_queue // 4))
 
 
 # -- OpenAI's log-probs -------------------------------------------------------------------------------
@@ -182,19 +310,20 @@ def top_dict(
     return top
 
 
-def prompt_logprobs(
-    tokenizer: Tokenizer, prompt: Prompt, logprobs: list[float | None], alternatives: Iterator[Alternatives]
-) -> CompletionLogprobs:
-    """The echoed part: one entry per prompt token (``<bos>`` first, when the prompt gave it)."""
-    ids = [BOS_ID, *prompt.ids] if prompt.bos else prompt.ids
+def prompt_logprobs(tokenizer: Tokenizer, prompt: Prompt, scored: PositionAlternatives) -> CompletionLogprobs:
+    """The echoed part: one entry per prompt token (``<bos>`` first, when the prompt gave it), the
+    first with null log-probs (it only conditions). ``scored`` is the pass over ``<bos>`` and the
+    prompt: the first text token's log-prob is shown only after a ``<bos>`` the prompt gave."""
+    ids, logprobs, alternatives = prompt.ids, scored.token_logprobs, scored.alternatives
+    if not prompt.bos:  # the first token only conditions
+        ids, logprobs, alternatives = ids[1:], logprobs[1:], alternatives[1:]
+    tops = [top_dict(tokenizer, i, lp, alts) for i, lp, alts in zip(ids, logprobs, alternatives, strict=True)]
     starts = piece_starts(prompt.text, prompt.pieces)
+    first = [None] if prompt.num_tokens else []
     return CompletionLogprobs(
         tokens=[BOS, *prompt.pieces] if prompt.bos else list(prompt.pieces),
-        token_logprobs=logprobs,
-        top_logprobs=[
-            top_dict(tokenizer, i, lp, next(alternatives) if lp is not None else [])
-            for i, lp in zip(ids, logprobs, strict=True)
-        ],
+        token_logprobs=[*first, *logprobs],
+        top_logprobs=[*first, *tops],
         text_offset=[0, *starts] if prompt.bos else starts,
     )
 
@@ -203,15 +332,17 @@ def generated_logprobs(
     tokenizer: Tokenizer,
     ids: Sequence[int],
     logprobs: Sequence[float],
-    alternatives: Iterator[Alternatives],
+    alternatives: Sequence[Alternatives],
     offsets: list[int],
 ) -> CompletionLogprobs:
-    """The generated part: every token the model produced, as /generate's logprobs (<eos> included)."""
+    """The generated part: every token the model produced, as /generate's logprobs (<eos> included),
+    each with the alternatives its decoding step saw (none when ``logprobs`` is 0)."""
+    alternatives = alternatives or [[]] * len(ids)
     return CompletionLogprobs(
         tokens=[tokenizer.piece(i) for i in ids],
         token_logprobs=list(logprobs),
         top_logprobs=[
-            top_dict(tokenizer, i, lp, next(alternatives)) for i, lp in zip(ids, logprobs, strict=True)
+            top_dict(tokenizer, i, lp, alts) for i, lp, alts in zip(ids, logprobs, alternatives, strict=True)
         ],
         text_offset=offsets,
     )
@@ -245,45 +376,47 @@ def finish_reason(reason: str | None) -> OpenAIFinish:
 # -- a whole completion -------------------------------------------------------------------------------
 @dataclass
 class Completion:
-    choices: list[CompletionChoice]
-    usage: CompletionUsage
-    tokens_scored: int
+    """What the engine gave for every prompt, before it is put in OpenAI's terms (:func:`answer`)."""
+
+    prompts: list[Prompt]
+    samples: list[list[Sample]]  # per prompt, its n samples ([] when nothing was generated)
+    echo: list[PositionAlternatives] | None
+
+    @property
+    def tokens_scored(self) -> int:
+        return sum(len(s.token_logprobs) for s in self.echo) if self.echo is not None else 0
+
+    @property
+    def tokens_generated(self) -> int:
+        return sum(len(s.ids) for ss in self.samples for s in ss)
 
 
 async def complete(
-    runner: ModelRunner, body: CompletionRequest, prompts: list[Prompt], max_tokens: int
+    turns: Turns, prompts: list[Prompt], echo: list[PositionAlternatives] | None
 ) -> Completion:
-    """Every choice of a request, unstreamed. All generations are queued at once (the engine runs
-    them together); echo scores and alternatives are one-shot engine requests."""
-    tok = runner.lm.tokenizer
-    scored: list[tuple[list[float | None], int]] = []
-    async with contextlib.AsyncExitStack() as stack:  # leaving early cancels every generation
-        streams = begin_all(runner, body, prompts, max_tokens)
-        for stream in streams:
-            if stream is not None:
-                await stack.enter_async_context(stream)
-        if body.echo and body.logprobs is not None:
-            scored = list(await asyncio.gather(*(echo_logprobs(runner, p) for p in prompts)))
-        samples = [await s.collect() if s is not None else [] for s in streams]
-    alternatives: Iterator[Alternatives] = itertools.repeat([])  # logprobs: 0 asks for none
-    if body.logprobs:
-        positions = []
-        for p, ss in zip(prompts, samples, strict=True):
-            positions += echo_positions(p) if body.echo else []
-            for s in ss:
-                positions += generated_positions(p, s)
-        alternatives = iter(await top_alternatives(runner.engine, positions, body.logprobs))
+    """Every prompt's samples, unstreamed: read in prompt order while later turns generate."""
+    samples: list[list[Sample]] = []
+    async with turns:  # leaving early cancels every generation
+        for i in range(len(prompts)):
+            stream = await turns.stream(i)
+            samples.append(await stream.collect() if stream is not None else [])
+    return Completion(prompts, samples, echo)
 
+
+def answer(
+    tokenizer: Tokenizer, body: CompletionRequest, head: CompletionResponse, done: Completion
+) -> CompletionResponse:
+    """The completion in OpenAI's terms: a choice per prompt and sample, with their log-probs."""
     choices = []
-    for pi, p in enumerate(prompts):
-        echo_part = prompt_logprobs(tok, p, scored[pi][0], alternatives) if scored else None
+    for pi, p in enumerate(done.prompts):
+        echo_part = prompt_logprobs(tokenizer, p, done.echo[pi]) if done.echo is not None else None
         for j in range(body.n):
-            s = samples[pi][j] if samples[pi] else Sample(seed=0, finish_reason="length")
-            text = tok.append_piece(p.text, s.text) if body.echo else s.text
+            s = done.samples[pi][j] if done.samples[pi] else Sample(seed=0, finish_reason="length")
+            text = tokenizer.append_piece(p.text, s.text) if body.echo else s.text
             logprobs = None
             if body.logprobs is not None:
-                offsets = generated_offsets(tok, s.ids, len(text) - len(s.text), len(text))
-                gen_part = generated_logprobs(tok, s.ids, s.logprobs, alternatives, offsets)
+                offsets = generated_offsets(tokenizer, s.ids, len(text) - len(s.text), len(text))
+                gen_part = generated_logprobs(tokenizer, s.ids, s.logprobs, s.alternatives, offsets)
                 logprobs = joined([echo_part, gen_part]) if echo_part is not None else gen_part
             choices.append(
                 CompletionChoice(
@@ -293,11 +426,10 @@ async def complete(
                     finish_reason=finish_reason(s.finish_reason),
                 )
             )
-    prompt_tokens = sum(p.num_tokens for p in prompts)
-    completion_tokens = sum(len(s.ids) for ss in samples for s in ss)
+    prompt_tokens = sum(p.num_tokens for p in done.prompts)
     usage = CompletionUsage(
         prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
+        completion_tokens=done.tokens_generated,
+        total_tokens=prompt_tokens + done.tokens_generated,
     )
-    return Completion(choices, usage, sum(n for _, n in scored))
+    return head.model_copy(update={"choices": choices, "usage": usage})

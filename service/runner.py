@@ -2,7 +2,7 @@
 
 ::
 
-    route (event loop) ──await──▶ ModelRunner.score / next_token / generate / generate_stream
+    route (event loop) ──await──▶ ModelRunner.score / next_token / alternatives / begin / generate
                                        │
                                        ▼
                               model.engine.Engine (one worker thread per model: dynamic batching
@@ -12,11 +12,15 @@
 
 Torch work never runs on the event loop, and concurrent requests to one model share batches.
 A client that goes away leaves the ``async with`` of its stream, which frees its rows at once.
+
+The runner is the one way from a route into its engine: the engine's refusals by cost become
+their 413 / 503 here (``_costed``), whichever route asked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +33,7 @@ from model.engine.types import TokensInFlight, TooCostly
 from model.generation import GenerationRequest, Sample, TokenEvent, seeded
 from model.lm import LanguageModel
 from model.loading import load_model
+from model.positions import PositionsResult
 from model.sampling import SamplingParams
 from model.scoring import NextToken, Ranking, ScoreOptions
 
@@ -36,6 +41,7 @@ from .errors import ApiError, overloaded, too_large
 
 log = logging.getLogger("rnnlm.service")
 SCORE_COST = ("candidates", "every candidate with the context, <bos> and <eos>")  # field, what counts
+MAX_SHOWN_NAME = 64  # characters of an unknown model name an error message echoes
 
 
 class SamplingFields(Protocol):
@@ -57,14 +63,18 @@ class SamplingFields(Protocol):
     def seed(self) -> int | None: ...
 
 
-def generation_request(body: SamplingFields, prompt: str, max_new_tokens: int) -> GenerationRequest:
-    """The engine request for a body's sampling fields, its seed decided (sample i uses seed + i)."""
+def generation_request(
+    body: SamplingFields, prompt: str, max_new_tokens: int, top_logprobs: int = 0
+) -> GenerationRequest:
+    """The engine request for a body's sampling fields, its seed decided (sample i uses seed + i);
+    ``top_logprobs``: alternatives handed over with each token."""
     return seeded(
         GenerationRequest(
             prompt=prompt,
             max_new_tokens=max_new_tokens,
             stop=list(body.stop),
             n=body.n,
+            top_logprobs=top_logprobs,
             sampling=SamplingParams(
                 temperature=body.temperature,
                 top_k=body.top_k,
@@ -92,6 +102,11 @@ class ModelRunner:
         if self._engine is not None:
             await self._engine.stop(grace_s)
 
+    @functools.cached_property
+    def max_piece_bytes(self) -> int:
+        """The longest vocabulary piece in UTF-8 bytes: the most text one token adds to an answer."""
+        return max(len(piece.encode("utf-8", "surrogatepass")) for piece in self.lm.tokenizer.tokens)
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
@@ -109,6 +124,19 @@ class ModelRunner:
         anything is tokenized."""
         with self._costed(*SCORE_COST):
             self.engine.refuse_by_cost("score", tokens)
+
+    def refuse_by_cost(self, tokens: int, field: str, what: str) -> None:
+        """Answer now (413 / 503) what the engine would answer by cost for a request of ``tokens``
+        (``what`` says what counts, ``field`` is named), before any work: a request whose whole cost
+        is counted up front, such as a completion's prompts, echo and tokens to generate."""
+        with self._costed(field, what):
+            self.engine.refuse_by_cost("next_token", tokens)
+
+    async def alternatives(self, seqs: Sequence[Sequence[int]], top_k: int) -> PositionsResult:
+        """Each sequence's tokens after its first with their log-probs and the ``top_k`` most likely
+        tokens at each position, from one pass over each (what an echoed prompt's log-probs need)."""
+        with self._costed("prompt", "every echoed prompt's tokens"):
+            return await self.engine.alternatives(seqs, top_k=top_k)
 
     async def next_token(
         self, texts: Sequence[str], top_k: int, stages: dict[str, float] | None = None
@@ -155,6 +183,13 @@ class ModelRunner:
         return self.lm.describe()
 
 
+def shown_name(name: str) -> str:
+    """A requested model name as an error message may echo it: short ones whole, long ones cut."""
+    if len(name) <= MAX_SHOWN_NAME:
+        return repr(name)
+    return f"{name[:MAX_SHOWN_NAME]!r}… (a name of {len(name)} characters)"
+
+
 def resolve_device(requested: str) -> str:
     """The served device (see :func:`model.device.resolve_device`), errors naming RNNLM_DEVICE."""
     return _resolve(requested, "RNNLM_DEVICE")
@@ -190,7 +225,7 @@ class ModelRegistry:
             raise ApiError(
                 404,
                 "model_not_found",
-                f"`model`: no served model named {name!r} (served: {', '.join(self.runners)})",
+                f"`model`: no served model named {shown_name(name)} (served: {', '.join(self.runners)})",
                 field="model",
             )
         return runner

@@ -189,8 +189,9 @@ class Settings(BaseSettings):
         default=65_536,
         ge=1,
         description=(
-            "tokens one /score or /next-token request may cost (candidates with their context, or the "
-            "texts' prefixes); past it: 413"
+            "tokens one /score, /next-token or /v1/completions request may cost (candidates with their "
+            "context, the texts' prefixes, or a completion's prompts, echoed positions and prompts × n × "
+            "max_tokens to generate); past it: 413"
         ),
     )
     max_tokens_in_flight: int = Field(
@@ -213,6 +214,30 @@ class Settings(BaseSettings):
         default=16_384,
         ge=1,
         description="texts × top_k of one /next-token request (the size of its answer); past it: 413",
+    )
+    max_logprob_entries: int = Field(
+        default=262_144,
+        ge=1,
+        description=(
+            "log-probs in one /v1/completions answer: each returned token's and its `logprobs` alternatives, "
+            "every choice counted (tokens × (1 + logprobs)); past it: 413 naming `logprobs`"
+        ),
+    )
+    max_answer_bytes: int = Field(
+        default=16_000_000,
+        ge=1,
+        description=(
+            "the size one /v1/completions answer may reach, as estimated before any work from its texts "
+            "(echoed prompts, max_tokens of the longest piece), log-prob entries and choices; past it: 413"
+        ),
+    )
+    max_request_rows: int = Field(
+        default=32,
+        ge=1,
+        description=(
+            "samples one /v1/completions request has generating at once (prompts × n beyond it run in "
+            "turns, a prompt's n together), so that one request never holds the whole generation batch"
+        ),
     )
     request_timeout_s: float = Field(
         default=60.0,
@@ -314,6 +339,12 @@ class Settings(BaseSettings):
                 f"RNNLM_MAX_REQUEST_TOKENS ({self.max_request_tokens}) is less than RNNLM_MAX_TEXT_CHARS + 2 "
                 f"({self.max_text_chars + 2}): one text of the allowed length (with <bos> and <eos>) would be "
                 "refused; raise RNNLM_MAX_REQUEST_TOKENS or lower RNNLM_MAX_TEXT_CHARS"
+            )
+        if self.max_logprob_entries < self.max_logprobs + 1:
+            raise ValueError(
+                f"RNNLM_MAX_LOGPROB_ENTRIES ({self.max_logprob_entries}) is less than RNNLM_MAX_LOGPROBS + 1 "
+                f"({self.max_logprobs + 1}): one token with the largest allowed logprobs would be refused; raise "
+                "the first or lower the second"
             )
         if self.max_next_token_entries < self.max_top_k:
             raise ValueError(

@@ -38,6 +38,7 @@ import torch
 
 from ..generation import GenerationRequest, sample_choosers, seeded
 from ..lm import LanguageModel
+from ..positions import PositionsResult
 from ..prefix import PassStopped, requested_positions
 from ..sampling import StoppingCriteria
 from ..scoring import Distribution, top_distributions
@@ -105,6 +106,7 @@ class _OneShot:
     released: bool = False  # its tokens no longer count in flight
     timing: PassTiming | None = None  # filled in before it is answered, when asked for
     sealed: bool = False  # its event-loop turn is over: requests submitted with it are queued too
+    every_position: bool = False  # an alternatives() request: every position of its sequences
 
     def __post_init__(self) -> None:
         self.tokens = sum(len(s) for s in self.seqs)
@@ -238,6 +240,20 @@ class Engine:
             return []
         return await self._submit("next_token", prefixes, top_k, timeout_s, timing)
 
+    async def alternatives(
+        self, seqs: Sequence[Sequence[int]], *, top_k: int, timeout_s: float | None = None
+    ) -> PositionsResult:
+        """Each sequence's tokens after its first, with their log-probs and the ``top_k`` most
+        likely tokens at each position (``lm.position_alternatives``: one pass over each sequence).
+        Queued and costed as a next-token request of the same tokens, so its cost grows with the
+        sequences' length, not its square as a next-token question per prefix would."""
+        if top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        seqs = self._checked(seqs, min_len=0)
+        if not seqs:
+            return PositionsResult([], 0)
+        return await self._submit("next_token", seqs, top_k, timeout_s, every_position=True)
+
     def generate(self, request: GenerationRequest, *, timeout_s: float | None = None) -> GenerationStream:
         """Queue a generation; iterate the returned stream for its events. Call it on the event
         loop. Raises :class:`Overloaded` / :class:`EngineStopped` at once, before any event."""
@@ -294,10 +310,12 @@ class Engine:
         top_k: int,
         timeout_s: float | None,
         timing: PassTiming | None = None,
+        every_position: bool = False,
     ) -> Any:
         loop = asyncio.get_running_loop()
         item = _OneShot(kind, seqs, top_k, loop, loop.create_future(), self._deadline(timeout_s))
         item.timing = timing
+        item.every_position = every_position
         self._refuse_too_costly(kind, item.tokens)
         with self._cv:
             self._admit_locked(kind)
@@ -527,7 +545,12 @@ class Engine:
         first, as a batch of their own (``nested``: such a batch, which lets nobody in). Its
         requests' tokens count in flight until the pass ends."""
         try:
-            self._run_oneshot_pass(batch, nested)
+            positions = [item for item in batch if item.every_position]
+            if positions:
+                self._run_positions(positions, nested)
+            rest = [item for item in batch if not item.every_position]
+            if rest:
+                self._run_oneshot_pass(rest, nested)
         finally:
             self._release(batch)
             if not nested and sum(item.tokens for item in batch) >= TRIM_AFTER_TOKENS:
@@ -627,6 +650,55 @@ class Engine:
         per_token = (time.monotonic() - start) / max(1, sum(item.tokens for item in batch))
         self._secs_per_token = 0.8 * self._secs_per_token + 0.2 * per_token
 
+    def _run_positions(self, items: list[_OneShot], nested: bool) -> None:
+        """:meth:`alternatives` requests, one pass each, in chunks as a scoring pass: between two,
+        the small queued requests run first (unless ``nested``), and a request nobody waits for
+        any more stops there. Each request's tokens count in flight until it is answered."""
+        for item in items:
+            start = time.monotonic()
+            self.stats.kinds[item.kind].queue_wait_s += start - item.submitted
+            self.observer.on_queue_wait(item.kind, start - item.submitted)
+
+            def between_chunks(item: _OneShot = item) -> bool:
+                if self._abort or item.gone(time.monotonic()):
+                    return True
+                if not nested:
+                    self._serve_small_between_chunks()
+                return False
+
+            try:
+                if item.gone(start):
+                    raise PassStopped("the request was gone before its pass started")
+                res = self.lm.position_alternatives(
+                    item.seqs,
+                    item.top_k,
+                    max_logits=self.config.max_logits,
+                    should_stop=between_chunks,
+                    chunk_positions=self.config.chunk_positions,
+                )
+            except PassStopped:  # nobody waits for it: its work and memory are dropped here
+                self.stats.passes_stopped += 1
+                self._release([item])
+                stopped = EngineStopped("the engine stopped before this request finished")
+                self._fail(item, stopped if self._abort else DeadlineExceeded("alternatives did not finish"))
+                continue
+            except Exception as e:  # a failed pass fails its request, never the engine
+                log.exception("alternatives pass failed")
+                self._release([item])
+                self._fail(item, e)
+                continue
+            requested = requested_positions(item.seqs)
+            self.stats.kinds[item.kind].batches += 1
+            self.stats.kinds[item.kind].rows += len(item.seqs)
+            self.stats.positions_computed += res.computed
+            self.stats.positions_requested += requested
+            self.observer.on_batch(item.kind, 1, len(item.seqs))
+            self.observer.on_positions(res.computed, requested)
+            self._release([item])  # counted first, then answered
+            _call_soon(item.loop, _resolve, item.future, res, None)
+            per_token = (time.monotonic() - start) / max(1, item.tokens)
+            self._secs_per_token = 0.8 * self._secs_per_token + 0.2 * per_token
+
     def _report_prefix_cache(self) -> None:
         """Hand the cache's changes since the last report to the stats and the observer."""
         cache = self.prefix_cache
@@ -718,7 +790,8 @@ class Engine:
         stopping = StoppingCriteria(req.max_new_tokens, req.stop)
         self._rows_left[stream] = req.n
         return [
-            Row(stream, i, chooser, stopping, list(stream.prompt_ids)) for i, chooser in enumerate(choosers)
+            Row(stream, i, chooser, stopping, list(stream.prompt_ids), top_logprobs=req.top_logprobs)
+            for i, chooser in enumerate(choosers)
         ]
 
     def _parked_wake(self, now: float) -> bool | float | None:

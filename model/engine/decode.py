@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ..generation import TokenEvent
 from ..lm import LanguageModel
+from ..positions import Alternatives, top_alternatives
 from ..sampling import StopMatcher, StoppingCriteria, TokenChooser, choose_tokens
 from ..tokenizer import EOS_ID
 
@@ -51,6 +52,7 @@ class Row:
     count: int = 0
     shown: int = 0  # characters of ``text`` already handed over as safe to show
     feed: list[int] = field(default_factory=list)  # prompt tokens still to feed (prefill in the batch)
+    top_logprobs: int = 0  # alternatives to hand over with each token (the request's top_logprobs)
     matcher: StopMatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -154,10 +156,11 @@ class DecodeBatch:
         if ready:
             rows = [self.rows[i] for i in ready]
             logprobs = self.logprobs if len(ready) == len(self.rows) else self.logprobs[ready]
+            alternatives = self._alternatives(rows, logprobs)
             chosen = choose_tokens([r.chooser for r in rows], logprobs, [r.history for r in rows])
             picked = logprobs[torch.arange(len(chosen)), torch.tensor(chosen)].tolist()
             tok = self.lm.tokenizer
-            for i, row, token, lp in zip(ready, rows, chosen, picked, strict=True):
+            for i, row, token, lp, alts in zip(ready, rows, chosen, picked, alternatives, strict=True):
                 tokens[i] = token
                 row.history.append(token)
                 row.count += 1
@@ -165,15 +168,27 @@ class DecodeBatch:
                 before = len(row.text)
                 row.text = tok.append_piece(row.text, piece)
                 stop, reason = row.stopping.step(row.matcher, token, row.count, row.text[before:])
-                events.append(
-                    (row, ShownTokenEvent(row.sample, token, piece, lp, reason, row.reveal(reason)))
-                )
+                shown = row.reveal(reason)
+                event = ShownTokenEvent(row.sample, token, piece, lp, reason, alternatives=alts, shown=shown)
+                events.append((row, event))
                 if stop:
                     stopped.add(i)
         keep = [i for i in range(len(self.rows)) if i not in stopped]
         self.keep(keep)
         self.next_ids = [tokens[i] for i in keep]
         return events
+
+    @staticmethod
+    def _alternatives(rows: list[Row], logprobs: Tensor) -> list[Alternatives]:
+        """Each row's ``top_logprobs`` most likely tokens under the raw model (its ``logprobs`` row),
+        one top-k for the rows that ask; none for the others."""
+        asking = [r for r, row in enumerate(rows) if row.top_logprobs > 0]
+        out: list[Alternatives] = [[] for _ in rows]
+        if asking:
+            k = max(rows[r].top_logprobs for r in asking)
+            for r, alts in zip(asking, top_alternatives(logprobs[asking], k), strict=True):
+                out[r] = alts[: rows[r].top_logprobs]
+        return out
 
     def step(self) -> None:
         """One batched model step for every remaining row, with the tokens just chosen."""

@@ -9,13 +9,17 @@ OpenAI's server-sent events::
     data: {…, "choices": [], "usage": {…}}        (with stream_options.include_usage)
     data: [DONE]
 
+A request is planned, run and answered (service/completions.py): its whole cost is counted before
+any work, its generations run in turns of at most RNNLM_MAX_REQUEST_ROWS samples, and its answer is
+bounded (RNNLM_MAX_LOGPROB_ENTRIES, RNNLM_MAX_ANSWER_BYTES) and serialized off the event loop.
+
 These routes follow OpenAI's API reference, not this service's OpenAPI schema: /docs does not list
 them, docs/API.md says what is supported. Their errors are in OpenAI's shape (openai_errors.py).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
 import logging
 import time
@@ -23,12 +27,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
+from starlette.concurrency import run_in_threadpool
 
-from model.engine import GenerationStream
-from model.generation import Sample, add_event, new_samples
-from model.sampling import StoppingCriteria
-from model.tokenizer import EOS_ID
+from model.positions import Alternatives, PositionAlternatives
+from model.tokenizer import EOS_ID, Tokenizer
 
 from ..compat_schemas import (
     CompletionChoice,
@@ -38,31 +41,39 @@ from ..compat_schemas import (
     CompletionUsage,
     ModelCard,
     ModelList,
+    PromptInput,
 )
 from ..completions import (
+    Completion,
     Prompt,
-    begin_all,
+    Turns,
+    answer,
     complete,
-    echo_logprobs,
-    echo_positions,
+    completion_cost,
+    echo_scores,
     finish_reason,
     generated_logprobs,
     prompt_logprobs,
     read_prompts,
-    top_alternatives,
+    refuse_by_cost,
+    refuse_by_size,
+    turn_window,
 )
 from ..context import current_request_id
-from ..deps import MetricsDep, RegistryDep, SettingsDep, within_limits
+from ..deps import MetricsDep, OffLoopBodyRoute, RegistryDep, SettingsDep, within_limits
 from ..metrics import ServiceMetrics
 from ..openai_errors import openai_error
 from ..rescoring import refuse_backward
 from ..runner import ModelRunner
+from ..settings import Settings
 from ..streaming import StallBoundedEventSource, StreamedText, check_stop_size
 
 log = logging.getLogger("rnnlm.service")
-router = APIRouter(tags=["openai"])  # model work: admitted, guarded and limited like /generate
+# model work: admitted, guarded and limited like /generate; a large body is parsed off the event loop
+router = APIRouter(tags=["openai"], route_class=OffLoopBodyRoute)
 info_router = APIRouter(tags=["openai"])  # reads, like /models
 STARTED = int(time.time())  # the `created` of every served model: when this server loaded it
+LARGE_PROMPT_CHARS = 32_768  # prompts this long together are tokenized in a worker thread
 
 CompletionBody = Annotated[CompletionRequest, Depends(within_limits(CompletionRequest))]
 
@@ -70,83 +81,117 @@ CompletionBody = Annotated[CompletionRequest, Depends(within_limits(CompletionRe
 @router.post("/v1/completions", include_in_schema=False)
 async def completions(
     body: CompletionBody, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
-) -> CompletionResponse:
+) -> Response:
+    """Plan, run, answer: the prompts and the whole cost first (413 / 503 before any work), then the
+    echo's pass, then the generations in turns; the answer is built and serialized in a thread."""
     runner = registry.get(body.model)
-    prompts = read_prompts(
-        runner.lm.tokenizer, body.prompt, settings.max_batch_texts, settings.max_text_chars
-    )
-    max_tokens = settings.max_new_tokens if body.max_tokens is None else body.max_tokens
     # a completion continues its prompt, and even max_tokens 0 scores it as an open prefix (echo)
     refuse_backward(runner, "continue or score a prompt as a prefix (POST /score scores whole sentences)")
     check_stop_size(list(body.stop), settings.max_stop_bytes)
+    prompts = await read_all(runner, body.prompt, settings)
+    max_tokens = settings.max_new_tokens if body.max_tokens is None else body.max_tokens
+    cost = completion_cost(body, prompts, max_tokens, runner.max_piece_bytes)
+    refuse_by_size(cost, settings)
+    refuse_by_cost(runner, cost)
     head = CompletionResponse(
         id=f"cmpl-{current_request_id() or uuid.uuid4().hex}",
         created=int(time.time()),
         model=runner.name,
         choices=[],
     )
+    echo = await echo_scores(runner, body, prompts)
+    metrics.tokens_scored.labels(runner.name).inc(sum(len(e.token_logprobs) for e in echo or []))
+    backlog = settings.stream_backlog if body.stream else None  # streamed: samples pause while unread
+    turns = Turns(runner, body, prompts, max_tokens, turn_window(settings, body.n), backlog)
+    turns.start()  # the first turn queued now: a full queue is a 503 before the answer starts
     if body.stream:
-        # Queued now, so that a full queue is a 503 before the stream starts.
-        streams = begin_all(runner, body, prompts, max_tokens)
-        for stream in streams:  # backpressure: a prompt's samples pause while their events wait
-            if stream is not None:
-                stream.max_backlog = settings.stream_backlog
-        chunks = stream_chunks(runner, body, prompts, streams, head, metrics)
+        chunks = stream_chunks(runner, body, prompts, echo, turns, head, metrics)
         # a client that reads nothing for RNNLM_STREAM_STALL_S ends the stream (the engine-side stall
         # limit stays off: later prompts' streams legitimately wait while earlier ones are sent)
-        return StallBoundedEventSource(  # type: ignore[return-value]
+        return StallBoundedEventSource(
             chunks,
             ping=settings.sse_ping_s,
             stall_s=settings.stream_stall_s or None,
             on_stall=metrics.engine_rejected.labels("generate", "stalled").inc,
         )
-    done = await complete(runner, body, prompts, max_tokens)
-    metrics.tokens_scored.labels(runner.name).inc(done.tokens_scored)
-    metrics.tokens_generated.labels(runner.name).inc(done.usage.completion_tokens)
-    return head.model_copy(update={"choices": done.choices, "usage": done.usage})
+    done = await complete(turns, prompts, echo)
+    metrics.tokens_generated.labels(runner.name).inc(done.tokens_generated)
+    content = await run_in_threadpool(render_completion, runner.lm.tokenizer, body, head, done)
+    return Response(content, media_type="application/json")
+
+
+async def read_all(runner: ModelRunner, prompt: PromptInput, settings: Settings) -> list[Prompt]:
+    """The request's prompts, tokenized in a worker thread when they are long together."""
+    args = (runner.lm.tokenizer, prompt, settings.max_batch_texts, settings.max_text_chars)
+    if prompt_chars(prompt) >= LARGE_PROMPT_CHARS:
+        return await asyncio.to_thread(read_prompts, *args)
+    return read_prompts(*args)
+
+
+def prompt_chars(prompt: PromptInput) -> int:
+    """Characters (or token ids) of a prompt in any of its forms."""
+    if isinstance(prompt, str):
+        return len(prompt)
+    return sum(1 if isinstance(p, int) else len(p) for p in prompt)
+
+
+def render_completion(
+    tokenizer: Tokenizer, body: CompletionRequest, head: CompletionResponse, done: Completion
+) -> bytes:
+    """The unstreamed answer's JSON (built and serialized in a worker thread)."""
+    return answer(tokenizer, body, head, done).model_dump_json().encode()
 
 
 def chunk(head: CompletionResponse, choice: CompletionChoice) -> dict:
     return {"data": head.model_copy(update={"choices": [choice]}).model_dump_json()}
 
 
+def echo_chunks(
+    tokenizer: Tokenizer,
+    body: CompletionRequest,
+    head: CompletionResponse,
+    prompt: Prompt,
+    scored: PositionAlternatives | None,
+    index: int,
+) -> list[dict]:
+    """A prompt's echo, one chunk per choice (built in a worker thread: it may be long)."""
+    echoed = prompt_logprobs(tokenizer, prompt, scored) if scored is not None else None
+    return [
+        chunk(head, CompletionChoice(index=index + j, text=prompt.text, logprobs=echoed, finish_reason=None))
+        for j in range(body.n)
+    ]
+
+
 async def stream_chunks(
     runner: ModelRunner,
     body: CompletionRequest,
     prompts: list[Prompt],
-    streams: list[GenerationStream | None],
+    echo: list[PositionAlternatives] | None,
+    turns: Turns,
     head: CompletionResponse,
     metrics: ServiceMetrics,
 ) -> AsyncIterator[dict]:
-    """The prompts one after the other (their generations run together in the engine meanwhile),
-    each choice's echo first, then one chunk per token; ``[DONE]`` last."""
+    """The prompts one after the other (the next turns generate meanwhile), each choice's echo
+    first, then one chunk per token; ``[DONE]`` last."""
     tok = runner.lm.tokenizer
     generated = metrics.tokens_generated.labels(runner.name)
     prompt_tokens = completion_tokens = 0
     try:
-        async with contextlib.AsyncExitStack() as stack:  # leaving early (client gone) cancels them all
-            for stream in streams:
-                if stream is not None:
-                    await stack.enter_async_context(stream)
-            for pi, (prompt, stream) in enumerate(zip(prompts, streams, strict=True)):
+        async with turns:  # leaving early (client gone) cancels every generation
+            for pi, prompt in enumerate(prompts):
                 prompt_tokens += prompt.num_tokens
                 index = pi * body.n
                 if body.echo:
-                    echoed = await echo_chunk_logprobs(runner, body, prompt, metrics)
-                    for j in range(body.n):
-                        choice = CompletionChoice(
-                            index=index + j, text=prompt.text, logprobs=echoed, finish_reason=None
-                        )
-                        yield chunk(head, choice)
+                    scored = echo[pi] if echo is not None else None
+                    for item in await asyncio.to_thread(echo_chunks, tok, body, head, prompt, scored, index):
+                        yield item
+                stream = await turns.stream(pi)
                 if stream is None:  # max_tokens 0: nothing to generate
                     for j in range(body.n):
                         yield chunk(head, CompletionChoice(index=index + j, text="", finish_reason="length"))
                     continue
                 texts = [StreamedText(stop=list(body.stop), joiner=tok.joiner) for _ in range(body.n)]
-                samples = new_samples(stream.request)  # collected as GenerationStream.collect does
-                stopping = StoppingCriteria(stream.request.max_new_tokens, stream.request.stop)
                 async for ev in stream:
-                    add_event(samples, ev, tok, stopping)
                     generated.inc()
                     completion_tokens += 1
                     shown = texts[ev.sample]
@@ -156,8 +201,8 @@ async def stream_chunks(
                         delta = tok.append_piece(prompt.text, delta)[len(prompt.text) :]
                     logprobs = None
                     if body.logprobs is not None:
-                        logprobs = await token_chunk_logprobs(
-                            runner, body, prompt, samples[ev.sample], shown.text
+                        logprobs = token_chunk_logprobs(
+                            tok, body, prompt, ev.token_id, ev.logprob, ev.alternatives, shown.text
                         )
                     reason = finish_reason(ev.finish_reason) if ev.finish_reason is not None else None
                     choice = CompletionChoice(
@@ -180,33 +225,22 @@ async def stream_chunks(
     yield {"data": "[DONE]"}
 
 
-async def echo_chunk_logprobs(
-    runner: ModelRunner, body: CompletionRequest, prompt: Prompt, metrics: ServiceMetrics
-) -> CompletionLogprobs | None:
-    """The echoed prompt's log-probs (as in an unstreamed completion), when asked for."""
-    if body.logprobs is None:
-        return None
-    logprobs, scored = await echo_logprobs(runner, prompt)
-    metrics.tokens_scored.labels(runner.name).inc(scored)
-    positions = echo_positions(prompt)
-    alternatives = await top_alternatives(runner.engine, positions, body.logprobs) if body.logprobs else []
-    return prompt_logprobs(runner.lm.tokenizer, prompt, logprobs, iter(alternatives or [[]] * len(positions)))
-
-
-async def token_chunk_logprobs(
-    runner: ModelRunner, body: CompletionRequest, prompt: Prompt, sample: Sample, completion: str
+def token_chunk_logprobs(
+    tok: Tokenizer,
+    body: CompletionRequest,
+    prompt: Prompt,
+    token_id: int,
+    logprob: float,
+    alternatives: Alternatives,
+    completion: str,
 ) -> CompletionLogprobs:
-    """The log-probs of a sample's newest token; ``completion`` is its text so far (before any
-    stop string is cut), in which the token's offset is counted (after the echoed prompt)."""
-    tok = runner.lm.tokenizer
-    token_id, logprob = sample.ids[-1], sample.logprobs[-1]
-    seq = [*prompt.ids_read, *sample.ids]
-    k = body.logprobs or 0
-    alternatives = await top_alternatives(runner.engine, [(seq, len(seq) - 1)], k) if k else [[]]
+    """The log-probs of a sample's newest token (its alternatives came with it from the decoding
+    step); ``completion`` is its text so far (before any stop string is cut), in which the
+    token's offset is counted (after the echoed prompt)."""
     base = len(tok.append_piece(prompt.text, completion)) - len(completion) if body.echo else 0
     piece = "" if token_id == EOS_ID else tok.piece(token_id)
     start = base + len(completion) - len(piece)
-    return generated_logprobs(tok, [token_id], [logprob], iter(alternatives), [start])
+    return generated_logprobs(tok, [token_id], [logprob], [alternatives], [start])
 
 
 @info_router.get("/v1/models", include_in_schema=False)

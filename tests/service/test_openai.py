@@ -328,7 +328,13 @@ def test_the_same_admission_and_deadline(tmp_path):
     completion past RNNLM_REQUEST_TIMEOUT_S is ended with 504, both in OpenAI's shape."""
     endless = save_endless_model(tmp_path / "endless")
     settings = Settings(
-        model_dirs=[str(endless)], max_in_flight=1, request_timeout_s=2, max_new_tokens=10**6, sse_ping_s=0
+        model_dirs=[str(endless)],
+        max_in_flight=1,
+        request_timeout_s=2,
+        max_new_tokens=10**6,
+        max_request_tokens=2 * 10**6,  # a generation this long is within the cost a request may have
+        max_tokens_in_flight=2 * 10**6,
+        sse_ping_s=0,
     )
     body = {"prompt": "今天", "max_tokens": 10**6, "seed": 1}
     with server_thread(create_app(settings)) as base, httpx.Client(base_url=base, timeout=30) as c:
