@@ -84,12 +84,22 @@ class ScoreOptions:
     length_bonus: float = 0.0  # added per scored token (a word-insertion bonus; negative = penalty)
     normalize: str = "none"  # "none": LM term is the log-prob sum; "token": divided by num_tokens
     length_unit: str | None = None  # unit of the length term (LENGTH_UNITS); None: num_tokens
+    hotwords: tuple[tuple[str, float], ...] = ()  # (phrase, bonus): bonus added per occurrence
 
     def __post_init__(self) -> None:
+        for phrase, bonus in self.hotwords:
+            if not phrase or not math.isfinite(bonus):
+                raise ValueError("hotwords: each phrase must be non-empty and its bonus a finite number")
         if self.normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {NORMALIZE}, got {self.normalize!r}")
         if self.length_unit is not None and self.length_unit not in LENGTH_UNITS:
             raise ValueError(f"length_unit must be one of {LENGTH_UNITS}, got {self.length_unit!r}")
+
+
+def hotword_bonus(text: str, hotwords: Sequence[tuple[str, float]]) -> float:
+    """Contextual biasing (as WeNet's and icefall's context graphs reward a listed phrase): each
+    occurrence of a phrase in ``text`` (non-overlapping, counted as ``str.count`` does) adds its bonus."""
+    return math.fsum(bonus * text.count(phrase) for phrase, bonus in hotwords)
 
 
 def candidate_length(text: str, ids: Sequence[int], unit: str | None) -> int | None:
@@ -120,6 +130,7 @@ class CandidateScore:
     token_logprobs: list[float] = field(default_factory=list)  # their log-probs (sum = logprob)
     length: int = 0  # what length_bonus multiplies: in options.length_unit, else num_tokens
     lm_term: float = 0.0  # what lm_weight multiplies: logprob, or its mean per token
+    hotword_bonus: float = 0.0  # what the request's hotwords added to the score
 
 
 @dataclass
@@ -189,6 +200,7 @@ def combine_scores(
         lm_term = (logprob / n if n else 0.0) if options.normalize == "token" else logprob
         external = float(external_scores[i]) if external_scores is not None else 0.0
         length = n if cand.length is None else cand.length
+        bonus = hotword_bonus(cand.text, options.hotwords)
         results.append(
             CandidateScore(
                 text=cand.text,
@@ -196,11 +208,12 @@ def combine_scores(
                 num_tokens=n,
                 oov=cand.oov,
                 perplexity=(math.exp(-logprob / n) if -logprob / n < 709 else math.inf) if n else None,
-                score=options.lm_weight * lm_term + external + options.length_bonus * length,
+                score=options.lm_weight * lm_term + external + options.length_bonus * length + bonus,
                 tokens=cand.pieces,
                 token_logprobs=token_lps,
                 length=length,
                 lm_term=lm_term,
+                hotword_bonus=bonus,
             )
         )
     ranking = rank([r.score for r in results])

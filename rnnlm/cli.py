@@ -540,8 +540,12 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
 @subcommand("adapt", _adapt_args)
 def cmd_adapt(args: argparse.Namespace) -> int:
     """Adapt a model to your text: fine-tune it, mix in an n-gram of the text, tuned on held-out lines."""
+    import signal
+
     from model.adapt import AdaptJob, adapt
 
+    # a `kill` ends the run the way Ctrl-C does: through the clean-up that leaves nothing behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.minutes <= 0:
         raise usage_error("argument --minutes: must be more than 0")
     if args.lr <= 0 or args.replay < 0:
