@@ -41,7 +41,7 @@ RNN's is :func:`score_rnn_tree`; every other model uses :func:`score_each`, its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from .network import RNNLM
-from .state_cache import CachedPrefix, PrefixStateCache
+from .state_cache import DEFAULT_SCOPE, CachedPrefix, PrefixStateCache
 
 if TYPE_CHECKING:
     from .lm import LanguageModel, RecurrentLanguageModel
@@ -96,6 +96,7 @@ class PrefixTree:
     token: list[int] = field(default_factory=list)  # node -> the token it feeds to the model
     paths: list[list[int]] = field(default_factory=list)  # sequence -> node of s[:1], ..., s[:len]
     query_nodes: list[int] = field(default_factory=list)  # query -> node of the whole prefix
+    scope: list[Hashable] = field(default_factory=list)  # node -> its prefix-cache scope
 
     @property
     def num_nodes(self) -> int:
@@ -107,32 +108,44 @@ class PrefixTree:
 
 
 def build_tree(
-    seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), share: bool = True
+    seqs: Sequence[Sequence[int]],
+    queries: Sequence[Sequence[int]] = (),
+    share: bool = True,
+    scopes: Sequence[Hashable] | None = None,
 ) -> PrefixTree:
     """Insert every sequence, then every query. ``share=False`` gives each sequence its own
-    branch (the dense baseline, through the same code path)."""
+    branch (the dense baseline, through the same code path). ``scopes`` (one per sequence, then
+    one per query; None: all :data:`~model.state_cache.DEFAULT_SCOPE`) are the prefix-cache scopes:
+    sequences of different scopes share no node, so one scope's work never shortens another's."""
+    if scopes is not None and len(scopes) != len(seqs) + len(queries):
+        raise ValueError(f"{len(scopes)} scopes for {len(seqs)} sequences and {len(queries)} queries")
     tree = PrefixTree()
     index: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
-    parent_of, token_of = tree.parent, tree.token
+    roots: dict[tuple, int] = {}  # a branch's root (scope, or a dense sequence) -> its id, below -1
+    parent_of, token_of, scope_of = tree.parent, tree.token, tree.scope
 
-    def insert(seq: Sequence[int], root: int) -> list[int]:
-        path, parent = [], root
+    def insert(seq: Sequence[int], root: tuple, scope: Hashable) -> list[int]:
+        path, parent = [], roots.setdefault(root, -2 - len(roots))
         for tok in seq:
             node = index.get((parent, tok))
             if node is None:
                 node = index[(parent, tok)] = len(token_of)
                 parent_of.append(parent if parent >= 0 else -1)
                 token_of.append(tok)
+                scope_of.append(scope)
             path.append(node)
             parent = node
         return path
 
+    scope_at = (lambda i: DEFAULT_SCOPE) if scopes is None else scopes.__getitem__
     for i, s in enumerate(seqs):
-        tree.paths.append(insert(s, -1 if share else -2 - i))
-    for q in queries:
+        scope = scope_at(i)
+        tree.paths.append(insert(s, ("scope", scope) if share else ("dense", i), scope))
+    for j, q in enumerate(queries):
         if len(q) == 0:
             raise ValueError("a query prefix needs at least its start token")
-        tree.query_nodes.append(insert(q, -1)[-1])
+        scope = scope_at(len(seqs) + j)
+        tree.query_nodes.append(insert(q, ("scope", scope), scope)[-1])
     return tree
 
 
@@ -309,6 +322,7 @@ def score_rnn_tree(
     should_stop: StopCheck | None = None,
     chunk_positions: int = CHUNK_POSITIONS,
     cache: PrefixStateCache | None = None,
+    scopes: Sequence[Hashable] | None = None,
 ) -> TreeResult:
     """Score ``seqs`` (each from its first token, as :meth:`LanguageModel.sequence_logprobs`)
     and, for each query prefix, the next-token log-probs (as ``next_token_logprobs``) and, with
@@ -316,14 +330,15 @@ def score_rnn_tree(
 
     With a ``cache`` (and ``share``), a branch of the tree starts from the deepest prefix the
     cache holds (its state, and its tokens' log-probs), and the pass leaves in the cache the
-    states of the prefixes worth keeping (see :func:`_prefixes_to_keep`).
+    states of the prefixes worth keeping (see :func:`_prefixes_to_keep`). Each sequence and query
+    reads and fills only its own scope's entries (``scopes``: see :func:`build_tree`).
 
     The pass runs in chunks of about ``chunk_positions`` positions (whole depths of a layer, or
     output chunks); between two, ``should_stop()`` returning True ends it with
     :class:`PassStopped`, dropping its tensors. The checks change nothing in the arithmetic."""
     net, device = lm.net, lm.device
     checkpoints = _Checkpoints(should_stop, chunk_positions)
-    tree = build_tree(seqs, queries, share)
+    tree = build_tree(seqs, queries, share, scopes)
     cache = cache if share else None  # a dense pass (sharing off) neither reads nor fills it
     use = _CacheUse.match(tree, cache, lm) if cache is not None else None  # None: no hit
     plan = plan_depths(tree, use.computed, use.seeds) if use is not None else plan_depths(tree)
@@ -407,7 +422,7 @@ class _CacheUse:
         """What ``tree`` takes from ``cache``; None when the cache holds none of its prefixes."""
         cache.bind(lm)
         parent, n = tree.parent, tree.num_nodes
-        found = cache.match_tree(parent, tree.token)
+        found = cache.match_tree(parent, tree.token, tree.scope)
         if not any(e is not None for e in found):
             return None
         depth = [0] * n
@@ -499,7 +514,7 @@ def _store(
         path.reverse()
         key = [tree.token[u] for u in path]
         nodes = torch.tensor(path[1:], dtype=torch.long, device=edge_lp.device)
-        cache.put(key, states[:, i].clone(), edge_lp[nodes].clone())
+        cache.put(key, states[:, i].clone(), edge_lp[nodes].clone(), scope=tree.scope[v])
 
 
 def score_each(
@@ -513,11 +528,12 @@ def score_each(
     should_stop: StopCheck | None = None,
     chunk_positions: int = CHUNK_POSITIONS,
     cache: PrefixStateCache | None = None,
+    scopes: Sequence[Hashable] | None = None,
 ) -> TreeResult:
     """Any model: its own batched ``sequence_logprobs`` and ``prefill``, no sharing (the default
     :meth:`~model.lm.LanguageModel.score_tree`). Sequences go in groups of about
     ``chunk_positions`` positions, with ``should_stop`` asked between groups. A prefix-state
-    ``cache`` does not apply (its states are an RNN's): it is left alone."""
+    ``cache`` (and its ``scopes``) does not apply (its states are an RNN's): it is left alone."""
     checkpoints = _Checkpoints(should_stop, chunk_positions)
     logprobs = [torch.zeros(0, dtype=torch.float64)] * len(seqs)
     scored = [i for i, s in enumerate(seqs) if len(s) > 1]

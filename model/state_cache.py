@@ -12,9 +12,19 @@ the log-probs of its own tokens), so a request can only ever reuse what its own 
 another request's text never comes back through the cache. The keys live in a trie, so the
 longest cached prefix of every node of a prefix tree is found in one pass over the tree.
 
-What it cannot hide is time: a request whose prefix is cached is answered sooner, so a client
-able to time requests could tell whether some prefix was asked for recently (by anyone served
-by the same model). Where that matters, turn the cache off (``RNNLM_PREFIX_CACHE_BYTES=0``).
+What values cannot show, time can: a request whose prefix is cached is answered sooner (a
+9,000-character prefix: seconds fresh, a fraction of a second cached), so a client able to time
+requests could tell whether some prefix was asked for recently. Entries therefore live in
+*scopes*: each key is a (scope, prefix) pair, and a request reads and fills only its own scope's
+entries. The service gives each tenant (API key) its own scope, narrowed further by a request's
+``cache_salt`` (as vLLM's), so the timing tells a client only about its own scope's requests::
+
+    scope_key(tenant, salt) ─▶ root of that scope's trie ─▶ <bos> ─▶ 厨 ─▶ 房 …
+
+A scope comes with a call (``Engine.score(..., cache_scope=...)``) or from the calling context
+(:func:`cache_scope`, :func:`enter_scope`: the service sets it once per request). Scopes share the
+byte bound: one scope's traffic can evict another's entries (its own requests then get slower,
+never another's faster).
 
 The cache belongs to one model (:meth:`PrefixStateCache.bind` refuses another) and to one thread
 (the engine's worker): it takes no lock. ``max_bytes`` bounds the tensors it holds plus
@@ -23,14 +33,52 @@ The cache belongs to one model (:meth:`PrefixStateCache.bind` refuses another) a
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from torch import Tensor
 
 NODE_BYTES = 256  # what one trie node costs in Python objects (an estimate, on the high side)
 MAX_STORE_PER_PASS = 64  # prefixes one scoring pass may add (the rest of a big pass is not kept)
+
+
+# -- scopes --------------------------------------------------------------------------------------------
+def scope_key(*parts: str) -> bytes:
+    """A scope's key: a 16-byte digest of its parts (e.g. a tenant and a salt), whatever their size.
+    ``scope_key()`` (no parts) is the default scope, the one every request shares without a tenant."""
+    digest = hashlib.blake2b(digest_size=16, person=b"rnnlm-cache")
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little") + data)  # lengths first: ("ab", "") != ("a", "b")
+    return digest.digest()
+
+
+DEFAULT_SCOPE = scope_key()
+_SCOPE: ContextVar[Hashable] = ContextVar("rnnlm_prefix_cache_scope", default=DEFAULT_SCOPE)
+
+
+def current_scope() -> Hashable:
+    """The scope of the calling context (:data:`DEFAULT_SCOPE` unless one was entered)."""
+    return _SCOPE.get()
+
+
+def enter_scope(scope: Hashable) -> None:
+    """Use ``scope`` for the rest of the current context (an asyncio task: one request)."""
+    _SCOPE.set(scope)
+
+
+@contextlib.contextmanager
+def cache_scope(scope: Hashable) -> Iterator[None]:
+    """Use ``scope`` inside the block."""
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -56,13 +104,14 @@ class CachedPrefix:
 class _Node:
     """One prefix in the trie: its children by next token, and its entry if it is cached."""
 
-    __slots__ = ("children", "entry", "parent", "token")
+    __slots__ = ("children", "entry", "parent", "scope", "token")
 
     def __init__(self, parent: _Node | None, token: int) -> None:
         self.children: dict[int, _Node] = {}
         self.entry: CachedPrefix | None = None
         self.parent = parent
         self.token = token
+        self.scope: Hashable = None  # a scope's root: the scope it holds
 
 
 @dataclass
@@ -74,7 +123,7 @@ class CacheStats:
 
 
 class PrefixStateCache:
-    """LRU of :class:`CachedPrefix` by token prefix, within ``max_bytes``."""
+    """LRU of :class:`CachedPrefix` by (scope, token prefix), within ``max_bytes``."""
 
     def __init__(self, max_bytes: int, max_store_per_pass: int = MAX_STORE_PER_PASS) -> None:
         if max_bytes < 0:
@@ -84,10 +133,10 @@ class PrefixStateCache:
         self.max_bytes = max_bytes
         self.max_store_per_pass = max_store_per_pass
         self.stats = CacheStats()
-        self._root = _Node(None, -1)
+        self._roots: dict[Hashable, _Node] = {}  # one trie per scope
         self._lru: OrderedDict[_Node, None] = OrderedDict()  # cached nodes, least recently used first
         self._tensor_bytes = 0
-        self._nodes = 0  # trie nodes below the root
+        self._nodes = 0  # trie nodes, the scopes' roots included
         self._model: object | None = None
 
     # -- size ------------------------------------------------------------------------------------
@@ -107,14 +156,14 @@ class PrefixStateCache:
             raise ValueError("this prefix-state cache holds another model's states")
 
     def clear(self) -> None:
-        self._root = _Node(None, -1)
+        self._roots.clear()
         self._lru.clear()
         self._tensor_bytes = self._nodes = 0
 
     # -- reading ---------------------------------------------------------------------------------
-    def get(self, key: Sequence[int]) -> CachedPrefix | None:
-        """The entry of exactly ``key`` (and it becomes the most recently used), or None."""
-        node: _Node | None = self._root
+    def get(self, key: Sequence[int], scope: Hashable = DEFAULT_SCOPE) -> CachedPrefix | None:
+        """The entry of exactly ``key`` in ``scope`` (it becomes the most recently used), or None."""
+        node: _Node | None = self._roots.get(scope)
         for tok in key:
             node = node.children.get(int(tok)) if node is not None else None
         if node is None or node.entry is None:
@@ -122,16 +171,20 @@ class PrefixStateCache:
         self._lru.move_to_end(node)
         return node.entry
 
-    def match_tree(self, parent: Sequence[int], token: Sequence[int]) -> list[CachedPrefix | None]:
+    def match_tree(
+        self, parent: Sequence[int], token: Sequence[int], scopes: Sequence[Hashable] | None = None
+    ) -> list[CachedPrefix | None]:
         """For each node of a prefix tree (flat lists, parents before children, -1 at the root),
-        the cached entry of exactly its prefix, or None. Found entries become the most recently used."""
+        the cached entry of exactly its prefix in its scope (``scopes``, per node, read where the
+        parent is the root; None: the default scope), or None. Found entries become the most
+        recently used."""
         found: list[CachedPrefix | None] = [None] * len(token)
         if not self._lru:
             return found
         at: list[_Node | None] = [None] * len(token)
-        root = self._root
+        roots = self._roots
         for v, (p, tok) in enumerate(zip(parent, token, strict=True)):
-            base = root if p < 0 else at[p]
+            base = roots.get(scopes[v] if scopes is not None else DEFAULT_SCOPE) if p < 0 else at[p]
             node = base.children.get(tok) if base is not None else None
             at[v] = node
             if node is not None and node.entry is not None:
@@ -140,25 +193,30 @@ class PrefixStateCache:
         return found
 
     # -- writing ---------------------------------------------------------------------------------
-    def put(self, key: Sequence[int], state: Tensor, logprobs: Tensor) -> bool:
-        """Keep ``state`` (L, S) and ``logprobs`` (len(key) - 1,) for ``key``; False when the entry
-        alone would not fit in ``max_bytes``. Least recently used entries leave to make room."""
+    def put(
+        self, key: Sequence[int], state: Tensor, logprobs: Tensor, scope: Hashable = DEFAULT_SCOPE
+    ) -> bool:
+        """Keep ``state`` (L, S) and ``logprobs`` (len(key) - 1,) for ``key`` in ``scope``; False
+        when the entry alone would not fit in ``max_bytes``. Least recently used entries (of any
+        scope) leave to make room."""
         if len(key) == 0:
             raise ValueError("a cached prefix needs at least its start token")
         if logprobs.numel() != len(key) - 1:
             raise ValueError(f"logprobs has {logprobs.numel()} values for a key of {len(key)} tokens")
         entry = CachedPrefix(state, logprobs)
-        node: _Node | None = self._root
+        if entry.nbytes + NODE_BYTES * (len(key) + 1) > self.max_bytes:  # alone, with its path and root
+            return False
+        node = self._roots.get(scope)
+        if node is None:
+            node = self._roots[scope] = _Node(None, -1)
+            node.scope = scope
+            self._nodes += 1
         depth = 0
         for tok in key:  # the part of the key already in the trie
-            assert node is not None
             child = node.children.get(int(tok))
             if child is None:
                 break
             node, depth = child, depth + 1
-        if entry.nbytes + NODE_BYTES * len(key) > self.max_bytes:  # even alone, with its whole path
-            return False
-        assert node is not None
         for tok in key[depth:]:
             child = _Node(node, int(tok))
             node.children[int(tok)] = child
@@ -188,3 +246,6 @@ class PrefixStateCache:
             del node.parent.children[node.token]
             self._nodes -= 1
             node = node.parent
+        if node.parent is None and not node.children:  # a scope with nothing left: its root goes too
+            del self._roots[node.scope]
+            self._nodes -= 1

@@ -40,6 +40,7 @@ from .admission import Admission, admit
 from .auth import ApiKeyMiddleware, is_public
 from .context import HEADER as REQUEST_ID_HEADER
 from .context import RequestContextMiddleware
+from .deps import prefix_cache_scope
 from .errors import ApiError, install_error_handlers
 from .guard import Drain, RequestGuardMiddleware
 from .limits import BodyLimitMiddleware, FramingMiddleware, document_limits
@@ -150,8 +151,8 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
     app.include_router(ops.router)
     app.include_router(openai.info_router)
     app.include_router(tokenize.info_router)
-    for router in admitted:
-        app.include_router(router, dependencies=[Depends(admit)])
+    for router in admitted:  # each request's prefix-cache scope: its tenant and cache_salt (deps.py)
+        app.include_router(router, dependencies=[Depends(admit), Depends(prefix_cache_scope)])
     app.include_router(tokenize.router)  # no admission slot: a flood of them never refuses /score
     routers = [ops.router, openai.info_router, tokenize.info_router, *model_routers]
     _add_docs(app)  # before the playground: its /static/docs mount must come before /static

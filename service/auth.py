@@ -12,6 +12,10 @@ old and a new one while rotating) is set. Public without a key:
 - ``/docs``, ``/redoc``, ``/openapi.json``: the API description (no data, no model access); the
   "Authorize" button of /docs sends the key.
 
+A request with a valid key belongs to that key's tenant (:func:`tenant`, a digest of the key):
+each tenant has its own scope in the prefix-state cache, so no tenant can learn by timing what
+another sent recently (service/deps.py, model/state_cache.py).
+
 Everything else (the model routes, /models, /metrics) answers 401 with the error shape
 and ``WWW-Authenticate: Bearer`` without a valid key. Keys are compared in constant time.
 CORS preflight requests (``OPTIONS``) carry no credentials and are never refused here.
@@ -19,6 +23,7 @@ CORS preflight requests (``OPTIONS``) carry no credentials and are never refused
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Sequence
 
@@ -32,10 +37,16 @@ PROBE_PATHS = frozenset({"/health", "/ready"})
 PUBLIC_PATHS = PROBE_PATHS | {"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 PUBLIC_PREFIXES = ("/static/",)
 ANONYMOUS = "rnnlm_anonymous"  # request.state: a public route reached without a valid key
+TENANT = "rnnlm_tenant"  # request.state: who sent it (a digest of its key; "" without keys)
 
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def tenant(request: Request) -> str:
+    """The request's tenant: a digest of its API key ("" when no keys are set: one tenant)."""
+    return str(getattr(request.state, TENANT, ""))
 
 
 def anonymous(request: Request) -> bool:
@@ -66,7 +77,11 @@ class ApiKeyMiddleware:
         authorization = Headers(scope=scope).get("authorization", "")
         accepted = self.accepts(authorization)
         if accepted or is_public(scope["path"]):
-            scope.setdefault("state", {})[ANONYMOUS] = not accepted
+            state = scope.setdefault("state", {})
+            state[ANONYMOUS] = not accepted
+            if accepted:
+                token = authorization.partition(" ")[2].strip().encode("utf-8", "replace")
+                state[TENANT] = hashlib.sha256(b"rnnlm-tenant\0" + token).hexdigest()
             await self.app(scope, receive, send)
             return
         problem = "missing" if not authorization else "not a valid API key"

@@ -28,6 +28,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from model.state_cache import enter_scope, scope_key
+
+from .auth import tenant
 from .errors import not_ready
 from .limits import check_limits
 from .metrics import ServiceMetrics
@@ -45,6 +48,24 @@ def get_registry(request: Request) -> ModelRegistry:
         reason = getattr(request.app.state, "not_ready_reason", None)  # a model failed to load
         raise not_ready(reason) if reason else not_ready()
     return registry
+
+
+async def prefix_cache_scope(request: Request) -> None:
+    """Router dependency: the request's prefix-state cache scope, for the rest of its task (the
+    engine reads it when the request is submitted): its tenant (one per API key), narrowed by its
+    ``cache_salt`` if it sends one. Async, so that it runs in the route's own context."""
+    body = await _json_object(request)
+    salt = body.get("cache_salt")
+    enter_scope(scope_key(tenant(request), salt if isinstance(salt, str) else ""))
+
+
+async def _json_object(request: Request) -> dict:
+    """The JSON body already read (FastAPI caches it on the request), or {} if it is not an object."""
+    try:
+        body = await request.json()
+    except Exception:  # not JSON: the route answers 422
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def get_metrics(request: Request) -> ServiceMetrics:

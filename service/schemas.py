@@ -27,6 +27,18 @@ ModelName = Annotated[
     ),
 ]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+CacheSalt = Annotated[
+    str | None,
+    Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Keeps this request's prefix-state cache entries apart from those of requests "
+        "without the same salt, as vLLM's `cache_salt`: a request reuses (and its timing reveals) only "
+        "prefixes sent with its own salt by its own tenant (API key). Use a secret value per user of a "
+        "shared key, e.g. 43 random base64 characters (256 bits).",
+    ),
+]
 
 
 class _Request(BaseModel):
@@ -56,6 +68,7 @@ class NextTokenRequest(_Request):
         description="How many of the most likely next tokens to return.",
         json_schema_extra=limit("max_top_k"),
     )
+    cache_salt: CacheSalt
 
 
 class TokenProbOut(BaseModel):
@@ -196,6 +209,7 @@ class ScoreRequest(_Request):
         le=MAX_ABS_WEIGHT,
         description="With direction both: weight of the backward model's log-prob.",
     )
+    cache_salt: CacheSalt
 
     @field_validator("external_scores")
     @classmethod

@@ -30,7 +30,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,7 +42,7 @@ from ..positions import PositionsResult
 from ..prefix import PassStopped, requested_positions
 from ..sampling import StoppingCriteria
 from ..scoring import Distribution, top_distributions
-from ..state_cache import PrefixStateCache
+from ..state_cache import PrefixStateCache, cache_scope, current_scope
 from ..tokenizer import BOS_ID, EOS_ID
 from .decode import DecodeBatch, Row
 from .stream import GenerationStream, StreamStalled
@@ -106,6 +106,7 @@ class _OneShot:
     released: bool = False  # its tokens no longer count in flight
     timing: PassTiming | None = None  # filled in before it is answered, when asked for
     sealed: bool = False  # its event-loop turn is over: requests submitted with it are queued too
+    cache_scope: Hashable = field(default_factory=current_scope)  # the caller's (state_cache.py)
     every_position: bool = False  # an alternatives() request: every position of its sequences
 
     def __post_init__(self) -> None:
@@ -127,6 +128,11 @@ def _resolve(fut: asyncio.Future, result: Any, exc: BaseException | None) -> Non
 def _push_streams(items: list[tuple[GenerationStream, list, BaseException | bool]]) -> None:
     for stream, events, end in items:
         stream._push(events, end)
+
+
+def _scoped(scope: Hashable | None) -> contextlib.AbstractContextManager:
+    """The prefix-cache scope given to a call, for the request it submits (None: the context's)."""
+    return contextlib.nullcontext() if scope is None else cache_scope(scope)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
@@ -215,13 +221,22 @@ class Engine:
         return len(self._decode)
 
     # -- requests ----------------------------------------------------------------------------
-    async def score(self, seqs: Sequence[Sequence[int]], *, timeout_s: float | None = None) -> ScoreResult:
+    async def score(
+        self,
+        seqs: Sequence[Sequence[int]],
+        *,
+        timeout_s: float | None = None,
+        cache_scope: Hashable | None = None,
+    ) -> ScoreResult:
         """Log-probs of each id sequence (as ``lm.sequence_logprobs``: every token after the
-        first, usually ``[<bos>, ..., <eos>]``), batched with other requests."""
+        first, usually ``[<bos>, ..., <eos>]``), batched with other requests. ``cache_scope``: the
+        prefix-state cache scope it reads and fills (None: the calling context's, see
+        :func:`model.state_cache.cache_scope`)."""
         seqs = self._checked(seqs, min_len=0)
         if not seqs:
             return ScoreResult([], [], 0, 0)
-        return await self._submit("score", seqs, 0, timeout_s)
+        with _scoped(cache_scope):
+            return await self._submit("score", seqs, 0, timeout_s)
 
     async def next_token(
         self,
@@ -230,15 +245,17 @@ class Engine:
         top_k: int = 10,
         timeout_s: float | None = None,
         timing: PassTiming | None = None,
+        cache_scope: Hashable | None = None,
     ) -> list[Distribution]:
         """The next-token distribution after each prefix (each starts with ``<bos>``); ``timing``,
-        if given, is filled in with where the request's time went."""
+        if given, is filled in with where the request's time went; ``cache_scope`` as :meth:`score`."""
         if top_k < 0:
             raise ValueError("top_k must be >= 0")
         prefixes = self._checked(prefixes, min_len=1)
         if not prefixes:
             return []
-        return await self._submit("next_token", prefixes, top_k, timeout_s, timing)
+        with _scoped(cache_scope):
+            return await self._submit("next_token", prefixes, top_k, timeout_s, timing)
 
     async def alternatives(
         self, seqs: Sequence[Sequence[int]], *, top_k: int, timeout_s: float | None = None
@@ -502,14 +519,20 @@ class Engine:
             n_tokens += item.tokens
         return batch
 
-    def _pop_admits_locked(self, now: float, free: int, expired: list) -> list[GenerationStream]:
+    def _pop_admits_locked(
+        self, now: float, free: int, expired: list, max_prompt: int | None = None
+    ) -> list[GenerationStream]:
+        """The waiting generations that start now, in order, within ``free`` rows (and, with
+        ``max_prompt``, only while the head's prompt, ``<bos>`` included, is at most that long)."""
         admits = []
         while self._waiting:
             stream = self._waiting[0]
             if stream.deadline is not None and now > stream.deadline:
                 expired.append(self._waiting.popleft())
                 continue
-            if stream.request.n > free:
+            if stream.request.n > free or (
+                max_prompt is not None and len(stream.prompt_ids) + 1 > max_prompt
+            ):
                 break  # first come, first served: nobody overtakes the head of the line
             admits.append(self._waiting.popleft())
             free -= stream.request.n
@@ -616,6 +639,7 @@ class Engine:
                 should_stop=between_chunks,
                 chunk_positions=self.config.chunk_positions,
                 cache=self.prefix_cache,
+                scopes=[item.cache_scope for item in (*scored, *asked) for _ in item.seqs],
             )
             results = self._split_scores(scored, res) + self._split_next(asked, res.next_logprobs, start)
         except PassStopped:  # nobody waits for any of it: its work and memory are dropped here
@@ -750,7 +774,12 @@ class Engine:
         return out
 
     # generation -------------------------------------------------------------------------
-    def _prefill(self, admits: list[GenerationStream]) -> None:
+    def _prefill(self, admits: list[GenerationStream], nested: bool = False) -> None:
+        """Start these generations: their prompts' pass (short prompts may instead be fed inside
+        the running batch), then their rows join the batch. The pass runs in chunks of
+        ``config.chunk_positions`` positions; between two, the model's other work goes on
+        (:meth:`_serve_during_prefill`; ``nested``: a pass run there, which lets nobody in), and a
+        pass none of whose streams is still wanted (cancelled, past its deadline) stops."""
         start = time.monotonic()
         for stream in admits:
             self.stats.kinds["generate"].queue_wait_s += start - stream.submitted
@@ -768,8 +797,37 @@ class Engine:
         if not admits:
             return
         queries = [[BOS_ID, *s.prompt_ids] for s in admits]
+
+        def nobody_waits() -> bool:
+            now = time.monotonic()
+            return all(s.cancelled or (s.deadline is not None and now > s.deadline) for s in admits)
+
+        def between_chunks() -> bool:
+            if self._abort or nobody_waits():  # stop() past its grace period, or nobody to answer
+                return True
+            if not nested:
+                self._serve_during_prefill(sum(s.request.n for s in admits))
+            return False
+
         try:
-            res = self.lm.score_tree([], queries, with_state=True, max_logits=self.config.max_logits)
+            res = self.lm.score_tree(
+                [],
+                queries,
+                with_state=True,
+                max_logits=self.config.max_logits,
+                should_stop=between_chunks,
+                chunk_positions=self.config.chunk_positions,
+            )
+        except PassStopped:  # nobody waits for any of it: its work and memory are dropped here
+            self.stats.passes_stopped += 1
+            for stream in admits:
+                self._fail(
+                    stream,
+                    EngineStopped("the engine stopped")
+                    if self._abort
+                    else DeadlineExceeded("generation did not finish before its deadline"),
+                )
+            return
         except Exception as e:
             log.exception("prefill failed")
             for stream in admits:
@@ -782,6 +840,23 @@ class Engine:
             index += [q] * len(own)
         assert res.next_logprobs is not None
         self._decode.add(rows, res.next_logprobs[index], self.lm.select_state(res.states, index))
+
+    def _serve_during_prefill(self, reserved_rows: int) -> None:
+        """Between two chunks of a long prefill: the queued requests that cost at most a chunk,
+        the waiting generations whose prompts do (their own prefill, at most a chunk; the rows of
+        the prefill under way, ``reserved_rows``, are counted as taken), and one decoding step of
+        the running batch. Another client's short request thus waits a chunk, not a prefill."""
+        self._serve_small_between_chunks()
+        expired: list = []
+        with self._cv:
+            free = self.config.max_rows - len(self._decode) - reserved_rows
+            short = self._pop_admits_locked(time.monotonic(), free, expired, self.config.chunk_positions)
+        for stream in expired:
+            self._fail(stream, DeadlineExceeded("deadline passed while queued"))
+        if short:
+            self._prefill(short, nested=True)
+        if self._decode.rows or self._decode.parked:
+            self._decode_step()
 
     def _rows_for(self, stream: GenerationStream) -> list[Row]:
         """The stream's ``n`` sample rows (each with its own seeded chooser), counted as live."""

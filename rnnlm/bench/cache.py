@@ -9,15 +9,27 @@ with it, one position. The largest difference between the two runs' log-probs is
 
     .venv/bin/python -m rnnlm.bench.cache            # the full run, updates docs/BENCHMARKS.md
     .venv/bin/python -m rnnlm.bench.cache --quick    # seconds: checks that it works
+
+``--tenants`` measures instead what the cache's timing tells one client about another's requests,
+against a real ``python -m service`` with two API keys: the time of a long /next-token prefix that
+nobody sent, that the same tenant sent just before, that another tenant sent just before, and that
+the same tenant sent with another ``cache_salt`` (each prefix fresh per round)::
+
+    .venv/bin/python -m rnnlm.bench.cache --tenants                      # 9,000 characters, 3 rounds
+    .venv/bin/python -m rnnlm.bench.cache --tenants --quick              # seconds
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import statistics
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+import httpx
 import torch
 
 from model.engine import Engine, EngineConfig
@@ -25,6 +37,8 @@ from model.lm import LanguageModel, RNNLanguageModel
 from model.tokenizer import BOS_ID
 
 from .common import (
+    DATA,
+    SHIPPED,
     base_parser,
     clauses,
     command_line,
@@ -32,6 +46,7 @@ from .common import (
     machine,
     percentile,
     resolve_out,
+    serve_process,
     table,
     write_section,
 )
@@ -90,13 +105,101 @@ def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return worst
 
 
+# -- what the cache's timing tells one tenant about another -------------------------------------------
+TENANT_KEYS = ("bench-tenant-a", "bench-tenant-b")
+TENANT_CASES = (  # (what is measured, the key that asks, its cache_salt)
+    ("nobody sent this prefix", 0, None),
+    ("the same tenant sent it just before", 0, None),
+    ("another tenant sent it just before", 1, None),
+    ("the same tenant, another cache_salt", 0, "another-salt"),
+)
+
+
+def long_texts(count: int, chars: int) -> list[str]:
+    """``count`` different texts of ``chars`` characters: held-out pd98 text, else repeated clauses."""
+    path = DATA / "test.txt"
+    pool = path.read_text(encoding="utf-8").replace("\n", "") if path.exists() else ""
+    if len(pool) < count * chars:
+        pool = "".join(typed_texts(64, 12, 40)) * (count * chars // 600 + 1)
+    return [pool[i * chars : (i + 1) * chars] for i in range(count)]
+
+
+def time_tenants(base: str, texts: Sequence[str]) -> list[list[float]]:
+    """Per case of TENANT_CASES, the seconds of each round's /next-token request (client side)."""
+    seconds: list[list[float]] = [[] for _ in TENANT_CASES]
+    with httpx.Client(base_url=base, timeout=600) as client:
+        for text in texts:
+            for i, (_, key, salt) in enumerate(TENANT_CASES):
+                body = {"text": text, "top_k": 1, **({"cache_salt": salt} if salt else {})}
+                t0 = time.perf_counter()
+                r = client.post(
+                    "/next-token", json=body, headers={"Authorization": f"Bearer {TENANT_KEYS[key]}"}
+                )
+                seconds[i].append(time.perf_counter() - t0)
+                r.raise_for_status()
+    return seconds
+
+
+def tenants_main(args, argv: Sequence[str] | None) -> int:
+    rounds, chars = (1, 300) if args.quick else (args.rounds, args.chars)
+    model_dir = Path(args.model) if args.model and args.model != "untrained" else SHIPPED
+    env = {
+        "RNNLM_API_KEYS": ",".join(TENANT_KEYS),
+        "RNNLM_DEVICE": args.device,
+        "RNNLM_TORCH_THREADS": str(args.threads or 0),
+        "RNNLM_REQUEST_TIMEOUT_S": "600",
+        "RNNLM_LOG_LEVEL": "warning",
+    }
+    texts = long_texts(rounds, chars)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serve_process(model_dir, Path(tmp) / "server.log", env) as (base, _),
+    ):
+        httpx.post(  # warm-up: the first request pays one-time set-up
+            f"{base}/next-token", json={"text": "你好"}, headers={"Authorization": f"Bearer {TENANT_KEYS[0]}"}
+        ).raise_for_status()
+        seconds = time_tenants(base, texts)
+    cold = statistics.median(seconds[0])
+    rows = [
+        [case, len(s), 1e3 * statistics.median(s), 1e3 * min(s), 1e3 * max(s), statistics.median(s) / cold]
+        for (case, _, _), s in zip(TENANT_CASES, seconds, strict=True)
+    ]
+    headers = ["the prefix", "requests", "median ms", "min ms", "max ms", "× nobody sent it"]
+    lines = [
+        "### Prefix-state cache: what its timing tells one tenant about another",
+        "",
+        f"- command: `{command_line('rnnlm.bench.cache', argv)}`"
+        + ("  (**--quick: too short to be meaningful**)" if args.quick else ""),
+        f"- run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, device {args.device}; {machine()}",
+        f"- server: `python -m service --model-dir {model_dir.name}`, two API keys (two tenants), the default "
+        "32 MiB cache; client-side time of one /next-token request (top_k 1) per case and round",
+        f"- workload: {rounds} round(s), each a fresh {chars:,}-character prefix of pd98 test text sent by "
+        "the cases in this order",
+        "",
+        table(headers, rows),
+        "",
+        "- another tenant's request (and another `cache_salt`) takes as long as a prefix nobody sent: the "
+        "cache tells it nothing. Before the cache was scoped by tenant (one scope per model), another tenant "
+        "got the second row's time.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    write_section("prefix-cache-tenants", text, resolve_out(args))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = base_parser(__doc__.split("\n")[0])
     p.add_argument("--texts", type=int, default=30, help="clauses typed, one after another")
     p.add_argument("--min-len", type=int, default=24, help="characters of a typed clause, at least")
     p.add_argument("--max-len", type=int, default=40, help="characters of a typed clause, at most")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--tenants", action="store_true", help="measure what the timing tells another tenant")
+    p.add_argument("--chars", type=int, default=9000, help="--tenants: characters of each prefix")
+    p.add_argument("--rounds", type=int, default=3, help="--tenants: fresh prefixes, one per round")
     args = p.parse_args(argv)
+    if args.tenants:
+        return tenants_main(args, argv)
     count, min_len, max_len = (2, 12, 20) if args.quick else (args.texts, args.min_len, args.max_len)
     if args.threads:
         torch.set_num_threads(args.threads)

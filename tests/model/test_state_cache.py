@@ -196,7 +196,7 @@ def test_an_entry_larger_than_the_bound_is_refused_and_pruning_frees_nodes():
     assert cache.nbytes == 0
     assert cache.put((1, 2), torch.zeros(2, 2), torch.zeros(1))
     assert cache.put((1, 2, 3), torch.zeros(2, 2), torch.zeros(2))
-    assert cache.nbytes == 2 * 16 + 4 + 8 + 3 * NODE_BYTES
+    assert cache.nbytes == 2 * 16 + 4 + 8 + 4 * NODE_BYTES  # 3 trie nodes and the scope's root
     with pytest.raises(ValueError, match="logprobs"):
         cache.put((1, 2, 3, 4), torch.zeros(2, 2), torch.zeros(1))
 
