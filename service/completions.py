@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -317,12 +319,13 @@ def prompt_logprobs(tokenizer: Tokenizer, prompt: Prompt, scored: PositionAltern
     ids, logprobs, alternatives = prompt.ids, scored.token_logprobs, scored.alternatives
     if not prompt.bos:  # the first token only conditions
         ids, logprobs, alternatives = ids[1:], logprobs[1:], alternatives[1:]
-    tops = [top_dict(tokenizer, i, lp, alts) for i, lp, alts in zip(ids, logprobs, alternatives, strict=True)]
+    shown = [lp if math.isfinite(lp) else None for lp in logprobs]  # JSON has no -inf
+    tops = [top_dict(tokenizer, i, lp, alts) for i, lp, alts in zip(ids, shown, alternatives, strict=True)]
     starts = piece_starts(prompt.text, prompt.pieces)
     first = [None] if prompt.num_tokens else []
-    return CompletionLogprobs(
+    return CompletionLogprobs.model_construct(
         tokens=[BOS, *prompt.pieces] if prompt.bos else list(prompt.pieces),
-        token_logprobs=[*first, *logprobs],
+        token_logprobs=[*first, *shown],
         top_logprobs=[*first, *tops],
         text_offset=[0, *starts] if prompt.bos else starts,
     )
@@ -338,7 +341,7 @@ def generated_logprobs(
     """The generated part: every token the model produced, as /generate's logprobs (<eos> included),
     each with the alternatives its decoding step saw (none when ``logprobs`` is 0)."""
     alternatives = alternatives or [[]] * len(ids)
-    return CompletionLogprobs(
+    return CompletionLogprobs.model_construct(
         tokens=[tokenizer.piece(i) for i in ids],
         token_logprobs=list(logprobs),
         top_logprobs=[
@@ -360,7 +363,7 @@ def generated_offsets(tokenizer: Tokenizer, ids: Sequence[int], base: int, end: 
 
 
 def joined(parts: Sequence[CompletionLogprobs]) -> CompletionLogprobs:
-    return CompletionLogprobs(
+    return CompletionLogprobs.model_construct(
         tokens=[t for p in parts for t in p.tokens],
         token_logprobs=[t for p in parts for t in p.token_logprobs],
         top_logprobs=[t for p in parts for t in p.top_logprobs],
@@ -419,7 +422,7 @@ def answer(
                 gen_part = generated_logprobs(tokenizer, s.ids, s.logprobs, s.alternatives, offsets)
                 logprobs = joined([echo_part, gen_part]) if echo_part is not None else gen_part
             choices.append(
-                CompletionChoice(
+                CompletionChoice.model_construct(
                     index=pi * body.n + j,
                     text=text,
                     logprobs=logprobs,
@@ -433,3 +436,44 @@ def answer(
         total_tokens=prompt_tokens + done.tokens_generated,
     )
     return head.model_copy(update={"choices": choices, "usage": usage})
+
+
+# -- the answer as JSON ---------------------------------------------------------------------------------
+JSON_ITEMS_PER_CALL = 1024  # list items serialized by one call (which holds the GIL all along)
+
+
+def completion_json(head: CompletionResponse, choices: Sequence[CompletionChoice]) -> str:
+    """``head`` with these choices as JSON, a bounded piece at a time.
+
+    An answer can hold hundreds of thousands of log-probs (RNNLM_MAX_LOGPROB_ENTRIES). Pydantic's
+    and ``json``'s serializers hold the GIL for the whole of one call, so one call for the whole
+    answer would stop the event loop's thread (and /health) for as long as it takes, even from a
+    worker thread. Here no call serializes more than ``JSON_ITEMS_PER_CALL`` items, and the
+    models are built without validation (``model_construct``: the values are the engine's)."""
+    top = _dumps(head.model_dump(mode="json", exclude={"choices"}))  # id, object, created, model, usage
+    return top[:-1] + ',"choices":[' + ",".join(_choice_json(c) for c in choices) + "]}"
+
+
+def _choice_json(choice: CompletionChoice) -> str:
+    lp = choice.logprobs
+    logprobs = "null"
+    if lp is not None:
+        arrays: list[Sequence[object]] = [lp.tokens, lp.token_logprobs, lp.top_logprobs, lp.text_offset]
+        names = ["tokens", "token_logprobs", "top_logprobs", "text_offset"]
+        logprobs = "{" + ",".join(f'"{k}":{_array(v)}' for k, v in zip(names, arrays, strict=True)) + "}"
+    return (
+        f'{{"index":{choice.index},"text":{_dumps(choice.text)},"logprobs":{logprobs},'
+        f'"finish_reason":{_dumps(choice.finish_reason)}}}'
+    )
+
+
+def _array(items: Sequence[object]) -> str:
+    pieces = (
+        _dumps(list(items[i : i + JSON_ITEMS_PER_CALL]))[1:-1]
+        for i in range(0, len(items), JSON_ITEMS_PER_CALL)
+    )
+    return "[" + ",".join(pieces) + "]"
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

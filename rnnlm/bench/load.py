@@ -23,6 +23,7 @@ answer, no transport error or hang, no slot leaked, RSS within bound.
                                                             # docs/RELIABILITY.md
     .venv/bin/python -m rnnlm.bench.load --quick --model-dir DIR  # seconds (CI: tests/service/test_reliability_load.py)
     .venv/bin/python -m rnnlm.bench.load --attack connections --attack slow-bodies   # issue 13's attacks
+    .venv/bin/python -m rnnlm.bench.load --attack completion-rows --attack completion-answers   # issue 25's
 """
 
 from __future__ import annotations
@@ -377,12 +378,18 @@ def wait_released(base: str, timeout_s: float = 15) -> str:
 
 # -- attacks (issue 13): abuse that stays inside every limit, while a probe times the service -----
 # Each attack runs alone against the server for ``--attack-seconds``; meanwhile a probe times
-# GET /health (every 20 ms) and a small /score (every 200 ms) on fresh connections, and the
-# server's RSS is sampled every 50 ms. "after" is the RSS once the attack's connections are closed
+# GET /health (every 20 ms) and a small request (every 200 ms: a /score, or for the attacks in
+# SMALL_PROBES another client's /generate) on fresh connections, and the server's RSS is sampled
+# every 50 ms. "after" is the RSS once the attack's connections are closed
 # and the server had ATTACK_SETTLE_S to let go. Another attack is one more entry in ATTACKS.
 ATTACK_SETTLE_S = 3.0
 QUICK_ATTACK_S = 6.0  # each attack's duration with --quick (a smoke run, not the figures to publish)
 SMALL_SCORE = {"candidates": ["我们发表", "他们报道"]}
+SMALL_GENERATE = {"prompt": "我们", "max_new_tokens": 2, "seed": 1}
+SMALL_PROBES = {  # the small request each attack is judged by, if not a /score
+    "completion-rows": ("/generate", SMALL_GENERATE),
+    "completion-answers": ("/generate", SMALL_GENERATE),
+}
 ATTACK_BOUNDS = {"health_p99_s": 0.1, "score_p99_s": 1.0, "rss_after_mib": 100.0}  # issue 13, "Done when"
 
 
@@ -391,7 +398,7 @@ class Attack:
     name: str
     what: str = ""  # what the attacker did, for the report
     health: list[float] = field(default_factory=list)  # seconds per /health probe
-    score: list[float] = field(default_factory=list)  # seconds per small /score probe
+    score: list[float] = field(default_factory=list)  # seconds per small request probe (/score, /generate)
     probe_failures: Counter = field(default_factory=Counter)  # status or error of failed probes
     rss_before: float = float("nan")
     rss_peak: float = float("nan")
@@ -425,7 +432,9 @@ def _set_own_nofile(soft: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, top) if soft else top, hard))
 
 
-async def _probe(base: str, attack: Attack, stop: asyncio.Event) -> None:
+async def _probe(
+    base: str, attack: Attack, stop: asyncio.Event, small: tuple[str, dict] = ("/score", SMALL_SCORE)
+) -> None:
     async def timed(client: httpx.AsyncClient, method: str, path: str, into: list[float], **kw) -> None:
         t0 = time.monotonic()
         try:
@@ -448,11 +457,11 @@ async def _probe(base: str, attack: Attack, stop: asyncio.Event) -> None:
 
     await asyncio.gather(
         loop(0.02, "GET", "/health", attack.health),
-        loop(0.2, "POST", "/score", attack.score, json=SMALL_SCORE),
+        loop(0.2, "POST", small[0], attack.score, json=small[1]),
     )
 
 
-def _probe_process(base: str, stop, results, ready=None) -> None:
+def _probe_process(base: str, stop, results, ready=None, small=("/score", SMALL_SCORE)) -> None:
     """The probes in a process of their own: the attackers' clients keep this process's event loop
     busy (a 990 kB body at a time), and a probe that waited for them would time the client.
     ``ready`` is set once the probes run: the attack starts then (a spawned process takes seconds
@@ -469,7 +478,7 @@ def _probe_process(base: str, stop, results, ready=None) -> None:
                 await asyncio.sleep(0.01)
             local.set()
 
-        await asyncio.gather(watch(), _probe(base, attack, local))
+        await asyncio.gather(watch(), _probe(base, attack, local, small))
 
     asyncio.run(main())
     results.put((attack.health, attack.score, dict(attack.probe_failures)))
@@ -746,6 +755,39 @@ async def attack_huge_answers(port: int, attack: Attack, stop: asyncio.Event, n:
     await _costly_clients(port, attack, stop, bodies, 60.0)
 
 
+# -- /v1/completions inside the limits (issue 25 items 1-2) ------------------------------------------
+async def attack_completion_rows(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 25 item 1: ``n`` clients; half send the issue's completion (256 one-character prompts ×
+    n 16 × max_tokens 1024: 4.2 M tokens to generate, past RNNLM_MAX_REQUEST_TOKENS: 413), half the
+    largest within it (4 prompts × n 16 × 1000 tokens: 64 samples, run in turns of
+    RNNLM_MAX_REQUEST_ROWS), while the probe times another client's 2-token /generate."""
+    huge = {"prompt": ["我"] * 256, "n": 16, "max_tokens": 1024, "seed": 1}
+    allowed = {"prompt": ["我们", "他们", "今天", "中国"], "n": 16, "max_tokens": 1000, "seed": 2}
+    attack.what = (
+        f"{n} clients: {n - n // 2} × 256 prompts × n 16 × max_tokens 1024, {n // 2} × 4 prompts × n 16 × "
+        "max_tokens 1000; probe: another client's 2-token /generate"
+    )
+    bodies = [("/v1/completions", huge if i % 2 == 0 else allowed) for i in range(n)]
+    await _costly_clients(port, attack, stop, bodies, 120.0)
+
+
+async def attack_completion_answers(port: int, attack: Attack, stop: asyncio.Event, n: int) -> None:
+    """Issue 25 item 2: ``n`` clients; half send the issue's echo (256 prompts of 100 characters,
+    n 16, echo, logprobs 20, max_tokens 0: 8.6 M log-probs, past RNNLM_MAX_LOGPROB_ENTRIES: 413),
+    half the largest answer within the limits (124 such prompts, n 1: 260,400 log-probs)."""
+    texts = _long_texts(random.Random(25), 256, 100)
+    huge = {"prompt": texts, "n": 16, "echo": True, "logprobs": 20, "max_tokens": 0}
+    allowed = {"prompt": texts[:124], "echo": True, "logprobs": 20, "max_tokens": 0}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        size = len((await client.post("/v1/completions", json=allowed)).content)
+    attack.what = (
+        f"{n} clients: {n - n // 2} × 256 prompts × 100 chars × n 16 with echo and logprobs 20, {n // 2} × 124 "
+        f"prompts × 100 chars (an answer of {size / 1e6:.1f} MB); probe: another client's 2-token /generate"
+    )
+    bodies = [("/v1/completions", huge if i % 2 == 0 else allowed) for i in range(n)]
+    await _costly_clients(port, attack, stop, bodies, 120.0)
+
+
 ATTACKS = {
     "costly": attack_costly,
     "abandoned": attack_abandoned,
@@ -754,9 +796,19 @@ ATTACKS = {
     "slow-bodies": attack_slow_bodies,
     "stop-strings": attack_stop_strings,
     "silent-streams": attack_silent_streams,
+    "completion-rows": attack_completion_rows,
+    "completion-answers": attack_completion_answers,
 }
 # streams per attack (the others: --attack-connections / --attack-bodies)
-ATTACK_N = {"stop-strings": 8, "silent-streams": 4, "costly": 8, "abandoned": 12, "huge-answers": 8}
+ATTACK_N = {
+    "stop-strings": 8,
+    "silent-streams": 4,
+    "costly": 8,
+    "abandoned": 12,
+    "huge-answers": 8,
+    "completion-rows": 2,
+    "completion-answers": 4,
+}
 
 
 async def run_attack(base: str, proc, name: str, seconds: float, n: int, log_path: Path) -> Attack:
@@ -768,8 +820,9 @@ async def run_attack(base: str, proc, name: str, seconds: float, n: int, log_pat
     stop = asyncio.Event()
     ctx = multiprocessing.get_context("spawn")
     probe_stop, probe_results, probe_ready = ctx.Event(), ctx.Queue(), ctx.Event()
+    small = SMALL_PROBES.get(name, ("/score", SMALL_SCORE))
     prober = ctx.Process(
-        target=_probe_process, args=(base, probe_stop, probe_results, probe_ready), daemon=True
+        target=_probe_process, args=(base, probe_stop, probe_results, probe_ready, small), daemon=True
     )
     prober.start()
     await asyncio.to_thread(probe_ready.wait, 120)
@@ -799,10 +852,11 @@ def attack_report(attacks: list[Attack], seconds: float, server_nofile: int, com
         f"- command: `{command}`",
         f"- run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; {seconds:g} s per attack, default "
         f"settings, the server started with a soft open-file limit of {server_nofile or 'its hard limit'}; client, server (and any other work on the machine) share {len(os.sched_getaffinity(0))} CPUs; "
-        f"bounds: /health p99 < {b['health_p99_s'] * 1000:g} ms, small /score p99 < {b['score_p99_s']:g} s, "
+        f"bounds: /health p99 < {b['health_p99_s'] * 1000:g} ms, small /score (/generate for completion-*) "
+        f"p99 < {b['score_p99_s']:g} s, "
         f"RSS after within {b['rss_after_mib']:g} MiB of before",
         "",
-        "| attack | /health p50 / p99 / max (ms) | small /score p50 / p99 / max (ms) | failed probes | RSS before / "
+        "| attack | /health p50 / p99 / max (ms) | small /score or /generate p50 / p99 / max (ms) | failed probes | RSS before / "
         "peak / after (MiB) | server CPU (s) | server log written | the attacker's connections |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -819,7 +873,7 @@ def attack_report(attacks: list[Attack], seconds: float, server_nofile: int, com
     for a in attacks:
         ok = a.ok()
         lines.append(
-            f"- {a.name}: /health p99 in bound: {mark(ok['health'])}; /score p99 in bound: {mark(ok['score'])}; "
+            f"- {a.name}: /health p99 in bound: {mark(ok['health'])}; small request p99 in bound: {mark(ok['score'])}; "
             f"every probe answered 200: {mark(ok['probes'])}; memory returned: {mark(ok['rss'])}"
         )
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from model.positions import Alternatives, PositionAlternatives
@@ -50,6 +51,7 @@ from ..completions import (
     answer,
     complete,
     completion_cost,
+    completion_json,
     echo_scores,
     finish_reason,
     generated_logprobs,
@@ -61,6 +63,7 @@ from ..completions import (
 )
 from ..context import current_request_id
 from ..deps import MetricsDep, OffLoopBodyRoute, RegistryDep, SettingsDep, within_limits
+from ..limits import release_freed_memory
 from ..metrics import ServiceMetrics
 from ..openai_errors import openai_error
 from ..rescoring import refuse_backward
@@ -73,7 +76,8 @@ log = logging.getLogger("rnnlm.service")
 router = APIRouter(tags=["openai"], route_class=OffLoopBodyRoute)
 info_router = APIRouter(tags=["openai"])  # reads, like /models
 STARTED = int(time.time())  # the `created` of every served model: when this server loaded it
-LARGE_PROMPT_CHARS = 32_768  # prompts this long together are tokenized in a worker thread
+LARGE_PROMPT_CHARS = 4_096  # prompts this long together are tokenized in a worker thread
+TRIM_AFTER_ANSWER_BYTES = 1_000_000  # an answer this large (estimated) hands its freed memory back
 
 CompletionBody = Annotated[CompletionRequest, Depends(within_limits(CompletionRequest))]
 
@@ -104,8 +108,9 @@ async def completions(
     backlog = settings.stream_backlog if body.stream else None  # streamed: samples pause while unread
     turns = Turns(runner, body, prompts, max_tokens, turn_window(settings, body.n), backlog)
     turns.start()  # the first turn queued now: a full queue is a 503 before the answer starts
+    trim = cost.answer_bytes >= TRIM_AFTER_ANSWER_BYTES  # its objects were many times its size
     if body.stream:
-        chunks = stream_chunks(runner, body, prompts, echo, turns, head, metrics)
+        chunks = stream_chunks(runner, body, prompts, echo, turns, head, metrics, trim)
         # a client that reads nothing for RNNLM_STREAM_STALL_S ends the stream (the engine-side stall
         # limit stays off: later prompts' streams legitimately wait while earlier ones are sent)
         return StallBoundedEventSource(
@@ -117,7 +122,9 @@ async def completions(
     done = await complete(turns, prompts, echo)
     metrics.tokens_generated.labels(runner.name).inc(done.tokens_generated)
     content = await run_in_threadpool(render_completion, runner.lm.tokenizer, body, head, done)
-    return Response(content, media_type="application/json")
+    del done  # the objects it was built from are freed before the answer is sent
+    background = BackgroundTask(release_freed_memory) if trim else None  # in a thread, once sent
+    return Response(content, media_type="application/json", background=background)
 
 
 async def read_all(runner: ModelRunner, prompt: PromptInput, settings: Settings) -> list[Prompt]:
@@ -139,11 +146,12 @@ def render_completion(
     tokenizer: Tokenizer, body: CompletionRequest, head: CompletionResponse, done: Completion
 ) -> bytes:
     """The unstreamed answer's JSON (built and serialized in a worker thread)."""
-    return answer(tokenizer, body, head, done).model_dump_json().encode()
+    response = answer(tokenizer, body, head, done)
+    return completion_json(response, response.choices).encode()
 
 
 def chunk(head: CompletionResponse, choice: CompletionChoice) -> dict:
-    return {"data": head.model_copy(update={"choices": [choice]}).model_dump_json()}
+    return {"data": completion_json(head, [choice])}
 
 
 def echo_chunks(
@@ -170,9 +178,10 @@ async def stream_chunks(
     turns: Turns,
     head: CompletionResponse,
     metrics: ServiceMetrics,
+    trim: bool = False,
 ) -> AsyncIterator[dict]:
     """The prompts one after the other (the next turns generate meanwhile), each choice's echo
-    first, then one chunk per token; ``[DONE]`` last."""
+    first, then one chunk per token; ``[DONE]`` last (``trim``: then hand freed memory back)."""
     tok = runner.lm.tokenizer
     generated = metrics.tokens_generated.labels(runner.name)
     prompt_tokens = completion_tokens = 0
@@ -223,6 +232,8 @@ async def stream_chunks(
             "data": json.dumps(openai_error(500, "internal_error", message, request_id=current_request_id()))
         }
     yield {"data": "[DONE]"}
+    if trim:
+        await asyncio.to_thread(release_freed_memory)
 
 
 def token_chunk_logprobs(
