@@ -263,6 +263,7 @@ def _finetune(
         "best": fitted.get("best"),
         "tokens_seen": fitted.get("tokens_seen"),
         "train_time_s": fitted.get("train_time_s"),
+        "history": fitted.get("history", []),  # held-out perplexity along the way (with cpu_s)
     }
 
 

@@ -436,6 +436,7 @@ class Fitter:
             "tokens_seen": p.tokens,
             "phase": p.phase,
             "elapsed_s": round(time.time() - self.t0, 2),
+            "cpu_s": round(time.process_time(), 1),  # this process's CPU time (all threads), set-up included
             "valid_perplexity": ppl,
         }
         p.history.append(record)

@@ -350,3 +350,61 @@ def cmd_hotwords(args: argparse.Namespace) -> int:
     record = run_hotwords(args.data, args.model, args.out, args.cache, args.size, command)
     print(json.dumps(record["rows"], ensure_ascii=False))
     return 0
+
+
+# -- adapt -------------------------------------------------------------------------------------
+def _adapt_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--from", dest="base", required=True, help="checkpoint to adapt (a model of other domains)"
+    )
+    p.add_argument("--domain", required=True, metavar="NAME=DIR", help="the new domain's corpus directory")
+    p.add_argument(
+        "--other",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a base domain, for forgetting (repeatable)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=positive_int,
+        nargs="+",
+        default=[10_000, 100_000, 1_000_000],
+        help="characters of text",
+    )
+    p.add_argument("--minutes", type=float, default=8.0, help="fine-tune budget per size (default 8)")
+    p.add_argument("--limit", type=int, default=1000, help="first N lines of each test split (default 1000)")
+    p.add_argument("--set-size", type=positive_int, default=300, help="items per reranking set (default 300)")
+    p.add_argument(
+        "--work", default="runs/adapt", help="where the texts and adapted models go (default runs/adapt)"
+    )
+    p.add_argument(
+        "--out", default="docs/ADAPT.md", help="page to write the table into (default: docs/ADAPT.md)"
+    )
+
+
+@benchmark("adapt", _adapt_bench_args)
+def cmd_adapt_bench(args: argparse.Namespace) -> int:
+    """Adapt a model with 10 k / 100 k / 1 M characters of a new domain: gain there, forgetting elsewhere."""
+    import shlex
+
+    from .reports.adaptation import run_adaptation
+    from .reports.domains import parse_named
+
+    command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["benchmark", "adapt"] else ""
+    ((name, corpus),) = parse_named([args.domain], "--domain").items()
+    record = run_adaptation(
+        args.base,
+        (name, corpus),
+        parse_named(args.other, "--other"),
+        args.sizes,
+        args.minutes,
+        args.work,
+        args.out,
+        args.limit,
+        args.set_size,
+        command,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(json.dumps({"out": args.out, "runs": len(record["runs"])}))
+    return 0

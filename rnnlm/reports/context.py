@@ -52,11 +52,11 @@ def run_context(
     rows = []
     for model_dir in models:
         lm = load_model(model_dir)
-        row = {"model": Path(model_dir).name, "domains": {}}
+        domains = {}
         for name, corpus in data.items():
             lines = load_split(corpus, "test")[:limit] if limit else load_split(corpus, "test")
-            row["domains"][name] = context_perplexities(lm, lines, max_context)
-        rows.append(row)
+            domains[name] = context_perplexities(lm, lines, max_context)
+        rows.append({"model": Path(model_dir).name, "domains": domains})
     record = {"command": command, "data": data, "max_context": max_context, "limit": limit, "rows": rows}
     out = Path(out)
     write_text_atomically(out.with_name(out.stem + "-context.json"), json.dumps(record, indent=2) + "\n")

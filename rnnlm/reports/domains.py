@@ -123,8 +123,9 @@ def _trained_on(model_dir: str, by_sha: dict[str, str]) -> str:
     """The training corpus a checkpoint's metrics record, by its train split's checksum."""
     path = Path(model_dir) / "metrics.json"
     metrics = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    sha = ((metrics.get("data") or {}).get("sha256") or {}).get("train")
-    return by_sha.get(sha, (metrics.get("data") or {}).get("dir", "?"))
+    data = metrics.get("data") or {}
+    sha = str((data.get("sha256") or {}).get("train", ""))
+    return by_sha.get(sha, str(data.get("dir", "?")))
 
 
 def render(record: dict) -> str:

@@ -120,3 +120,20 @@ def test_a_short_text_and_an_existing_out_are_refused(base, text, tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(AdaptError, match="exists"):
         adapt(_job(base, text, tmp_path / "taken"), log=lambda _: None)
+
+
+def test_the_adaptation_benchmark_compares_base_ngram_only_and_adapted(base, corpus_link, tmp_path, capsys):
+    from model.data import write_corpus
+
+    domain = tmp_path / "reviews"
+    write_corpus(domain, {"train": DOMAIN, "valid": DOMAIN[:8], "test": DOMAIN[:12]}, {"name": "reviews"})
+    out = tmp_path / "ADAPT.md"
+    args = ["benchmark", "adapt", "--from", str(base), "--domain", f"reviews={domain}"]
+    args += ["--other", f"news={corpus_link.parent / 'corpus'}", "--sizes", "600", "--minutes", "0.05"]
+    args += ["--work", str(tmp_path / "work"), "--out", str(out), "--set-size", "3"]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "ADAPT-adaptation.json").read_text())
+    (run,) = record["runs"]
+    assert set(run["adapted"]) == set(record["base_row"]) == {"reviews", "news", "homophone", "wordorder"}
+    assert run["adapted"]["reviews"] < record["base_row"]["reviews"]
+    assert "<!-- adaptation:start -->" in out.read_text(encoding="utf-8")
