@@ -15,9 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
+from model.engine import Overloaded
+from model.generation import Sample
 from model.tokenizer import BOS_ID, UNK_ID
 from service.app import create_app
+from service.compat_schemas import CompletionRequest
+from service.completions import Prompt, Turns, complete
 from service.errors import ApiError
 from service.settings import Settings
 
@@ -132,7 +137,7 @@ def test_echo_past_the_request_tokens_is_413_naming_the_limit(client):
 
 def test_the_runner_maps_the_engines_refusals_of_alternatives(client):
     """The runner is the one door into the engine: its cost refusal is a 413 there too."""
-    runner = client.app.state.registry.get(None)  # type: ignore[attr-defined]
+    runner = client.app.state.registry.get(None)
 
     async def ask() -> None:
         await runner.alternatives([[BOS_ID, *[5] * 450]], top_k=1)
@@ -323,3 +328,44 @@ def test_an_unknown_model_name_is_not_echoed_whole(client):
     assert len(r.content) < 1000
     r = client.post("/score", json={"candidates": ["a"], "model": "z" * 5000})
     assert r.status_code >= 400 and len(r.content) < 1000
+
+
+def test_the_answer_limits_are_checked_at_startup(tiny_model_dir):
+    with pytest.raises(ValidationError, match="RNNLM_MAX_LOGPROB_ENTRIES"):
+        Settings(model_dirs=[str(tiny_model_dir)], max_logprobs=20, max_logprob_entries=20)
+    Settings(model_dirs=[str(tiny_model_dir)], max_logprobs=20, max_logprob_entries=21)
+
+
+def test_a_later_turn_waits_for_room_in_a_full_queue():
+    """Only the first turn may answer 503 (before the answer starts); a later one that finds the
+    engine's queue full (other clients' requests) waits for room and runs."""
+
+    class Stream:
+        def __init__(self, prompt: str) -> None:
+            self.prompt, self.max_backlog = prompt, None
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return None
+
+        async def collect(self) -> list[Sample]:
+            return [Sample(seed=0, text=self.prompt, finish_reason="length")]
+
+    class Runner:
+        full = 2  # the second prompt's turn finds the queue full twice
+
+        def begin(self, request):
+            if request.prompt == "b" and self.full:
+                self.full -= 1
+                raise Overloaded("generate", 4, 1.0)
+            return Stream(request.prompt)
+
+    body = CompletionRequest(prompt=["a", "b"], max_tokens=1, seed=1)
+    prompts = [Prompt("a", [5], ["a"]), Prompt("b", [6], ["b"])]
+    runner = Runner()
+    turns = Turns(runner, body, prompts, 1, window=1, backlog=None)
+    turns.start()
+    done = asyncio.run(complete(turns, prompts, None))
+    assert [[s.text for s in ss] for ss in done.samples] == [["a"], ["b"]] and runner.full == 0
