@@ -80,12 +80,15 @@ clean:  ## remove caches (keeps .venv, data and weights)
 BENCH_ARGS ?=
 
 .PHONY: bench
+# scoring, generation, http and precision measure the served default (weights/DEFAULT.json) and the
+# plain LSTM side by side, in one run each (their tables end with the ratio)
 bench: setup  ## run the benchmarks and rewrite docs/BENCHMARKS.md (minutes; needs an idle machine)
 	$(BIN)/python -m rnnlm.bench.scoring $(BENCH_ARGS)
 	$(BIN)/python -m rnnlm.bench.generation $(BENCH_ARGS)
 	$(BIN)/python -m rnnlm.bench.http $(BENCH_ARGS)
 	$(BIN)/python -m rnnlm.bench.cache $(BENCH_ARGS)
 	$(BIN)/python -m rnnlm.bench.precision $(BENCH_ARGS)
+	$(BIN)/python -m rnnlm.bench.ngram $(BENCH_ARGS)
 
 .PHONY: reliability
 reliability: setup  ## long fuzz + load runs; rewrite their results in docs/RELIABILITY.md (minutes; idle machine)

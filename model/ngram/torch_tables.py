@@ -89,6 +89,7 @@ class TorchBackoffTables:
         self._shift = torch.tensor(self.base[2:], dtype=torch.long, device=device)  # (N - 1,)
         self._first = torch.tensor(self.start[2 : self.order + 1], dtype=torch.long, device=device)
         self._backoff_at = torch.tensor(self.backoff_at, dtype=torch.long, device=device)  # orders 1..N-1
+        self._never = torch.tensor([PAD_ID, BOS_ID], dtype=torch.long, device=device)
         # The base rows a distribution starts from: each table's 1-gram row, then the bigram rows of
         # the frequent one-token contexts (see ``context_logprobs``); dense_slot[c + 1]: c's row or -1
         self.dense_rows = self.unigram.view(self.groups, V).clone()  # (G + K, V)
@@ -211,9 +212,7 @@ class TorchBackoffTables:
         rows = torch.arange(n_rows, device=contexts.device)
         base = group if group is not None else torch.zeros_like(rows)  # each row's 1-gram row
         if width == 0:
-            logp = self.dense_rows.index_select(0, base)
-            logp[:, [PAD_ID, BOS_ID]] = float("-inf")
-            return logp
+            return self.dense_rows.index_select(0, base).index_fill_(1, self._never, float("-inf"))
         present = contexts >= 0  # (N, W)
         backoff = self.logbackoff[torch.where(present, contexts + self._backoff_at, 0)]  # (N, W), 0 if absent
         tail = F.pad(backoff.flip(1).cumsum(1).flip(1), (0, 1))  # (N, W + 1): backoffs from order k+2 up
@@ -245,7 +244,7 @@ class TorchBackoffTables:
                 if count:
                     flat[where[done : done + count]] = value[done : done + count]
                     done += count
-        logp[:, [PAD_ID, BOS_ID]] = float("-inf")
+        logp.index_fill_(1, self._never, float("-inf"))  # <pad>, <bos>: never predicted
         return logp
 
 

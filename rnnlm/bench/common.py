@@ -1,9 +1,17 @@
-"""What every benchmark shares: the machine's ceiling, the model, the workloads, the report.
+"""What every benchmark shares: the machine's ceiling, the models, the workloads, the report.
 
 Every figure is compared with the machine's own limit measured in the same run: the rate of a
-large float32 matrix product (GFLOP/s), taken before and after the measurements (a busy machine
-shows up as a gap between the two). A model figure becomes a ratio of it through
-``RNNLM.flops_per_token()``: positions/s × FLOPs per position ÷ matmul FLOP/s.
+large float32 matrix product (GFLOP/s, the *probe*), taken before and after the measurements (a
+busy machine shows up as a gap between the two), and stated beside the CPU's physical peak
+(cores × FMA pipes × vector lanes × 2 × clock, read from /proc/cpuinfo: no measurement can pass
+it). A model figure becomes a ratio of the probe through ``RNNLM.flops_per_token()``:
+positions/s × FLOPs per position ÷ probe FLOP/s.
+
+The models: by default the served default (weights/DEFAULT.json) and the plain LSTM beside it,
+so that every table compares them in one run; ``--model`` (repeatable) names others.
+
+Timing counts only what it times: :func:`timed_runs` sums the counts its calls return, the
+warm-up's left out, over the clock between its first and last timed call.
 """
 
 from __future__ import annotations
@@ -29,12 +37,13 @@ import httpx
 import torch
 
 from model.config import ModelConfig
-from model.lm import LanguageModel, RNNLanguageModel
+from model.lm import LanguageModel, RecurrentLanguageModel, RNNLanguageModel
 from model.network import RNNLM
 from model.tokenizer import BOS_ID, EOS_ID, Tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "weights" / "pd98-char-lstm"
+DEFAULT_CHOICE = REPO / "weights" / "DEFAULT.json"  # which model is served by default
 DATA = REPO / "data" / "pd98"
 DOC = REPO / "docs" / "BENCHMARKS.md"
 
@@ -65,9 +74,68 @@ def matmul_gflops(
 
 
 @dataclass
+class Peak:
+    """A CPU's physical float32 peak and how it was computed."""
+
+    gflops: float
+    how: str
+
+
+FMA_PIPES = 2  # FMA units per core assumed (Intel Xeon Gold/Platinum and Core, AMD Zen: two)
+
+
+def cpu_peak(cpuinfo: str | None = None, cpus: int | None = None, max_khz: int | None = None) -> Peak | None:
+    """The float32 peak of ``cpus`` logical CPUs (default: those this process may run on) from
+    /proc/cpuinfo: physical cores × FMA pipes × fp32 lanes × 2 FLOP × clock. The lanes come from
+    the vector width the flags name (AVX-512: 16, AVX2/FMA: 8, else 4; AMD before Zen 5 runs
+    AVX-512 as two 256-bit halves: 8); the clock is the highest the kernel reports (cpufreq's
+    maximum, else "cpu MHz"); SMT siblings share a core's pipes. None where it cannot tell."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        if not path.exists():
+            return None
+        cpuinfo = path.read_text()
+        freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+        if max_khz is None and freq.exists():
+            max_khz = int(freq.read_text().split()[0])
+    first = cpuinfo.split("\n\n")[0]
+    fields: dict[str, str] = {}
+    for line in first.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    try:
+        mhz = max_khz / 1e3 if max_khz else float(fields["cpu MHz"])
+        family = int(fields.get("cpu family", "0"))
+        threads_per_core = max(
+            1, int(fields.get("siblings", "1")) // max(1, int(fields.get("cpu cores", "1")))
+        )
+    except (KeyError, ValueError):
+        return None
+    amd = fields.get("vendor_id") == "AuthenticAMD"
+    if "avx512f" in flags and not (amd and family < 0x1A):
+        bits, note = 512, "AVX-512"
+    elif "avx512f" in flags or "fma" in flags or "avx2" in flags:
+        bits, note = 256, "AVX-512 as two 256-bit halves" if "avx512f" in flags else "AVX2/FMA"
+    else:
+        bits, note = 128, "SSE"
+    logical = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    cores = max(1, -(-logical // threads_per_core))
+    lanes = bits // 32
+    gflops = cores * FMA_PIPES * lanes * 2 * mhz / 1e3
+    clock = "cpufreq maximum" if max_khz else "cpu MHz"
+    return Peak(
+        gflops,
+        f"{cores} cores × {FMA_PIPES} FMA pipes (assumed) × {lanes} fp32 lanes ({note}) × 2 FLOP × "
+        f"{mhz / 1e3:.2f} GHz ({clock}); {fields.get('model name', 'unknown CPU')}",
+    )
+
+
+@dataclass
 class Ceiling:
     before: float
     after: float = 0.0
+    peak: Peak | None = None  # the CPU's physical peak (None on a GPU, or where unknown)
 
     @property
     def gflops(self) -> float:
@@ -75,10 +143,21 @@ class Ceiling:
         return max(self.before, self.after)
 
     def line(self) -> str:
-        return (
-            f"float32 matmul ceiling: {self.before:.1f} GFLOP/s before, {self.after:.1f} GFLOP/s after "
-            f"(ratios below use {self.gflops:.1f})"
+        line = (
+            f"float32 matmul probe (2048² product): {self.before:.1f} GFLOP/s before, {self.after:.1f} GFLOP/s "
+            f"after (ratios below use {self.gflops:.1f})"
         )
+        if self.peak is not None:
+            line += (
+                f"; physical peak {self.peak.gflops:.0f} GFLOP/s = {self.peak.how} "
+                f"(the probe reaches {100 * self.gflops / self.peak.gflops:.0f}% of it)"
+            )
+        return line
+
+
+def ceiling(device: str, seconds: float) -> Ceiling:
+    """The probe, measured now, with the physical peak beside it (CPU only)."""
+    return Ceiling(matmul_gflops(device, seconds=seconds), peak=cpu_peak() if device == "cpu" else None)
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -107,20 +186,66 @@ def untrained_model(device: str = "cpu", data_dir: Path = DATA) -> RNNLanguageMo
     return RNNLanguageModel(net.to(device), tok)
 
 
-def load_bench_model(args: argparse.Namespace) -> tuple[LanguageModel, str]:
-    if args.model == "untrained" or (args.model is None and not SHIPPED.exists()):
-        lm = untrained_model(args.device)
-        return lm, "untrained RNNLM, shipped shape (2-layer LSTM 512, tied) — numbers check the code only"
+def default_models() -> list[str]:
+    """The served default (weights/DEFAULT.json) and the plain LSTM, those present, once each."""
+    out = []
+    if DEFAULT_CHOICE.exists():
+        out.append(str(REPO / json.loads(DEFAULT_CHOICE.read_text(encoding="utf-8"))["default"]))
+    if SHIPPED.exists():
+        out.append(str(SHIPPED))
+    return list(dict.fromkeys(out)) or ["untrained"]
+
+
+@dataclass
+class BenchModel:
+    lm: LanguageModel
+    desc: str  # what the header says of it
+    name: str  # its column in the tables
+    path: Path | None  # its checkpoint (None: untrained, in memory)
+
+
+def load_bench_models(args: argparse.Namespace) -> list[BenchModel]:
+    """``--model`` (repeatable), by default :func:`default_models`: the default, then the LSTM."""
     from model.loading import load_model
 
-    path = Path(args.model) if args.model else SHIPPED
-    return load_model(path, device=args.device), str(
-        path.relative_to(REPO) if path.is_relative_to(REPO) else path
-    )
+    out = []
+    for spec in args.model or default_models():
+        if spec == "untrained":
+            desc = "untrained RNNLM, shipped shape (2-layer LSTM 512, tied) — numbers check the code only"
+            out.append(BenchModel(untrained_model(args.device), desc, "untrained", None))
+            continue
+        path = Path(spec)
+        shown = str(path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path)
+        lm = load_model(path, device=args.device)
+        out.append(BenchModel(lm, f"{shown} ({lm.kind})", path.name, path))
+    return out
+
+
+def load_bench_model(args: argparse.Namespace) -> tuple[LanguageModel, str]:
+    """One ``--model`` (a parser without ``several_models``), by default the plain LSTM."""
+    spec = args.model or (str(SHIPPED) if SHIPPED.exists() else "untrained")
+    first = load_bench_models(argparse.Namespace(**{**vars(args), "model": [spec]}))[0]
+    return first.lm, first.desc
 
 
 def flops_per_token(lm: LanguageModel) -> int:
-    return lm.net.flops_per_token() if isinstance(lm, RNNLanguageModel) else 0
+    """The recurrent network's FLOPs per position (a hybrid's LSTM; its n-gram reads tables)."""
+    return lm.net.flops_per_token() if isinstance(lm, RecurrentLanguageModel) else 0
+
+
+def ratio_rows(rows_by_model: dict[str, list[list]], key: Callable[[list], str], value: int) -> list[list]:
+    """One row per workload of the first model: ``[workload, its figure under each model, first ÷
+    last]`` (the default's figure over the LSTM's, measured in the same run)."""
+    names = list(rows_by_model)
+    by_key = {name: {key(r): r[value] for r in rows} for name, rows in rows_by_model.items()}
+    out = []
+    for k in by_key[names[0]]:
+        values = [by_key[name].get(k, float("nan")) for name in names]
+        last = values[-1]
+        out.append(
+            [k, *values, values[0] / last if len(names) > 1 and last == last and last else float("nan")]
+        )
+    return out
 
 
 # -- workloads ----------------------------------------------------------------------------------
@@ -165,18 +290,48 @@ def encode_lists(lm: LanguageModel, lists: Sequence[Sequence[str]]) -> list[list
 
 
 # -- timing and statistics ----------------------------------------------------------------------
-def timed_loop(
-    fn: Callable[[], int], seconds: float, device: str = "cpu", min_runs: int = 2
-) -> tuple[int, float]:
-    """Call ``fn`` (returning units of work done) until ``seconds`` pass: (units, elapsed)."""
-    fn()  # warm-up
+Clock = Callable[[], float]
+
+
+@dataclass
+class Timed:
+    counts: tuple[int, ...]  # what the timed calls returned, summed (the warm-up's left out)
+    elapsed: float  # seconds from before the first timed call to after the last
+    runs: int  # timed calls
+
+    def rate(self, i: int = 0) -> float:
+        return self.counts[i] / self.elapsed
+
+
+def timed_runs(
+    fn: Callable[[], Sequence[int]],
+    seconds: float,
+    device: str = "cpu",
+    min_runs: int = 2,
+    clock: Clock | None = None,
+) -> Timed:
+    """Call ``fn`` (returning counts of work done, e.g. (requested, computed)) until ``seconds``
+    pass and at least ``min_runs`` times, after one warm-up call whose counts are dropped: only
+    work done between the two clock readings is counted."""
+    clock = clock or time.perf_counter
+    fn()  # warm-up: kernels, caches, allocator (not counted)
     sync(device)
-    units, runs, t0 = 0, 0, time.perf_counter()
-    while runs < min_runs or time.perf_counter() - t0 < seconds:
-        units += fn()
+    counts: list[int] = []
+    runs, t0 = 0, clock()
+    while runs < min_runs or clock() - t0 < seconds:
+        done = fn()
+        counts = [a + b for a, b in zip(counts, done, strict=True)] if counts else list(done)
         runs += 1
     sync(device)
-    return units, time.perf_counter() - t0
+    return Timed(tuple(counts), clock() - t0, runs)
+
+
+def timed_loop(
+    fn: Callable[[], int], seconds: float, device: str = "cpu", min_runs: int = 2, clock: Clock | None = None
+) -> tuple[int, float]:
+    """:func:`timed_runs` of one count: ``(units, elapsed)``."""
+    timed = timed_runs(lambda: (fn(),), seconds, device, min_runs, clock)
+    return timed.counts[0], timed.elapsed
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -229,20 +384,29 @@ def machine() -> str:
 def header(
     title: str, args: argparse.Namespace, model_desc: str, lm: LanguageModel, ceiling: Ceiling, command: str
 ) -> str:
+    return models_header(title, args, [BenchModel(lm, model_desc, "", None)], ceiling, command)
+
+
+def models_header(
+    title: str, args: argparse.Namespace, models: Sequence[BenchModel], ceiling: Ceiling, command: str
+) -> str:
     device = args.device
     if torch.device(device).type == "cuda":
         device += f" ({torch.cuda.get_device_name()})"
-    return "\n".join(
-        [
-            f"### {title}",
-            "",
-            f"- command: `{command}`" + ("  (**--quick: too short to be meaningful**)" if args.quick else ""),
-            f"- run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, device {device}; {machine()}",
-            f"- model: {model_desc}; {flops_per_token(lm) / 1e6:.2f} MFLOP per token "
-            f"(`RNNLM.flops_per_token`)",
-            f"- {ceiling.line()}",
-        ]
-    )
+    lines = [
+        f"### {title}",
+        "",
+        f"- command: `{command}`" + ("  (**--quick: too short to be meaningful**)" if args.quick else ""),
+        f"- run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, device {device}; {machine()}",
+    ]
+    for m in models:
+        named = f"`{m.name}`: " if m.name else ""
+        counted = "; its LSTM's, the n-gram reads tables" if m.lm.kind == "hybrid" else ""
+        lines.append(
+            f"- model {named}{m.desc}; {flops_per_token(m.lm) / 1e6:.2f} MFLOP per position "
+            f"(`RNNLM.flops_per_token`{counted})"
+        )
+    return "\n".join([*lines, f"- {ceiling.line()}"])
 
 
 def write_section(name: str, text: str, path: Path | None) -> None:
@@ -261,14 +425,25 @@ def write_section(name: str, text: str, path: Path | None) -> None:
     print(f"updated {path} [{name}]")
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, several_models: bool = False) -> argparse.ArgumentParser:
+    """The options every benchmark takes; with ``several_models``, ``--model`` is repeatable and
+    defaults to the served default and the plain LSTM (:func:`load_bench_models`)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument(
-        "--model",
-        default=None,
-        help=f"checkpoint directory, or 'untrained' (default: {SHIPPED.relative_to(REPO)} "
-        "if present, else untrained)",
-    )
+    if several_models:
+        p.add_argument(
+            "--model",
+            action="append",
+            default=None,
+            help=f"checkpoint directory, or 'untrained'; repeatable (default: the served default of "
+            f"{DEFAULT_CHOICE.relative_to(REPO)}, then {SHIPPED.relative_to(REPO)}, those present)",
+        )
+    else:
+        p.add_argument(
+            "--model",
+            default=None,
+            help=f"checkpoint directory, or 'untrained' (default: {SHIPPED.relative_to(REPO)} "
+            "if present, else untrained)",
+        )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument(
         "--quick",

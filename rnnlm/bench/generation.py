@@ -1,6 +1,8 @@
 """Generation throughput and latency: the engine's continuous batching at 1/8/32/64 concurrent
 streams, against the naive loop a user would write (pytorch/examples word_language_model
-generate.py: one request at a time, one token per forward call), in the same run.
+generate.py: one request at a time, one token per forward call; for a model that is not a plain
+RNN, the same loop over ``lm.step``), in the same run, for the served default model and the plain
+LSTM (their ratio last).
 
 Each stream is a client that sends seeded sampling requests (``max_new_tokens`` each, prompts of
 a few characters of held-out text) back to back until the time is up; tokens/s counts generated
@@ -23,21 +25,23 @@ import torch
 
 from model.engine import Engine, EngineConfig
 from model.generation import GenerationRequest
-from model.lm import RNNLanguageModel
+from model.lm import LanguageModel, RNNLanguageModel
 from model.sampling import SamplingParams
 from model.tokenizer import BOS_ID, EOS_ID
 
 from .common import (
-    Ceiling,
+    BenchModel,
     base_parser,
+    ceiling,
     clauses,
     command_line,
     flops_per_token,
-    header,
-    load_bench_model,
+    load_bench_models,
     mark,
     matmul_gflops,
+    models_header,
     percentile,
+    ratio_rows,
     resolve_out,
     table,
     write_section,
@@ -50,8 +54,10 @@ def prompts(count: int, seed: int = 0) -> list[str]:
     return [rng.choice(pool)[: rng.randint(2, 6)] for _ in range(count)]
 
 
-def naive_tokens_per_s(lm: RNNLanguageModel, texts: list[str], max_new_tokens: int, seconds: float) -> float:
+def naive_tokens_per_s(lm: LanguageModel, texts: list[str], max_new_tokens: int, seconds: float) -> float:
     """pytorch/examples generate.py, one request after another (prompt fed token by token)."""
+    if not isinstance(lm, RNNLanguageModel):
+        return stepping_tokens_per_s(lm, texts, max_new_tokens, seconds)
     net, device = lm.net, lm.device
     with torch.no_grad():  # warm-up: the first calls set up kernels
         net(torch.tensor([[BOS_ID]], device=device), None)
@@ -71,6 +77,27 @@ def naive_tokens_per_s(lm: RNNLanguageModel, texts: list[str], max_new_tokens: i
                 word_weights = output.squeeze().div(1.0).exp().cpu()
                 word_idx = torch.multinomial(word_weights, 1)[0]
                 inp.fill_(word_idx)
+                generated += 1
+                if int(word_idx) == EOS_ID:
+                    break
+    return generated / (time.perf_counter() - t0)
+
+
+def stepping_tokens_per_s(lm: LanguageModel, texts: list[str], max_new_tokens: int, seconds: float) -> float:
+    """The same loop through ``lm.step``: one request after another, one row, one token a call."""
+    with torch.inference_mode():
+        lm.step(lm.start_state(1), torch.tensor([BOS_ID]))  # warm-up
+        generated, t0, i = 0, time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds or i == 0:
+            ids = [BOS_ID, *lm.tokenizer.encode(texts[i % len(texts)]).ids]
+            torch.manual_seed(i)
+            i += 1
+            state = lm.start_state(1)
+            for tok in ids:
+                logprobs, state = lm.step(state, torch.tensor([tok]))
+            for _ in range(max_new_tokens):
+                word_idx = torch.multinomial(logprobs[0].exp(), 1)
+                logprobs, state = lm.step(state, word_idx)
                 generated += 1
                 if int(word_idx) == EOS_ID:
                     break
@@ -116,22 +143,13 @@ async def engine_run(
     return {"tokens_s": tokens / elapsed, "ttft": ttft, "per_token": per_token, "requests": len(ttft)}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = base_parser(__doc__.split("\n")[0])
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 64])
-    args = p.parse_args(argv)
-    seconds = args.seconds or (0.5 if args.quick else 6.0)
-    max_new = 8 if args.quick else args.max_new_tokens
-    streams = [1, 8] if args.quick else args.streams
-
-    lm, desc = load_bench_model(args)
-    if not isinstance(lm, RNNLanguageModel):
-        raise SystemExit("this benchmark needs an RNN checkpoint")
+def model_rows(
+    m: BenchModel, texts: list[str], streams: list[int], max_new: int, seconds: float
+) -> list[list]:
+    """One model's rows: the naive loop, then the engine at each number of streams (GFLOP/s and
+    % of the probe are filled in by the caller)."""
+    lm = m.lm
     fpt = flops_per_token(lm)
-    ceiling = Ceiling(matmul_gflops(args.device, seconds=min(seconds, 2.0)))
-    texts = prompts(512)
-
     naive = naive_tokens_per_s(lm, texts, max_new, seconds)
 
     async def all_levels() -> list[dict]:
@@ -147,28 +165,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return out
 
     results = asyncio.run(all_levels())
-    ceiling.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
     one = results[0]["tokens_s"] if streams[0] == 1 else float("nan")
-    rows = [
-        [
-            "naive loop (pytorch/examples generate.py)",
-            1,
-            1.0,
-            naive,
-            1.0,
-            float("nan"),
-            float("nan"),
-            float("nan"),
-            float("nan"),
-            float("nan"),
-            naive * fpt / 1e9,
-            100 * naive * fpt / 1e9 / ceiling.gflops,
-        ]
-    ]
+    nan = float("nan")
+    naive_name = (
+        "naive loop (pytorch/examples generate.py)"
+        if isinstance(lm, RNNLanguageModel)
+        else "naive loop (lm.step)"
+    )
+    rows = [[m.name, naive_name, 1, 1.0, naive, 1.0, nan, nan, nan, nan, nan, naive * fpt / 1e9, nan]]
     for s, r in zip(streams, results, strict=True):
-        rate = r["tokens_s"] * fpt / 1e9
         rows.append(
             [
+                m.name,
                 f"engine, {s} concurrent streams",
                 s,
                 r["rows"],
@@ -179,11 +187,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 1e3 * percentile(r["ttft"], 95),
                 1e3 * percentile(r["per_token"], 50),
                 1e3 * percentile(r["per_token"], 95),
-                rate,
-                100 * rate / ceiling.gflops,
+                r["tokens_s"] * fpt / 1e9,
+                nan,
             ]
         )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = base_parser(__doc__.split("\n")[0], several_models=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 64])
+    args = p.parse_args(argv)
+    seconds = args.seconds or (0.5 if args.quick else 6.0)
+    max_new = 8 if args.quick else args.max_new_tokens
+    streams = [1, 8] if args.quick else args.streams
+
+    models = load_bench_models(args)
+    probe = ceiling(args.device, min(seconds, 2.0))
+    texts = prompts(512)
+    rows = [row for m in models for row in model_rows(m, texts, streams, max_new, seconds)]
+    probe.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
+    for row in rows:
+        row[12] = 100 * row[11] / probe.gflops
     headers = [
+        "model",
         "method",
         "streams",
         "rows/step",
@@ -198,12 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "% of matmul",
     ]
     lines = [
-        header(
+        models_header(
             "Generation (library, continuous batching)",
             args,
-            desc,
-            lm,
-            ceiling,
+            models,
+            probe,
             command_line("rnnlm.bench.generation", argv),
         ),
         f"- workload: seeded sampling (temperature 1), max_new_tokens={max_new}, prompts of 2-6 characters; "
@@ -211,12 +238,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         table(headers, rows),
     ]
-    if 64 in streams and 1 in streams:
-        gain = results[streams.index(64)]["tokens_s"] / one
+    by_model = {m.name: [r[1:] for r in rows if r[0] == m.name] for m in models}
+    if len(models) > 1:
         lines += [
             "",
-            f"- target: 64 streams ≥ 12× one stream (issue 14; was 10×): {gain:.1f}× — {mark(gain >= 12)}",
+            f"Tokens/s, {' vs '.join(f'`{m.name}`' for m in models)} (same run):",
+            "",
+            table(
+                ["method", *(f"`{m.name}` tok/s" for m in models), "first ÷ last"],
+                ratio_rows(by_model, lambda r: str(r[0]).split(" (")[0], 3),
+            ),
         ]
+    lines.append("")
+    engine = {m.name: {r[1]: r[3] for r in by_model[m.name] if r[0].startswith("engine")} for m in models}
+    for m in models:
+        own = engine[m.name]
+        if 64 in streams and 1 in streams:
+            gain = own[64] / own[1]
+            lines.append(
+                f"- `{m.name}`: target 64 streams ≥ 15× one stream (issue 24): {gain:.1f}× — {mark(gain >= 15)}"
+            )
+    if len(models) > 1 and 1 in streams:
+        first, last = engine[models[0].name][1], engine[models[-1].name][1]
+        lines.append(
+            f"- target: one stream of `{models[0].name}` ≥ 0.8× `{models[-1].name}`'s (issue 24): "
+            f"{first / last:.2f}× — {mark(first / last >= 0.8)}"
+        )
     text = "\n".join(lines)
     print(text)
     write_section("generation", text, resolve_out(args))

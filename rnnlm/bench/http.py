@@ -1,4 +1,5 @@
-"""HTTP benchmark against a real ``rnnlm serve`` process started here, on loopback.
+"""HTTP benchmark against a real ``rnnlm serve`` process started here, on loopback, for the
+served default model and the plain LSTM (one server each, in turn; their ratio last).
 
 - ``/score`` throughput (tokens/s) with n-best lists of 10 candidates of ~20 characters at
   concurrency 1, 8 and 32, compared with the same lists through the library engine (no HTTP)
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,19 +34,20 @@ import httpx
 from model.lm import RNNLanguageModel
 
 from .common import (
-    SHIPPED,
-    Ceiling,
+    BenchModel,
     base_parser,
+    ceiling,
     clauses,
     command_line,
     encode_lists,
     flops_per_token,
-    header,
-    load_bench_model,
+    load_bench_models,
     mark,
     matmul_gflops,
+    models_header,
     nbest_lists,
     percentile,
+    ratio_rows,
     resolve_out,
     serve_process,
     table,
@@ -169,37 +172,34 @@ def trie_bound(lists: list[list[list[int]]]) -> float:
     return comp / req
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = base_parser(__doc__.split("\n")[0])
-    p.add_argument("--lists", type=int, default=256, help="n-best lists sent to /score")
-    args = p.parse_args(argv)
-    seconds = args.seconds or (1.0 if args.quick else 8.0)
+@dataclass
+class ModelRun:
+    score_rows: list[list]  # per concurrency (model first)
+    latency_rows: list[list]  # per endpoint and concurrency (model first)
+    stages: list[list]  # where one /next-token request's time goes (concurrency 1)
+    library_tokens_s: float  # the same lists through the library engine, no HTTP
+    share: float  # computed positions per requested token (each list's trie bound)
+    idle_mb: float  # the server's RSS before any request
+
+
+def run_model(
+    m: BenchModel, texts: list[list[str]], prefixes: list[str], args, seconds: float, gflops: float
+) -> ModelRun:
+    """One model: the library engine on the lists (before the server exists), then its server."""
     levels = (1, 8) if args.quick else (1, 8, 32)
     latency_levels = (1, 8) if args.quick else (1, 32)
-
-    stages: list[list] = []
-    lm, desc = load_bench_model(args)
-    if not isinstance(lm, RNNLanguageModel):
-        raise SystemExit("this benchmark needs an RNN checkpoint")
+    lm = m.lm
     fpt = flops_per_token(lm)
-    ceiling = Ceiling(matmul_gflops(args.device, seconds=min(seconds, 2.0)))
-    texts = nbest_lists(lm, 16 if args.quick else args.lists)
     ids = encode_lists(lm, texts)
     share = trie_bound(ids)
-    # the same lists through the library engine, in this process, before the server exists
-    library = engine_rows(lm, ids, [max(levels)], seconds, ceiling.before)[0]
-    library_tokens_s = library[2]
-    # 20-character prefixes, each sent once per row (so a prefix-state cache has nothing to reuse)
-    rng = random.Random(1)
-    prefixes = [c[:PREFIX_CHARS] for c in clauses(PREFIX_CHARS, 60, limit=5000)]
-    rng.shuffle(prefixes)
-    prefixes = prefixes or ["今天天气很好，我们一起去公园散步吧好的"]
-
+    library_tokens_s = engine_rows(lm, ids, [max(levels)], seconds, gflops)[0][2]
+    stages: list[list] = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(args.model) if args.model not in (None, "untrained") else SHIPPED
-        if args.model == "untrained" or not model_dir.exists():
+        model_dir = m.path
+        if model_dir is None:  # untrained, in memory
             from model.checkpoint import save_rnn
 
+            assert isinstance(lm, RNNLanguageModel)
             model_dir = save_rnn(Path(tmp) / "untrained", lm.net.cpu(), lm.tokenizer, {})
         log_path = Path(tmp) / "server.log"
         with server(model_dir, args.device, log_path) as (base, proc):
@@ -213,12 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rate = r["tokens_s"] * share * fpt / 1e9
                 score_rows.append(
                     [
+                        m.name,
                         c,
                         r["requests_s"],
                         r["tokens_s"],
                         r["tokens_s"] / library_tokens_s,
                         rate,
-                        100 * rate / ceiling.before,
+                        100 * rate / gflops,
                         1e3 * percentile(lat, 50),
                         1e3 * percentile(lat, 95),
                         1e3 * percentile(lat, 99),
@@ -228,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 if c in latency_levels:
                     row = score_rows[-1]
-                    latency_rows.append(["/score", c, *row[6:9], r["requests_s"], row[9], row[10]])
+                    latency_rows.append([m.name, "/score", c, *row[7:10], r["requests_s"], row[10], row[11]])
             for c in latency_levels:
                 nt = [{"text": t, "top_k": 10} for t in prefixes]
                 r = asyncio.run(load(base, "/next-token", nt, c, seconds))
@@ -237,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stages = breakdown(r["timings"])
                 latency_rows.append(
                     [
+                        m.name,
                         "/next-token",
                         c,
                         1e3 * percentile(lat, 50),
@@ -248,30 +250,49 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ]
                 )
             rss.close()
-    ceiling.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
+    return ModelRun(score_rows, latency_rows, stages, library_tokens_s, share, idle_mb)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = base_parser(__doc__.split("\n")[0], several_models=True)
+    p.add_argument("--lists", type=int, default=256, help="n-best lists sent to /score")
+    args = p.parse_args(argv)
+    seconds = args.seconds or (1.0 if args.quick else 8.0)
+
+    models = load_bench_models(args)
+    probe = ceiling(args.device, min(seconds, 2.0))
+    texts = nbest_lists(models[0].lm, 16 if args.quick else args.lists)
+    # 20-character prefixes, each sent once per row (so a prefix-state cache has nothing to reuse)
+    rng = random.Random(1)
+    prefixes = [c[:PREFIX_CHARS] for c in clauses(PREFIX_CHARS, 60, limit=5000)]
+    rng.shuffle(prefixes)
+    prefixes = prefixes or ["今天天气很好，我们一起去公园散步吧好的"]
+    runs = [run_model(m, texts, prefixes, args, seconds, probe.before) for m in models]
+    probe.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
+    score_rows = [row for run in runs for row in run.score_rows]
+    latency_rows = [row for run in runs for row in run.latency_rows]
     for row in score_rows:
-        row[5] = 100 * row[4] / ceiling.gflops
+        row[6] = 100 * row[5] / probe.gflops
 
     lines = [
-        header(
-            "HTTP (`rnnlm serve` on loopback)",
-            args,
-            desc,
-            lm,
-            ceiling,
-            command_line("rnnlm.bench.http", argv),
+        models_header(
+            "HTTP (`rnnlm serve` on loopback)", args, models, probe, command_line("rnnlm.bench.http", argv)
         ),
         f"- workload: {len(texts)} n-best lists of 10 candidates (~20 chars), POST /score "
         f'{{"candidates": [...]}}; /next-token {{"text": <{PREFIX_CHARS} chars>, "top_k": 10}} '
-        f"({len(prefixes)} distinct prefixes); "
-        f"{seconds:g} s per row; server idle RSS {idle_mb:.0f} MiB",
-        f"- library engine, same lists, {max(levels)} concurrent clients, no HTTP (this run): "
-        f"{library_tokens_s:,.0f} tokens/s",
-        f"- GFLOP/s assumes each list costs its own trie bound ({share:.2f} computed positions per requested "
-        "token); a server without prefix sharing computes more than that",
+        f"({len(prefixes)} distinct prefixes); {seconds:g} s per row; one server per model, in turn; "
+        "server idle RSS "
+        + ", ".join(f"`{m.name}` {run.idle_mb:.0f} MiB" for m, run in zip(models, runs, strict=True)),
+        "- library engine, same lists, the highest concurrency, no HTTP (this run): "
+        + ", ".join(
+            f"`{m.name}` {run.library_tokens_s:,.0f} tokens/s" for m, run in zip(models, runs, strict=True)
+        ),
+        f"- GFLOP/s assumes each list costs its own trie bound ({runs[0].share:.2f} computed positions per "
+        "requested token); a server without prefix sharing computes more than that",
         "",
         table(
             [
+                "model",
                 "concurrency",
                 "requests/s",
                 "tokens/s",
@@ -287,10 +308,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             score_rows,
         ),
         "",
+    ]
+    by_model = {m.name: [r[1:] for r in score_rows if r[0] == m.name] for m in models}
+    latency_by_model = {m.name: [r[1:] for r in latency_rows if r[0] == m.name] for m in models}
+    if len(models) > 1:
+        lines += [
+            f"/score tokens/s and /next-token p50, {' vs '.join(f'`{m.name}`' for m in models)} (same run):",
+            "",
+            table(
+                ["workload", *(f"`{m.name}`" for m in models), "first ÷ last"],
+                ratio_rows(by_model, lambda r: f"/score tokens/s, concurrency {r[0]}", 2)
+                + ratio_rows(latency_by_model, lambda r: f"{r[0]} p50 ms, concurrency {r[1]}", 2),
+            ),
+            "",
+        ]
+    lines += [
         "Latency:",
         "",
         table(
             [
+                "model",
                 "endpoint",
                 "concurrency",
                 "p50 ms",
@@ -303,27 +340,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency_rows,
         ),
     ]
-    if stages:
-        lines += [
-            "",
-            "Where one /next-token request's time goes (concurrency 1; the server's Server-Timing "
-            "header, HTTP = the client's latency less the server's total):",
-            "",
-            table(["stage", "p50 ms", "mean ms", "% of mean latency"], stages),
-        ]
+    for m, run in zip(models, runs, strict=True):
+        if run.stages:
+            lines += [
+                "",
+                f"Where one /next-token request's time goes, `{m.name}` (concurrency 1; the server's "
+                "Server-Timing header, HTTP = the client's latency less the server's total):",
+                "",
+                table(["stage", "p50 ms", "mean ms", "% of mean latency"], run.stages),
+            ]
     lines.append("")
-    top = [r for r in score_rows if r[0] == 32]
-    if top:
-        lines += [
-            f"- target: /score at concurrency 32 ≥ 60% of the matmul rate: "
-            f"{top[0][5]:.1f}% — {mark(top[0][5] >= 60)} ({100 * top[0][3]:.0f}% of the library engine's rate)"
+    for m in models:
+        top = [r for r in by_model[m.name] if r[0] == 32]
+        if top:
+            lines.append(
+                f"- `{m.name}`: target /score at concurrency 32 ≥ 60% of the matmul probe on computed positions: "
+                f"{top[0][5]:.1f}% — {mark(top[0][5] >= 60)} ({100 * top[0][3]:.0f}% of the library engine's rate)"
+            )
+        one = [r for r in latency_by_model[m.name] if r[0] == "/next-token" and r[1] == 1]
+        if one:
+            lines.append(
+                f"- `{m.name}`: target /next-token p50 at concurrency 1, fresh {PREFIX_CHARS}-character prefix, "
+                f"< 10 ms: {one[0][2]:.1f} ms — {mark(one[0][2] < 10)}"
+            )
+    if len(models) > 1:
+        tops = [
+            next((r[2] for r in by_model[m.name] if r[0] == 32), float("nan"))
+            for m in (models[0], models[-1])
         ]
-    one = [r for r in latency_rows if r[0] == "/next-token" and r[1] == 1]
-    if one:
-        lines += [
-            f"- target: /next-token p50 at concurrency 1, {PREFIX_CHARS}-character prefix, < 5 ms: "
-            f"{one[0][2]:.1f} ms — {mark(one[0][2] < 5)}"
-        ]
+        if tops[0] == tops[0] and tops[1] == tops[1]:
+            lines.append(
+                f"- target: /score tokens/s at concurrency 32 of `{models[0].name}` ≥ 0.85× `{models[-1].name}`'s: "
+                f"{tops[0] / tops[1]:.2f}× — {mark(tops[0] / tops[1] >= 0.85)}"
+            )
     text = "\n".join(lines)
     print(text)
     write_section("http", text, resolve_out(args))

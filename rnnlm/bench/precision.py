@@ -9,6 +9,7 @@ rows. Each figure is compared with fp32 (ratio) and with the matrix-product ceil
 precision (an n×n float32 or bfloat16 product). Then the scores: the largest log-prob difference
 bf16 − fp32, and the top-1 accuracy of both on the saved valid reranking sets
 (``runs/rerank/*-valid-*.jsonl``, scored as ``rnnlm benchmark rerank --items`` scores them).
+Both for the served default model and the plain LSTM, one after the other.
 
     .venv/bin/python -m rnnlm.bench.precision            # the full run, updates docs/BENCHMARKS.md
     .venv/bin/python -m rnnlm.bench.precision --quick    # seconds: checks that it works
@@ -28,14 +29,15 @@ from model.quality.rerank import rerank
 
 from .common import (
     REPO,
-    Ceiling,
+    BenchModel,
     base_parser,
+    ceiling,
     command_line,
     encode_lists,
     flops_per_token,
-    header,
-    load_bench_model,
+    load_bench_models,
     matmul_gflops,
+    models_header,
     nbest_lists,
     resolve_out,
     table,
@@ -146,48 +148,26 @@ def rerank_rows(lm: LanguageModel, sets: Sequence[Path], limit: int | None) -> l
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = base_parser(__doc__.split("\n")[0])
-    p.add_argument("--lists", type=int, default=128, help="n-best lists in the speed workload")
-    p.add_argument("--rounds", type=int, default=3, help="turns through the modes (best kept)")
-    p.add_argument("--items", type=int, default=None, help="items per reranking set (default: all)")
-    args = p.parse_args(argv)
-    seconds = args.seconds or (0.2 if args.quick else 3.0)
+def model_lines(m: BenchModel, args, seconds: float, ceilings: dict[str, float], has_bf16: bool) -> list[str]:
+    """One model's speed table, score differences and reranking rows."""
     rounds = 1 if args.quick else args.rounds
     n_lists = 8 if args.quick else args.lists
     limit = 10 if args.quick else args.items
-
-    lm, desc = load_bench_model(args)
-    has_bf16 = bf16_supported(args.device) and callable(getattr(lm, "set_numerics", None))
+    lm = m.lm
     modes: list[Mode] = [("fp32", False), ("fp32", True)]
     if has_bf16:
         modes += [("bf16", False), ("bf16", True)]
-    ceiling = Ceiling(matmul_gflops(args.device, seconds=min(seconds, 2.0)))
-    bf16_rate = matmul_gflops_bf16(args.device, seconds=min(seconds, 2.0)) if has_bf16 else float("nan")
     lists = encode_lists(lm, nbest_lists(lm, n_lists))
     with torch.inference_mode():
-        rows = speed_rows(
-            lm, lists, modes, seconds, rounds, args.device, {"fp32": ceiling.before, "bf16": bf16_rate}
-        )
+        rows = speed_rows(lm, lists, modes, seconds, rounds, args.device, ceilings)
         sets = sorted(RERANK_SETS.glob("*-valid-*.jsonl")) if has_bf16 else []
         quality = rerank_rows(lm, sets, limit)
         token_diff, total_diff = (
             score_differences(lm, [s for c in lists for s in c]) if has_bf16 else (float("nan"),) * 2
         )
-    ceiling.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
-
     lines = [
-        header(
-            "Precision and batch invariance",
-            args,
-            desc,
-            lm,
-            ceiling,
-            command_line("rnnlm.bench.precision", argv),
-        ),
-        f"- bfloat16 matmul ceiling: {bf16_rate:.1f} GFLOP/s ({bf16_rate / ceiling.gflops:.2f}× float32)"
-        if has_bf16
-        else f"- no bf16 rows: {args.device} has no native bfloat16 products",
+        f"#### `{m.name}`",
+        "",
         f"- workload: {len(lists)} n-best lists of 10 candidates (~20 chars), prefix-shared; "
         f"{seconds:g} s per row over {rounds} round(s) in turns, the best round kept; "
         "rate = positions (scoring, next-token) or rows (step) per second",
@@ -219,11 +199,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "; opt in per model with RNNLM_MODEL_PRECISION"
         )
     invariant = [r for r in rows if r[1] == "fp32, batch-invariant"]
-    lines.append(
+    lines += [
         "- batch invariance (RNNLM_BATCH_INVARIANT) costs, vs fp32: "
-        + ", ".join(f"{r[0]} ×{r[3]:.2f}" for r in invariant)
-    )
-    text = "\n".join(lines)
+        + ", ".join(f"{r[0]} ×{r[3]:.2f}" for r in invariant),
+        "",
+    ]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = base_parser(__doc__.split("\n")[0], several_models=True)
+    p.add_argument("--lists", type=int, default=128, help="n-best lists in the speed workload")
+    p.add_argument("--rounds", type=int, default=3, help="turns through the modes (best kept)")
+    p.add_argument("--items", type=int, default=None, help="items per reranking set (default: all)")
+    args = p.parse_args(argv)
+    seconds = args.seconds or (0.2 if args.quick else 3.0)
+
+    models = load_bench_models(args)
+    has_bf16 = bf16_supported(args.device)
+    probe = ceiling(args.device, min(seconds, 2.0))
+    bf16_rate = matmul_gflops_bf16(args.device, seconds=min(seconds, 2.0)) if has_bf16 else float("nan")
+    ceilings = {"fp32": probe.before, "bf16": bf16_rate}
+    body = [line for m in models for line in model_lines(m, args, seconds, ceilings, has_bf16)]
+    probe.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
+    lines = [
+        models_header(
+            "Precision and batch invariance", args, models, probe, command_line("rnnlm.bench.precision", argv)
+        ),
+        f"- bfloat16 matmul probe: {bf16_rate:.1f} GFLOP/s ({bf16_rate / probe.gflops:.2f}× float32)"
+        if has_bf16
+        else f"- no bf16 rows: {args.device} has no native bfloat16 products",
+        "",
+        *body,
+    ]
+    text = "\n".join(lines).rstrip()
     print(text)
     write_section("precision", text, resolve_out(args))
     return 0

@@ -1,9 +1,12 @@
-"""Library scoring throughput (no HTTP): dense vs prefix-shared, and through the engine.
+"""Library scoring throughput (no HTTP): dense vs prefix-shared, and through the engine, for the
+served default model and the plain LSTM in the same run (their ratio last).
 
 Workload: n-best lists of 10 candidates of ~20 characters (a held-out clause and 9 variants with
 1-3 characters replaced). Then prefix sharing on the homophone and word-order confusion sets of
 the reranking benchmark (6-way lists differing by one edit): positions computed with and without
 the prefix tree, the time each takes, and the largest score difference between the two.
+
+A row's rates count the work of its timed calls only (``timed_runs``: the warm-up's is left out).
 
     .venv/bin/python -m rnnlm.bench.scoring            # the full run, updates docs/BENCHMARKS.md
     .venv/bin/python -m rnnlm.bench.scoring --quick    # seconds: checks that it works
@@ -23,19 +26,23 @@ from model.prefix import score_tree
 
 from .common import (
     DATA,
-    Ceiling,
+    BenchModel,
+    Clock,
     base_parser,
+    ceiling,
     command_line,
     encode_lists,
     flops_per_token,
-    header,
-    load_bench_model,
+    load_bench_models,
     mark,
     matmul_gflops,
+    models_header,
     nbest_lists,
+    ratio_rows,
     resolve_out,
     table,
     timed_loop,
+    timed_runs,
     write_section,
 )
 
@@ -57,29 +64,24 @@ def library_rows(
     seconds: float,
     device: str,
     gflops: float,
+    clock: Clock | None = None,
 ) -> list[list]:
     fpt = flops_per_token(lm)
     rows = []
 
     def measure(name: str, k: int, run) -> None:
         calls = [lists[i : i + k] for i in range(0, len(lists) - k + 1, k)] or [lists]
-        state = {"i": 0, "req": 0, "comp": 0}
+        turn = iter(range(10**12))
 
-        def once() -> int:
-            batch = calls[state["i"] % len(calls)]
-            state["i"] += 1
-            req, comp = run([s for cands in batch for s in cands])
-            state["req"] += req
-            state["comp"] += comp
-            return req
+        def once() -> tuple[int, int]:  # (requested, computed) positions of one call
+            batch = calls[next(turn) % len(calls)]
+            return run([s for cands in batch for s in cands])
 
-        timed_loop(once, 0, device, min_runs=1)  # warm-up (not counted)
-        state.update(req=0, comp=0)
-        _, elapsed = timed_loop(once, seconds, device)
-        req_s, comp_s = state["req"] / elapsed, state["comp"] / elapsed
-        rate = comp_s * fpt / 1e9
+        timed = timed_runs(once, seconds, device, clock=clock)  # counts the timed calls only
+        (req, comp), elapsed = timed.counts, timed.elapsed
+        rate = comp / elapsed * fpt / 1e9
         rows.append(
-            [name, f"{k} lists/call", req_s, comp_s, state["comp"] / state["req"], rate, 100 * rate / gflops]
+            [name, f"{k} lists/call", req / elapsed, comp / elapsed, comp / req, rate, 100 * rate / gflops]
         )
 
     def plain(seqs):
@@ -216,49 +218,77 @@ def sharing_rows(
     return rows
 
 
+def model_rows(
+    m: BenchModel, texts: list[list[str]], args, seconds: float, gflops: float
+) -> tuple[list[list], list[list], float]:
+    """One model's library and engine rows, its sharing rows, and its largest |Δ log-prob|
+    between prefix-shared scoring and ``sequence_logprobs``."""
+    lm = m.lm
+    lists = encode_lists(lm, texts)
+    with torch.inference_mode():
+        check = score_tree(lm, [s for c in lists[:16] for s in c])
+        plain = lm.sequence_logprobs([s for c in lists[:16] for s in c])
+    max_diff = max(float((a - b).abs().max()) for a, b in zip(check.logprobs, plain, strict=True))
+    per_call = (1, 8) if args.quick else (1, 32, 128)
+    concurrency = (1, 8) if args.quick else (1, 8, 32)
+    rows = library_rows(lm, lists, per_call, seconds, args.device, gflops)
+    rows += engine_rows(lm, lists, concurrency, seconds, gflops)
+    sets = {"n-best 10 × ~20 chars (this workload)": lists}
+    for name, cands in confusion_sets(20 if args.quick else args.set_size).items():
+        sets[name] = encode_lists(lm, cands)
+    share = sharing_rows(lm, sets, 8 if args.quick else 32, seconds, args.device)
+    return [[m.name, *r] for r in rows], [[m.name, *r] for r in share], max_diff
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = base_parser(__doc__.split("\n")[0])
+    p = base_parser(__doc__.split("\n")[0], several_models=True)
     p.add_argument("--lists", type=int, default=256, help="n-best lists in the workload")
     p.add_argument("--set-size", type=int, default=500, help="items per confusion set")
     args = p.parse_args(argv)
     seconds = args.seconds or (0.3 if args.quick else 3.0)
     n_lists = 16 if args.quick else args.lists
-    per_call = (1, 8) if args.quick else (1, 32, 128)
-    concurrency = (1, 8) if args.quick else (1, 8, 32)
 
-    lm, desc = load_bench_model(args)
-    ceiling = Ceiling(matmul_gflops(args.device, seconds=min(seconds, 2.0)))
-    lists = encode_lists(lm, nbest_lists(lm, n_lists))
-    with torch.inference_mode():
-        check = score_tree(lm, [s for c in lists[:16] for s in c])
-        plain = lm.sequence_logprobs([s for c in lists[:16] for s in c])
-    max_diff = max(float((a - b).abs().max()) for a, b in zip(check.logprobs, plain, strict=True))
+    models = load_bench_models(args)
+    probe = ceiling(args.device, min(seconds, 2.0))
+    texts = nbest_lists(models[0].lm, n_lists)
+    rows: list[list] = []
+    share: list[list] = []
+    diffs: list[str] = []
+    for m in models:
+        model_lib, model_share, diff = model_rows(m, texts, args, seconds, probe.before)
+        rows += model_lib
+        share += model_share
+        diffs.append(f"`{m.name}` {diff:.2e}")
+    probe.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
+    for row in rows:  # ratios against the better of the two probe measurements
+        row[7] = 100 * row[6] / probe.gflops
+    by_model = {m.name: [r[1:] for r in rows if r[0] == m.name] for m in models}
+    ratios = ratio_rows(by_model, lambda r: f"{r[0]}, {r[1]}", 2)
 
-    rows = library_rows(lm, lists, per_call, seconds, args.device, ceiling.before)
-    rows += engine_rows(lm, lists, concurrency, seconds, ceiling.before)
-    sets = {"n-best 10 × ~20 chars (this workload)": lists}
-    for name, cands in confusion_sets(20 if args.quick else args.set_size).items():
-        sets[name] = encode_lists(lm, cands)
-    share = sharing_rows(lm, sets, 8 if args.quick else 32, seconds, args.device)
-    ceiling.after = matmul_gflops(args.device, seconds=min(seconds, 2.0))
-    for r in rows:  # ratios against the better of the two ceiling measurements
-        r[6] = 100 * r[5] / ceiling.gflops
-
-    best = max(r[6] for r in rows if not r[0].startswith("engine"))
     lines = [
-        header(
-            "Library scoring (no HTTP)", args, desc, lm, ceiling, command_line("rnnlm.bench.scoring", argv)
+        models_header(
+            "Library scoring (no HTTP)", args, models, probe, command_line("rnnlm.bench.scoring", argv)
         ),
-        f"- workload: {len(lists)} n-best lists of 10 candidates (~20 chars each, scored with <bos>/<eos>); "
-        f"{seconds:g} s per row; prefix-shared vs `lm.sequence_logprobs`: max |Δ log-prob| = {max_diff:.2e}",
+        f"- workload: {n_lists} n-best lists of 10 candidates (~20 chars each, scored with <bos>/<eos>); "
+        f"{seconds:g} s per row; prefix-shared vs `lm.sequence_logprobs`: max |Δ log-prob| = {', '.join(diffs)}",
         "",
-        table(HEADERS, rows),
+        table(["model", *HEADERS], rows),
         "",
+    ]
+    if len(models) > 1:
+        lines += [
+            f"Requested tokens/s, {' vs '.join(f'`{m.name}`' for m in models)} (same run, same lists):",
+            "",
+            table(["workload", *(f"`{m.name}` tok/s" for m in models), "first ÷ last"], ratios),
+            "",
+        ]
+    lines += [
         "Prefix sharing (positions requested = every candidate scored alone; computed = the trie bound; "
         f"speedup = prefix-shared vs dense tokens/s, {8 if args.quick else 32} lists per call):",
         "",
         table(
             [
+                "model",
                 "set",
                 "lists",
                 "positions requested",
@@ -270,8 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             share,
         ),
         "",
-        f"- target ≥ 85% of the matmul rate (best library row): {best:.0f}% — {mark(best >= 85)}",
     ]
+    for m in models:
+        best = max(r[7] for r in rows if r[0] == m.name and not r[1].startswith("engine"))
+        lines.append(
+            f"- `{m.name}`: target ≥ 85% of the matmul probe (best library row): {best:.0f}% — {mark(best >= 85)}"
+        )
     text = "\n".join(lines)
     print(text)
     write_section("scoring", text, resolve_out(args))
