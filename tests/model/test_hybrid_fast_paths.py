@@ -10,6 +10,7 @@ promises is compared exactly.
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import numpy as np
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 
 from model.batching import with_boundaries
 from model.config import ModelConfig
+from model.engine import Engine, EngineConfig
+from model.generation import GenerationRequest
 from model.hybrid import NGRAM_FLOOR, HybridLanguageModel, HybridNet, save_hybrid
 from model.lm import RecurrentLanguageModel
 from model.loading import load_model
@@ -27,6 +30,7 @@ from model.ngram.store import save_ngram
 from model.ngram.torch_tables import TorchBackoffTables, histories_of
 from model.precision import bf16_supported
 from model.prefix import build_tree
+from model.sampling import SamplingParams
 from model.state_cache import PrefixStateCache
 from model.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
@@ -294,3 +298,49 @@ def test_a_checkpoint_written_today_loads_and_scores_as_the_reference(tok, kn4, 
             if t + 1 < len(s):
                 assert abs(float(logp[r, s[t + 1]]) - float(want[r][t])) < TOL
     assert float(logp[0, PAD_ID]) == -np.inf
+
+
+# -- served through the engine -----------------------------------------------------------------------
+def test_typing_into_the_engine_computes_one_position_per_character(lm):
+    text = "厨房里食油用完了我们去买"
+    config = EngineConfig(max_wait_ms=0, prefix_cache_bytes=1 << 20, warmup=False)
+
+    async def typing(engine: Engine) -> tuple[list[int], list[torch.Tensor]]:
+        computed, dists = [], []
+        for n in range(len(text) + 1):
+            before = engine.stats.positions_computed
+            [dist] = await engine.next_token([ids(lm, text[:n], eos=False)], top_k=5)
+            computed.append(engine.stats.positions_computed - before)
+            dists.append(dist.logprobs)
+        return computed, dists
+
+    async def main() -> tuple:
+        async with (
+            Engine(lm, config) as cached,
+            Engine(lm, EngineConfig(max_wait_ms=0, warmup=False)) as plain,
+        ):
+            return await typing(cached), await typing(plain)
+
+    (computed, dists), (plain_computed, plain_dists) = asyncio.run(asyncio.wait_for(main(), timeout=60))
+    assert computed == [1] * (len(text) + 1)  # <bos>, then one position per new character
+    assert plain_computed == list(range(1, len(text) + 2))  # without the cache: the whole prefix
+    for a, b in zip(dists, plain_dists, strict=True):
+        close(a, b)
+
+
+def test_generation_through_the_engine_follows_the_models_own_steps(lm):
+    request = GenerationRequest("厨房", max_new_tokens=6, sampling=SamplingParams(seed=3, temperature=0.7))
+
+    async def main() -> list[tuple[int, float]]:
+        async with (
+            Engine(lm, EngineConfig(max_wait_ms=0, warmup=False)) as engine,
+            engine.generate(request) as stream,
+        ):
+            return [(event.token_id, event.logprob) async for event in stream]
+
+    events = asyncio.run(asyncio.wait_for(main(), timeout=60))
+    assert 1 <= len(events) <= 6
+    logprobs, state = lm.prefill([ids(lm, "厨房", eos=False)])
+    for token, logprob in events:  # each token's log-prob is the model's, stepped by hand
+        assert abs(float(logprobs[0, token]) - logprob) < TOL
+        logprobs, state = lm.step(state, torch.tensor([token]))
