@@ -155,6 +155,7 @@ def plan_scoring(body: ScoreRequest, registry: ModelRegistry, settings: Settings
         length_bonus=body.length_bonus,
         normalize=body.normalize,
         length_unit=body.length_unit,
+        hotwords=tuple((body.hotwords or {}).items()),
     )
     if body.weights is not None:
         runners = []
@@ -233,7 +234,12 @@ async def run_plan(
         )
         for i, c in enumerate(results):
             c.lm_term = lm_terms[i]
-            c.score = options.lm_weight * lm_terms[i] + external[i] + options.length_bonus * c.length
+            c.score = (
+                options.lm_weight * lm_terms[i]
+                + external[i]
+                + options.length_bonus * c.length
+                + c.hotword_bonus
+            )
         order = rank([c.score for c in results])
         for place, i in enumerate(order, start=1):
             results[i].rank = place
@@ -241,5 +247,6 @@ async def run_plan(
     swept = None
     if sweep_pairs is not None:
         terms, lengths = [c.lm_term for c in results], [float(c.length) for c in results]
-        swept = await asyncio.to_thread(sweep, terms, external, lengths, sweep_pairs)
+        fixed = [e + c.hotword_bonus for e, c in zip(external, results, strict=True)]  # what no pair varies
+        swept = await asyncio.to_thread(sweep, terms, fixed, lengths, sweep_pairs)
     return Scored(results=results, ranking=order, lm=lm, rankings=rankings, sweep=swept)

@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from .limits import limit
 
-MAX_ABS_WEIGHT = 1e6  # lm_weight, length_bonus
+MAX_ABS_WEIGHT = 1e6  # lm_weight, length_bonus, a hotword's bonus
+MAX_HOTWORDS = 1000  # phrases in one request's hotwords
+MAX_HOTWORD_CHARS = 100  # characters of one phrase
 MAX_ABS_EXTERNAL = 1e15  # external scores: any finite score a pipeline produces
 MAX_SEED = 2**32 - 1
 MIN_SCALE = 1e-4  # smallest temperature (other than 0) and repetition penalty: logits are divided by it
@@ -184,6 +186,21 @@ class ScoreRequest(_Request):
         "unsegmented Chinese counts 1 per run of non-space text). Absent: per scored token, <eos> "
         "included (the behaviour before this field; it ranks as `tokens` does).",
     )
+    hotwords: (
+        dict[
+            Annotated[str, Field(min_length=1, max_length=MAX_HOTWORD_CHARS)],
+            Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT)],
+        ]
+        | None
+    ) = Field(
+        default=None,
+        max_length=MAX_HOTWORDS,
+        description=f"Contextual biasing: phrases you expect (names, terms) with a bonus, added to a "
+        f"candidate's score once per occurrence of the phrase in it (as WeNet's and icefall's context "
+        f'graphs reward a listed phrase), e.g. {{"李素丽": 4.0}}. The LM log-probs are untouched; each '
+        f"result's `hotword_bonus` says what was added. At most {MAX_HOTWORDS} phrases of 1 to "
+        f"{MAX_HOTWORD_CHARS} characters; docs/ADAPT.md measures what a bonus buys.",
+    )
     sweep: list[SweepPoint] | None = Field(
         default=None,
         min_length=1,
@@ -237,13 +254,15 @@ class CandidateResult(BaseModel):
     oov: int = Field(description="pieces unknown to the vocabulary (scored as <unk>)")
     perplexity: float | None = Field(description="exp(-logprob / num_tokens); null when nothing was scored")
     score: float = Field(
-        description="lm_weight × LM term + external score + length_bonus × length (with `weights`: "
-        "first_pass_weight × external score + Σ weight_m × logprob_m + length_bonus × length)"
+        description="lm_weight × LM term + external score + length_bonus × length + hotword_bonus (with "
+        "`weights`: first_pass_weight × external score + Σ weight_m × logprob_m + length_bonus × length "
+        "+ hotword_bonus)"
     )
     rank: int = Field(description="1 = best; equal scores keep input order")
     length: int = Field(
         description="what length_bonus multiplies: the length in `length_unit`, else num_tokens"
     )
+    hotword_bonus: float = Field(default=0.0, description="what `hotwords` added to the score (0 without)")
     lm: dict[str, float] | None = Field(
         default=None,
         description="each model's sentence log-prob, by served name, when `weights` or `direction` "

@@ -57,6 +57,7 @@ async def score(
             score=r.score,
             rank=r.rank,
             length=r.length,
+            hotword_bonus=r.hotword_bonus,
             lm=scored.lm[i] if scored.lm is not None else None,
             token_logprobs=[
                 TokenLogprob(token=t, logprob=lp) for t, lp in zip(r.tokens, r.token_logprobs, strict=True)
