@@ -24,7 +24,14 @@ def domains(tmp_path):
 def test_the_table_has_every_model_in_every_domain(domains, tiny_model_dir, capsys):
     out = domains / "RESULTS.md"
     out.write_text("# Results\n\nkept text\n", encoding="utf-8")
-    args = ["benchmark", "domains", "--domain", f"news={domains / 'news'}", "--domain", f"reviews={domains / 'reviews'}"]
+    args = [
+        "benchmark",
+        "domains",
+        "--domain",
+        f"news={domains / 'news'}",
+        "--domain",
+        f"reviews={domains / 'reviews'}",
+    ]
     args += ["--model", str(tiny_model_dir), "--out", str(out), "--ngram-dir", str(domains / "ngram")]
     args += ["--sets-dir", str(domains / "sets"), "--size", "4", "--min-len", "4", "--min-count", "1"]
     assert main(args) == 0
