@@ -105,7 +105,8 @@ def hold_out(lines: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def replay_lines(base_data: str | Path, chars: int, seed: int) -> list[str]:
-    """About ``chars`` characters of the base's training lines, drawn at random (seeded)."""
+    """About ``chars`` characters of a corpus's training lines, drawn at random (seeded): the
+    base's text replayed beside the user's, or a sample of a domain to adapt to."""
     pool = load_split(base_data, "train")
     random.Random(seed).shuffle(pool)
     out, total = [], 0

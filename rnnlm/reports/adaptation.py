@@ -16,35 +16,22 @@ fine-tune's held-out perplexity against its CPU time is the curve (``cpu_s`` in 
 from __future__ import annotations
 
 import json
-import random
 import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.adapt import AdaptJob, adapt, hold_out, read_text_lines
-from model.data import load_split, write_text_atomically
+from model.adapt import AdaptJob, adapt, hold_out, read_text_lines, replay_lines
+from model.data import load_split
 from model.evaluate import evaluate_lines
 from model.loading import load_model
 from model.mixture import MixtureLanguageModel, token_logprobs, tune_lambda
 from model.quality.rerank import SetSpec, build_and_save_set, rerank
 
-from .blocks import put_block
+from .blocks import write_report
 
 BLOCK = "adaptation"
 KINDS = ("homophone", "wordorder")
-
-
-def domain_sample(corpus: str | Path, chars: int, seed: int = 0) -> list[str]:
-    lines = load_split(corpus, "train")
-    random.Random(seed).shuffle(lines)
-    out, total = [], 0
-    for line in lines:
-        if total >= chars:
-            break
-        out.append(line)
-        total += len(line)
-    return out
 
 
 def measure(lm, tests: dict[str, list[str]], sets: dict[str, list]) -> dict:
@@ -90,7 +77,7 @@ def run_adaptation(
     log(f"base: {record['base_row']}")
     for size in sizes:
         text = work / f"{name}-{size}.txt"
-        text.write_text("\n".join(domain_sample(corpus, size)) + "\n", encoding="utf-8")
+        text.write_text("\n".join(replay_lines(corpus, size, seed=0)) + "\n", encoding="utf-8")
         out_dir = work / f"{Path(base).name}-{name}-{size}"
         if out_dir.exists():
             import shutil
@@ -124,10 +111,7 @@ def run_adaptation(
         }
         log(f"{size}: {json.dumps(run)}")
         record["runs"].append(run)
-    out = Path(out)
-    write_text_atomically(out.with_name(out.stem + "-adaptation.json"), json.dumps(record, indent=2) + "\n")
-    page = out.read_text(encoding="utf-8") if out.exists() else ""
-    write_text_atomically(out, put_block(page, BLOCK, render(record)))
+    write_report(out, BLOCK, record, render(record))
     return record
 
 

@@ -12,7 +12,9 @@ old page, so a command that regenerates the whole page keeps what other commands
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 _BLOCK = re.compile(r"<!-- (?P<name>[\w:.-]+):start -->\n.*?\n<!-- (?P=name):end -->", re.DOTALL)
 
@@ -34,3 +36,15 @@ def put_block(doc: str, name: str, text: str) -> str:
 def carried_blocks(doc: str, prefix: str) -> list[str]:
     """The whole blocks (markers included) of ``doc`` whose names start with ``prefix``, in order."""
     return [m.group(0) for m in _BLOCK.finditer(doc) if m.group("name").startswith(prefix)]
+
+
+def write_report(out: str | Path, name: str, record: dict, markdown: str) -> None:
+    """A measurement's two forms: ``<stem>-<name>.json`` beside the page ``out``, and the block
+    ``name`` of that page (the rest of the page is kept; each file written in one rename)."""
+    from model.data import write_text_atomically
+
+    page = Path(out)
+    twin = page.with_name(f"{page.stem}-{name}.json")
+    write_text_atomically(twin, json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+    old = page.read_text(encoding="utf-8") if page.exists() else ""
+    write_text_atomically(page, put_block(old, name, markdown))

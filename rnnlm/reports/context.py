@@ -11,16 +11,15 @@ utterances would).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.data import load_split, write_text_atomically
+from model.data import load_split
 from model.loading import load_model
 from model.scoring import ScoreOptions, prepare_candidates
 
-from .blocks import put_block
+from .blocks import write_report
 
 BLOCK = "context"
 
@@ -58,10 +57,7 @@ def run_context(
             domains[name] = context_perplexities(lm, lines, max_context)
         rows.append({"model": Path(model_dir).name, "domains": domains})
     record = {"command": command, "data": data, "max_context": max_context, "limit": limit, "rows": rows}
-    out = Path(out)
-    write_text_atomically(out.with_name(out.stem + "-context.json"), json.dumps(record, indent=2) + "\n")
-    page = out.read_text(encoding="utf-8") if out.exists() else ""
-    write_text_atomically(out, put_block(page, BLOCK, render(record)))
+    write_report(out, BLOCK, record, render(record))
     return record
 
 

@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from model.data import load_split, sha256_file, write_text_atomically
+from model.data import load_split, sha256_file
 from model.evaluate import evaluate_lines
 from model.loading import load_model
 from model.quality.rerank import SetSpec, build_and_save_set, rerank
 
-from .blocks import put_block
+from .blocks import write_report
 from .results import NGramSpec, ensure_ngram
 
 EXAMPLES = (("厨房里食油用完了", "厨房里石油用完了"), ("你先走", "你走先"))  # (right, wrong)
@@ -110,12 +110,7 @@ def run_domains(
         "rows": results,
         "seconds": round(time.time() - started, 1),
     }
-    out = Path(out)
-    write_text_atomically(
-        out.with_name(out.stem + "-domains.json"), json.dumps(record, ensure_ascii=False, indent=2) + "\n"
-    )
-    page = out.read_text(encoding="utf-8") if out.exists() else ""
-    write_text_atomically(out, put_block(page, BLOCK, render(record)))
+    write_report(out, BLOCK, record, render(record))
     return record
 
 

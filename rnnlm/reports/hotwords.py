@@ -3,17 +3,16 @@ without ``hotwords``; the bonus is chosen on the valid split's set and reported 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.data import fetch_pd98_raw, write_text_atomically
+from model.data import fetch_pd98_raw
 from model.loading import load_model
 from model.quality.hotwords import HotwordItem, build_hotword_set, shuffled_hotwords
 from model.quality.rerank import candidate_logprobs, homophone_index, rank_credit
 from model.scoring import hotword_bonus
 
-from .blocks import put_block
+from .blocks import write_report
 
 BONUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
 BLOCK = "hotwords"
@@ -57,10 +56,7 @@ def run_hotwords(
             }
         )
     record = {"command": command, "items": {s: len(v) for s, v in sets.items()}, "rows": rows}
-    out = Path(out)
-    write_text_atomically(out.with_name(out.stem + "-hotwords.json"), json.dumps(record, indent=2) + "\n")
-    page = out.read_text(encoding="utf-8") if out.exists() else ""
-    write_text_atomically(out, put_block(page, BLOCK, render(record)))
+    write_report(out, BLOCK, record, render(record))
     return record
 
 
