@@ -18,6 +18,16 @@ a new engine assumes load) the first one waits up to max_wait_ms for company;
 while the worker is busy (a batch, a decoding step) newcomers pile up and go together into the next
 batch. Each loop runs at most one one-shot batch and one decoding step, so neither kind starves the
 other.
+
+Passes run in chunks of ``chunk_positions`` positions. Between two chunks of a pass, work nobody
+waits for any more (every request of it cancelled or past its deadline) stops, and others get in:
+during a one-shot pass, the queued one-shot requests that cost at most a chunk; during a prefill,
+those, the waiting generations whose prompts cost at most a chunk, and one decoding step of the
+running batch. So a 10,000-character prompt holds its model a chunk at a time (tens of ms), and
+its prefill ends within a chunk of its client leaving.
+
+The prefix-state cache is read and filled per scope (model/state_cache.py): a request carries the
+scope of its caller's context (or ``cache_scope=``), and the service makes it the tenant's.
 """
 
 from __future__ import annotations

@@ -126,10 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         table(["request", "requests", "p50 ms", "p99 ms", "max ms"], rows),
         "",
-        f"2. Its client leaves after {args.leave_s:g} s. The same length of prompt then took "
-        f"**{after:.1f} s** for another client, against {alone:.1f} s on an idle model "
-        f"({after / alone:.2f}×): the abandoned prefill stopped within a chunk instead of running on for "
-        f"nobody (which would have made it about {alone + max(0.0, alone - args.leave_s):.1f} s).",
+        f"2. Its client leaves after {args.leave_s:g} s; another client's prompt of the same length, sent "
+        f"then, took **{after:.1f} s**, against {alone:.1f} s on an idle model ({after / alone:.2f}×). Had the "
+        f"abandoned prefill run on for nobody, the second would have waited for it: about "
+        f"{alone + max(0.0, alone - args.leave_s):.1f} s.",
     ]
     text = "\n".join(lines)
     print(text)

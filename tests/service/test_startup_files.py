@@ -128,7 +128,9 @@ def test_rnnlm_serve_stops_with_one_line(workdir, tiny_model_dir, capsys):
     done, status = finishes(serve)
     assert done and status == 2
     [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith("error: invalid settings: RNNLM_MODEL_DIRS: weights/DEFAULT.json") and "gone" in line
+    assert (
+        line.startswith("error: invalid settings: RNNLM_MODEL_DIRS: weights/DEFAULT.json") and "gone" in line
+    )
 
 
 def test_the_recorded_choice_is_served_and_shown(workdir, tiny_model_dir):
