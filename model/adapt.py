@@ -9,11 +9,16 @@
                            └─ 1 of 10 ─▶ held-out: picks the fine-tune's checkpoint and the weight
                                          λ of the mixture  P = λ·P_finetuned + (1-λ)·P_KN
 
-The result is a mixture checkpoint (:mod:`model.mixture`) with its two parts inside it::
+The adapted model keeps the base whole beside the domain model, in a *sentence* mixture
+(:mod:`model.mixture`): the weights follow the sentence read so far, so a sentence of the base's
+own domains costs -ln(base_weight) once (a few percent of perplexity), not at every token::
 
-    DIR/config.json  tokenizer.json  metrics.json  MODEL_CARD.md     the adapted model (serve this)
-    DIR/finetuned/   the network, fine-tuned (a hybrid keeps pointing at the base's n-gram)
-    DIR/domain-kn5/  the n-gram of the text
+    DIR/config.json …   sentence mixture: base_weight · MODEL + (1 - base_weight) · DIR/domain
+    DIR/domain/         token mixture:    λ · finetuned + (1 - λ) · domain-kn5 (λ tuned on held-out)
+    DIR/finetuned/      the network, fine-tuned (a hybrid keeps pointing at the base's n-gram)
+    DIR/domain-kn5/     the n-gram of the text
+
+``DIR`` names the base by a relative path, as a hybrid names its n-gram: move them together.
 
 An n-gram base (no network) is adapted by the n-gram alone. Everything is written beside ``DIR``
 and renamed into place at the end, so a failed run (a bad file, Ctrl-C) leaves nothing behind.
@@ -55,6 +60,7 @@ class AdaptJob:
     replay: float = 1.0  # base training text replayed, in characters per character of the user's
     base_data: str = ""  # corpus directory of the base's training text ("" = the one its metrics name)
     ngram_order: int = 5
+    base_weight: float = 0.5  # prior weight of the base in the sentence mixture (its domains' sentences)
     device: str = "auto"
     seed: int = 1234
     command: str = ""
@@ -178,20 +184,33 @@ def adapt(job: AdaptJob, log=print) -> dict:
         neural = load_model(finetuned)
         logp_a, logp_b = token_logprobs(neural, held), token_logprobs(domain, held)
         lam = tune_lambda(logp_a, logp_b)
-        mixture = MixtureLanguageModel(neural, domain, lam, names=[finetuned.name, kn_dir.name])
+        domain_dir = staging / "domain"
+        in_domain = MixtureLanguageModel(neural, domain, lam, names=[finetuned.name, kn_dir.name])
+        domain_dir.mkdir()
+        mixture_files(domain_dir, [finetuned, kn_dir], in_domain, {"model_type": "mixture", "lambda": lam})
+        # the base, whole, beside the domain model: a sentence of the base's domains costs -ln(prior) once
+        adapted = MixtureLanguageModel(
+            base, in_domain, job.base_weight, names=[str(job.base), domain_dir.name], mode="sentence"
+        )
         metrics["lambda"] = lam
+        metrics["base_weight"] = job.base_weight
         metrics["held_out"] = {
             "base": base_eval["perplexity"],
             "finetuned": summarize(logp_a, held, base.tokenizer)["perplexity"],
             "domain_kn": summarize(logp_b, held, base.tokenizer)["perplexity"],
-            "adapted": evaluate_lines(mixture, held)["perplexity"],
+            "domain": evaluate_lines(in_domain, held)["perplexity"],
+            "adapted": evaluate_lines(adapted, held)["perplexity"],
         }
         log(
-            "held-out perplexity: base {base:.2f}, fine-tuned {finetuned:.2f}, domain n-gram "
-            "{domain_kn:.2f}, adapted (λ = {lam:.3f}) {adapted:.2f}".format(lam=lam, **metrics["held_out"])
+            "held-out perplexity: base {base:.2f}, fine-tuned {finetuned:.2f}, domain n-gram {domain_kn:.2f}, "
+            "their mixture (λ = {lam:.3f}) {domain:.2f}, adapted {adapted:.2f}".format(
+                lam=lam, **metrics["held_out"]
+            )
         )
         metrics["adapt_s"] = round(time.time() - started, 1)
-        mixture_files(staging, [finetuned, kn_dir], mixture, metrics, render_adapted_card(out.name, metrics))
+        # paths relative to the staging directory: the same once it is renamed (a sibling of DIR)
+        card = render_adapted_card(out.name, metrics)
+        mixture_files(staging, [Path(job.base), domain_dir], adapted, metrics, card)
         shutil.rmtree(staging / "data", ignore_errors=True)
         staging.rename(out)
     except BaseException:
@@ -287,14 +306,17 @@ def render_adapted_card(name: str, metrics: dict) -> str:
 `{a["base"]}` adapted to {a["train_chars"]:,} characters ({a["train_lines"]} lines) of
 {", ".join(f"`{t}`" for t in a["texts"])}: {how}, mixed with a Kneser-Ney n-gram of the same
 lines, λ = {metrics["lambda"]:.3f} tuned on the {a["held_out_lines"]} held-out lines (every
-{HELD_OUT_EVERY}th line of the text).
+{HELD_OUT_EVERY}th line of the text) (`domain/`). The served model is the sentence mixture of the
+base, whole, with weight {metrics["base_weight"]:g}, and that domain model: the weights follow
+the sentence read so far, so the base's own domains lose little.
 
 | held-out perplexity | |
 |---|---:|
 | base | {h["base"]:.2f} |
 | fine-tuned | {h["finetuned"]:.2f} |
 | n-gram of the text | {h["domain_kn"]:.2f} |
-| **adapted** (the mixture) | **{h["adapted"]:.2f}** |
+| their mixture (`domain/`) | {h["domain"]:.2f} |
+| **adapted** (base + domain, per sentence) | **{h["adapted"]:.2f}** |
 
 Made by `{metrics["command"] or "model.adapt.adapt"}` in {metrics["adapt_s"]} s. Serve it like any
 checkpoint: `RNNLM_MODEL_DIRS={name} rnnlm serve`.

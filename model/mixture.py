@@ -15,6 +15,16 @@ A mixture checkpoint is a directory that points at its two components::
                            "component_sha256": [sha256 of each component's config.json]}
 
 so the components are stored once; if either changes after tuning, loading refuses (λ is stale).
+
+**Per token or per sentence.** The interpolation above (``mode: "token"``) mixes each next-token
+distribution with the same λ. With ``mode: "sentence"`` the weights follow the sentence read so
+far, as a posterior over the two models (Bayesian interpolation)::
+
+    P(w_t | h) = π_a(h) · P_a(w_t | h) + π_b(h) · P_b(w_t | h),   π_a(h) ∝ λ · P_a(h),  π_b(h) ∝ (1-λ) · P_b(h)
+
+so a whole sentence gets exactly λ·P_a(s) + (1-λ)·P_b(s). A sentence that only one model knows
+costs -ln λ once, not once per token: an adapted model made of ``sentence(base, domain)`` keeps
+the base's perplexity on the base's text within a few percent (:mod:`model.adapt`).
 """
 
 from __future__ import annotations
@@ -44,16 +54,27 @@ from .data import sha256_file
 from .lm import LanguageModel, State
 from .tokenizer import Tokenizer
 
+MODES = ("token", "sentence")
+
 
 class MixtureLanguageModel(LanguageModel):
     kind = "mixture"
 
-    def __init__(self, a: LanguageModel, b: LanguageModel, lam: float, names: Sequence[str] = ("a", "b")):
+    def __init__(
+        self,
+        a: LanguageModel,
+        b: LanguageModel,
+        lam: float,
+        names: Sequence[str] = ("a", "b"),
+        mode: str = "token",
+    ):
         if a.tokenizer.tokens != b.tokenizer.tokens or a.tokenizer.kind != b.tokenizer.kind:
             raise ValueError("mixture components must share one vocabulary (the same tokenizer)")
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lambda must be in [0, 1], got {lam}")
-        self.a, self.b, self.lam = a, b, float(lam)
+        if mode not in MODES:
+            raise ValueError(f"mixture mode must be one of {MODES}, got {mode!r}")
+        self.a, self.b, self.lam, self.mode = a, b, float(lam), mode
         self.names = list(names)
         self.tokenizer = a.tokenizer
         self.metrics: dict = {}
@@ -65,33 +86,95 @@ class MixtureLanguageModel(LanguageModel):
         logp_b = logp_b.to(device=logp_a.device, dtype=logp_a.dtype)
         return torch.logaddexp(logp_a + log_lam, logp_b + log_rest)
 
+    def _prior(self) -> Tensor:
+        """(1, 2) ln λ, ln (1-λ)."""
+        with np.errstate(divide="ignore"):
+            return torch.tensor([[np.log(self.lam), np.log1p(-self.lam)]], dtype=torch.float64)
+
+    def _mix_weighted(self, log_w: Tensor, logp_a: Tensor, logp_b: Tensor) -> Tensor:
+        """Σ_m π_m P_m for rows with log-weights ``log_w`` (B, 2) (each row sums to one)."""
+        logp_b = logp_b.to(device=logp_a.device, dtype=logp_a.dtype)
+        w = log_w.to(device=logp_a.device, dtype=logp_a.dtype)
+        return torch.logaddexp(w[:, :1] + logp_a, w[:, 1:] + logp_b)
+
     def sequence_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[Tensor]:
         pairs = zip(self.a.sequence_logprobs(seqs), self.b.sequence_logprobs(seqs), strict=True)
-        return [self._mix(la.double().cpu(), lb.double().cpu()) for la, lb in pairs]
+        if self.mode == "token":
+            return [self._mix(la.double().cpu(), lb.double().cpu()) for la, lb in pairs]
+        out = []
+        for la, lb in pairs:
+            la, lb = la.double().cpu(), lb.double().cpu()
+            # the log-weights before each token: the prior times the likelihood of the tokens before it
+            seen = torch.stack([torch.cumsum(la, 0) - la, torch.cumsum(lb, 0) - lb], dim=1)  # (T, 2)
+            out.append(self._mix_weighted(_normalized(self._prior() + seen), la[:, None], lb[:, None])[:, 0])
+        return out
 
+    # A sentence mixture's state carries each row's log-weights and the two distributions of the
+    # last step, from which the next fed token updates the weights.
     def start_state(self, batch_size: int) -> State:
-        return (self.a.start_state(batch_size), self.b.start_state(batch_size))
+        state = (self.a.start_state(batch_size), self.b.start_state(batch_size))
+        if self.mode == "token":
+            return state
+        return (*state, self._prior().expand(batch_size, 2).clone(), None, None)
 
     def step(self, state: State, ids: Tensor) -> tuple[Tensor, State]:
         logp_a, state_a = self.a.step(state[0], ids)
         logp_b, state_b = self.b.step(state[1], ids)
-        return self._mix(logp_a, logp_b), (state_a, state_b)
+        if self.mode == "token":
+            return self._mix(logp_a, logp_b), (state_a, state_b)
+        log_w, last_a, last_b = state[2], state[3], state[4]
+        if last_a is not None:  # the fed tokens, as each model predicted them: the posterior moves
+            idx = ids.view(-1, 1).to(last_a.device)
+            seen = torch.cat(
+                [
+                    last_a.gather(1, idx).double().cpu(),
+                    last_b.gather(1, idx.to(last_b.device)).double().cpu(),
+                ],
+                1,
+            )
+            log_w = _normalized(log_w + seen)
+        return self._mix_weighted(log_w, logp_a, logp_b), (state_a, state_b, log_w, logp_a, logp_b)
 
     def _prefill_equal(self, prefixes: Sequence[Sequence[int]]) -> tuple[Tensor, State]:
         logp_a, state_a = self.a.prefill(prefixes)
         logp_b, state_b = self.b.prefill(prefixes)
-        return self._mix(logp_a, logp_b), (state_a, state_b)
+        if self.mode == "token":
+            return self._mix(logp_a, logp_b), (state_a, state_b)
+        seen = [
+            [float(x.sum()) for x in m.sequence_logprobs([list(p) for p in prefixes])]
+            for m in (self.a, self.b)
+        ]
+        log_w = _normalized(self._prior() + torch.tensor(seen, dtype=torch.float64).T)
+        return self._mix_weighted(log_w, logp_a, logp_b), (state_a, state_b, log_w, logp_a, logp_b)
 
     def select_state(self, state: State, rows: Sequence[int] | Tensor) -> State:
-        return (self.a.select_state(state[0], rows), self.b.select_state(state[1], rows))
+        picked = (self.a.select_state(state[0], rows), self.b.select_state(state[1], rows))
+        if self.mode == "token":
+            return picked
+        index = torch.as_tensor(rows, dtype=torch.long)
+        extra = [None if t is None else t.index_select(0, index.to(t.device)) for t in state[2:]]
+        return (*picked, *extra)
 
     def concat_states(self, states: Sequence[State]) -> State:
-        return (self.a.concat_states([s[0] for s in states]), self.b.concat_states([s[1] for s in states]))
+        joined = (self.a.concat_states([s[0] for s in states]), self.b.concat_states([s[1] for s in states]))
+        if self.mode == "token":
+            return joined
+        extra: list[Tensor | None] = []
+        for k in (2, 3, 4):
+            parts = [s[k] for s in states]
+            if any(p is None for p in parts):  # a row that has not stepped yet: no last distribution
+                if k == 2 or not all(p is None for p in parts):
+                    raise ValueError("sentence-mixture states must all have stepped, or none")
+                extra.append(None)
+            else:
+                extra.append(torch.cat(parts, 0))
+        return (*joined, *extra)
 
     def describe(self) -> dict:
         return {
             **super().describe(),
             "lambda": self.lam,
+            "mode": self.mode,
             "components": self.names,
             "a": self.a.describe(),
             "b": self.b.describe(),
@@ -99,6 +182,12 @@ class MixtureLanguageModel(LanguageModel):
 
 
 # -- tuning λ -------------------------------------------------------------------------------------
+def _normalized(log_w: Tensor) -> Tensor:
+    """Log-weights that sum to one per row (a row both models call impossible keeps its prior)."""
+    norm = torch.logsumexp(log_w, dim=1, keepdim=True)
+    return torch.where(torch.isfinite(norm), log_w - norm, torch.full_like(log_w, -math.log(2)))
+
+
 def token_logprobs(lm: LanguageModel, lines: Sequence[str], batch_lines: int = 256) -> np.ndarray:
     """Every per-token log-prob of ``lines`` scored the evaluation way (<bos> … <eos>), flattened."""
     out = []
@@ -167,6 +256,7 @@ def mixture_files(
             "model_type": "mixture",
             "components": [os.path.relpath(Path(c).resolve(), where) for c in components],
             "lambda": mixture.lam,
+            **({"mode": mixture.mode} if mixture.mode != "token" else {}),
             "component_sha256": [sha256_file(Path(c) / CONFIG) for c in components],
         },
     )
@@ -182,6 +272,7 @@ def load_mixture(model_dir: str | Path, device: str = "cpu") -> MixtureLanguageM
         raise CheckpointError(f"{d / CONFIG}: model_type is {config['model_type']!r}, not 'mixture'")
     try:
         rel, lam = list(config["components"]), float(config["lambda"])
+        mode = str(config.get("mode", "token"))
         shas = list(config["component_sha256"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
@@ -201,7 +292,11 @@ def load_mixture(model_dir: str | Path, device: str = "cpu") -> MixtureLanguageM
             )
     try:
         lm = MixtureLanguageModel(
-            load_model(paths[0], device), load_model(paths[1], device), lam, names=[str(r) for r in rel]
+            load_model(paths[0], device),
+            load_model(paths[1], device),
+            lam,
+            names=[str(r) for r in rel],
+            mode=mode,
         )
     except ValueError as e:
         raise CheckpointError(f"{d}: {e}") from e

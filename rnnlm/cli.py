@@ -534,6 +534,13 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
         default="",
         help="corpus directory of the base's training text (default: the one its metrics.json names, if here)",
     )
+    p.add_argument(
+        "--base-weight",
+        type=float,
+        default=0.5,
+        help="prior weight (0-1) of the base, kept whole beside the adapted part; the weights then follow "
+        "each sentence (default: 0.5)",
+    )
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
 
 
@@ -550,6 +557,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         raise usage_error("argument --minutes: must be more than 0")
     if args.lr <= 0 or args.replay < 0:
         raise usage_error("arguments --lr and --replay: --lr must be more than 0, --replay at least 0")
+    if not 0.0 < args.base_weight < 1.0:
+        raise usage_error("argument --base-weight: must be between 0 and 1 (exclusive)")
     job = AdaptJob(
         base=args.base,
         texts=list(args.text),
@@ -558,6 +567,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         lr=args.lr,
         replay=args.replay,
         base_data=args.base_data,
+        base_weight=args.base_weight,
         device=args.device,
         command=_command_line("adapt"),
     )

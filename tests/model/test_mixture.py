@@ -150,3 +150,50 @@ def test_changed_component_is_refused(tmp_path, tiny_model_dir, ngram_dir, tiny_
 def test_eos_and_unk_have_probability(mixture):
     logp = mixture.next_token_logprobs([[BOS_ID, 5]]).double()
     assert torch.isfinite(logp[0, [EOS_ID, UNK_ID]]).all()
+
+
+@pytest.fixture(scope="module")
+def sentence_mixture(tiny_model_dir, ngram_dir) -> MixtureLanguageModel:
+    return MixtureLanguageModel(load_model(tiny_model_dir), load_model(ngram_dir), 0.3, mode="sentence")
+
+
+def test_a_sentence_mixture_gives_each_sentence_the_mixed_sentence_probability(sentence_mixture):
+    m = sentence_mixture
+    a, b = m.a.sequence_logprobs(SEQS), m.b.sequence_logprobs(SEQS)
+    for s, la, lb in zip(m.sequence_logprobs(SEQS), a, b, strict=True):
+        expected = math.log(
+            0.3 * math.exp(float(la.double().sum())) + 0.7 * math.exp(float(lb.double().sum()))
+        )
+        assert float(s.sum()) == pytest.approx(expected, abs=1e-9)
+        # per token it is not the token mixture (the weights follow the sentence)
+    token = MixtureLanguageModel(m.a, m.b, 0.3)
+    assert not torch.allclose(m.sequence_logprobs(SEQS)[1], token.sequence_logprobs(SEQS)[1])
+
+
+def test_a_sentence_mixture_steps_prefills_and_regroups_like_it_scores(sentence_mixture):
+    m = sentence_mixture
+    scores = m.sequence_logprobs(SEQS)
+    for seq, score in zip(SEQS, scores, strict=True):
+        state = m.start_state(1)
+        for i in range(len(seq) - 1):
+            logp, state = m.step(state, torch.tensor([seq[i]]))
+            assert float(logp[0].double().exp().sum()) == pytest.approx(1.0, abs=1e-5)
+            assert float(logp[0, seq[i + 1]]) == pytest.approx(float(score[i]), abs=1e-4)
+    logp, state = m.prefill([[BOS_ID, 5, 6], [BOS_ID]])
+    assert torch.allclose(logp[0].double(), m.next_token_logprobs([[BOS_ID, 5, 6]])[0].double(), atol=1e-5)
+    joined = m.concat_states([m.select_state(state, [1]), m.select_state(state, [0])])
+    step, _ = m.step(joined, torch.tensor([5, 7]))
+    assert torch.allclose(step, m.next_token_logprobs([[BOS_ID, 5], [BOS_ID, 5, 6, 7]]), atol=1e-5)
+
+
+def test_a_sentence_mixture_saves_its_mode(sentence_mixture, tiny_model_dir, ngram_dir, tmp_path):
+    from model.mixture import save_mixture
+
+    save_mixture(tmp_path / "mix", [tiny_model_dir, ngram_dir], sentence_mixture)
+    loaded = load_model(tmp_path / "mix")
+    assert loaded.mode == "sentence" and loaded.describe()["mode"] == "sentence"
+    seqs = SEQS[:2]
+    for x, y in zip(loaded.sequence_logprobs(seqs), sentence_mixture.sequence_logprobs(seqs), strict=True):
+        assert torch.allclose(x, y)
+    with pytest.raises(ValueError, match="mode"):
+        MixtureLanguageModel(sentence_mixture.a, sentence_mixture.b, 0.5, mode="word")

@@ -45,11 +45,20 @@ def test_adapting_writes_a_mixture_with_its_parts_that_fits_the_held_out_text_be
     metrics = adapt(_job(base, text, out), log=lambda _: None)
     lm = load_model(out)
     assert lm.kind == "mixture"
-    assert {p.name for p in out.iterdir() if p.is_dir()} == {"finetuned", "domain-kn5"}
+    assert lm.mode == "sentence" and lm.a.kind == "rnn" and lm.b.kind == "mixture"  # base beside domain
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"finetuned", "domain-kn5", "domain"}
     assert load_model(out / "finetuned").kind == "rnn"
     held = metrics["held_out"]
     assert held["adapted"] < held["base"]
-    assert held["adapted"] <= min(held["finetuned"], held["domain_kn"]) + 1e-6  # λ tuned on these lines
+    assert held["domain"] <= min(held["finetuned"], held["domain_kn"]) + 1e-6  # λ tuned on these lines
+    # the base's own text: the sentence mixture stays near the base (the domain part alone does not)
+    from model.data import load_split
+    from model.evaluate import evaluate_lines
+
+    news = load_split(base.parent.parent / "corpus", "valid")
+    base_ppl, adapted_ppl = (evaluate_lines(m, news)["perplexity"] for m in (load_model(base), lm))
+    assert adapted_ppl < evaluate_lines(lm.b, news)["perplexity"]
+    assert adapted_ppl < base_ppl * 2 ** (1 / 5)  # at most ln 2 per sentence of ≥ 5 tokens
     assert metrics["finetune"]["replay_lines"] > 0  # the base's corpus is here: replayed beside the text
     assert not any(p.name.startswith(".adapted") for p in tmp_path.iterdir())
 
