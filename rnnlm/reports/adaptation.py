@@ -107,7 +107,7 @@ def run_adaptation(
             "lambda_adapted": metrics["lambda"],
             "lambda_ngram": lam,
             "ngram_only": measure(ngram_only, tests, sets),
-            "domain_only": measure(adapted.b, tests, sets),  # the fine-tune + n-gram, without the base
+            "domain_only": measure(load_model(out_dir / "domain"), tests, sets),  # fine-tune + n-gram alone
             "adapted": measure(adapted, tests, sets),
             "curve": curve,
         }
