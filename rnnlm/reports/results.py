@@ -439,7 +439,8 @@ def run_quality(
     }
     page = render_markdown(result, texts["sets"])
     old = Path(out).read_text(encoding="utf-8") if Path(out).exists() else ""
-    for block in carried_blocks(old, "rescoring:"):  # written by `rnnlm rescoring-report --into`
+    # blocks other commands own: `rnnlm rescoring-report --into`, `rnnlm benchmark domains`
+    for block in [*carried_blocks(old, "domains"), *carried_blocks(old, "rescoring:")]:
         page = page.rstrip() + "\n\n" + block + "\n"
     write_text_atomically(Path(out), page)
     write_text_atomically(
