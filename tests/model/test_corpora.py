@@ -142,3 +142,18 @@ def test_prepare_mix_is_the_union_split_by_split(tmp_path: Path) -> None:
     assert set(manifest["source"]["parts"]) == {"a", "b"}
     with pytest.raises(ValueError):
         corpora.prepare_mix(tmp_path / "empty", [])
+
+
+def test_a_model_card_says_which_corpus_it_learned_from(tmp_path: Path) -> None:
+    from model.card import PD98_DATA, describe_corpus
+
+    assert describe_corpus(None)[0] == PD98_DATA  # old metrics without a data dir: the pd98 models
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for split in corpora.SPLITS:
+            (tmp_path / name / f"{split}.txt").write_text("一句足够长的句子\n", encoding="utf-8")
+    corpora.prepare_mix(tmp_path / "mix", [tmp_path / "a", tmp_path / "b"])
+    data, limits = describe_corpus(str(tmp_path / "mix"))
+    assert "`a`, `b`" in data and "news" in limits
+    (tmp_path / "mine").mkdir()
+    assert "mine" in describe_corpus(str(tmp_path / "mine"))[0]
