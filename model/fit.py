@@ -213,6 +213,7 @@ class Fitter:
 
     def __init__(self, job: FitJob, device: torch.device, log=print, final_eval: bool = True) -> None:
         started = time.time()  # the budget counts the set-up (tokenizing, the hybrid's n-grams) too
+        self.cpu0 = time.process_time()
         self.job, self.cfg, self.device, self.say = job, job.fit, device, log
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
@@ -436,7 +437,9 @@ class Fitter:
             "tokens_seen": p.tokens,
             "phase": p.phase,
             "elapsed_s": round(time.time() - self.t0, 2),
-            "cpu_s": round(time.process_time(), 1),  # this process's CPU time (all threads), set-up included
+            "cpu_s": round(
+                time.process_time() - self.cpu0, 1
+            ),  # CPU time of this run (all threads), set-up included
             "valid_perplexity": ppl,
         }
         p.history.append(record)
