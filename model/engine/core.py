@@ -20,11 +20,12 @@ batch. Each loop runs at most one one-shot batch and one decoding step, so neith
 other.
 
 Passes run in chunks of ``chunk_positions`` positions. Between two chunks of a pass, work nobody
-waits for any more (every request of it cancelled or past its deadline) stops, and others get in:
-during a one-shot pass, the queued one-shot requests that cost at most a chunk; during a prefill,
-those, the waiting generations whose prompts cost at most a chunk, and one decoding step of the
-running batch. So a 10,000-character prompt holds its model a chunk at a time (tens of ms), and
-its prefill ends within a chunk of its client leaving.
+waits for any more (every request of it cancelled or past its deadline) stops, and others get in
+(:meth:`Engine._serve_between_chunks`): the queued one-shot requests that cost at most a chunk,
+the waiting generations whose prompts cost at most a chunk, and one decoding step of the running
+batch, whatever the pass (a scoring or echo pass, or a prefill). So a 10,000-character prompt or a
+large scoring request holds its model a chunk at a time (tens of ms), generations keep stepping
+beside it, and a pass ends within a chunk of its client leaving.
 
 The prefix-state cache is read and filled per scope (model/state_cache.py): a request carries the
 scope of its caller's context (or ``cache_scope=``), and the service makes it the tenant's.
@@ -635,7 +636,7 @@ class Engine:
             if self._abort or nobody_waits():  # stop() past its grace period, or nobody to answer
                 return True
             if not nested:
-                self._serve_small_between_chunks()
+                self._serve_between_chunks(0)
             return False
 
         try:
@@ -697,7 +698,7 @@ class Engine:
                 if self._abort or item.gone(time.monotonic()):
                     return True
                 if not nested:
-                    self._serve_small_between_chunks()
+                    self._serve_between_chunks(0)
                 return False
 
             try:
@@ -788,7 +789,7 @@ class Engine:
         """Start these generations: their prompts' pass (short prompts may instead be fed inside
         the running batch), then their rows join the batch. The pass runs in chunks of
         ``config.chunk_positions`` positions; between two, the model's other work goes on
-        (:meth:`_serve_during_prefill`; ``nested``: a pass run there, which lets nobody in), and a
+        (:meth:`_serve_between_chunks`; ``nested``: a pass run there, which lets nobody in), and a
         pass none of whose streams is still wanted (cancelled, past its deadline) stops."""
         start = time.monotonic()
         for stream in admits:
@@ -816,7 +817,7 @@ class Engine:
             if self._abort or nobody_waits():  # stop() past its grace period, or nobody to answer
                 return True
             if not nested:
-                self._serve_during_prefill(sum(s.request.n for s in admits))
+                self._serve_between_chunks(sum(s.request.n for s in admits))
             return False
 
         try:
@@ -851,11 +852,12 @@ class Engine:
         assert res.next_logprobs is not None
         self._decode.add(rows, res.next_logprobs[index], self.lm.select_state(res.states, index))
 
-    def _serve_during_prefill(self, reserved_rows: int) -> None:
-        """Between two chunks of a long prefill: the queued requests that cost at most a chunk,
-        the waiting generations whose prompts do (their own prefill, at most a chunk; the rows of
-        the prefill under way, ``reserved_rows``, are counted as taken), and one decoding step of
-        the running batch. Another client's short request thus waits a chunk, not a prefill."""
+    def _serve_between_chunks(self, reserved_rows: int) -> None:
+        """Between two chunks of a long pass (a prefill, a scoring or an echo pass): the queued
+        requests that cost at most a chunk, the waiting generations whose prompts do (their own
+        prefill, at most a chunk; the rows of a prefill under way, ``reserved_rows``, are counted
+        as taken), and one decoding step of the running batch. Another client's short request,
+        or its generation's next token, thus waits a chunk, not a pass."""
         self._serve_small_between_chunks()
         expired: list = []
         with self._cv:

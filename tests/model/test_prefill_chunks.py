@@ -181,3 +181,43 @@ def test_stop_past_its_grace_ends_a_prefill(lm):
 
     run(main())
     assert cells.at_resume is not None and cells.positions - cells.at_resume <= CHUNK + 32
+
+
+@pytest.mark.parametrize("kind", ["score", "alternatives"])
+def test_the_running_batch_decodes_between_the_chunks_of_a_long_scoring_or_echo_pass(lm, kind):
+    """A large /score or an echo of long prompts is one pass too: a generation beside it keeps
+    getting tokens between its chunks (before, it waited for the whole pass)."""
+    ids = [BOS_ID, *lm.tokenizer.encode(long_prompt(lm, seed=2)).ids, EOS_ID]
+    whole = len(ids) * lm.net.config.num_layers * 3  # three such sequences
+    with torch.no_grad():
+        lm.net.decoder.bias[EOS_ID] = -1e4  # no sample ends: the running batch decodes all along
+    cells = CountingCells(lm, pause_at=10**9)  # counts only
+
+    async def main():
+        config = EngineConfig(
+            chunk_positions=CHUNK, max_wait_ms=0, batch_prefill_tokens=0, prefix_sharing=False
+        )
+        async with Engine(lm, config) as engine:
+            stream = engine.generate(request("今天", max_new_tokens=10**6))
+
+            async def read() -> None:
+                async for _ in stream:
+                    pass
+
+            async with stream:
+                reader = asyncio.create_task(read())
+                await wait_until(lambda: engine.stats.kinds["generate"].batches > 0)
+                start = cells.positions
+                seqs = [ids, ids[:-1], ids[:-2]]
+                big = asyncio.create_task(
+                    engine.score(seqs) if kind == "score" else engine.alternatives(seqs, top_k=2)
+                )
+                await wait_until(lambda: engine.queue_depth == 0)  # the pass has begun
+                steps_before = engine.stats.kinds["generate"].batches
+                await wait_until(lambda: engine.stats.kinds["generate"].batches > steps_before + 5)
+                ahead = cells.positions - start
+            await big
+            reader.cancel()
+            return ahead
+
+    assert run(main()) < whole  # five decoding steps ran while the pass was still going
