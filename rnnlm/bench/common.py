@@ -148,10 +148,16 @@ class Ceiling:
             f"after (ratios below use {self.gflops:.1f})"
         )
         if self.peak is not None:
+            share = self.gflops / self.peak.gflops
             line += (
                 f"; physical peak {self.peak.gflops:.0f} GFLOP/s = {self.peak.how} "
-                f"(the probe reaches {100 * self.gflops / self.peak.gflops:.0f}% of it)"
+                f"(the probe reaches {100 * share:.0f}% of it)"
             )
+            if share > 1.0:  # a VM reports its base clock; the cores run faster (turbo)
+                line += (
+                    ": above 100%, so the cores run faster than the clock the kernel reports (a base "
+                    "clock under a hypervisor; turbo is not visible here), and the true peak is higher"
+                )
         return line
 
 

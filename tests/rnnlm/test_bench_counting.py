@@ -175,3 +175,10 @@ def test_the_physical_peak_is_cores_times_fma_width_times_clock(info, cpus, max_
 def test_an_unreadable_cpuinfo_gives_no_peak():
     assert cpu_peak("processor\t: 0\nflags\t: fma\n", cpus=2) is None  # no clock
     assert "physical peak" not in Ceiling(100.0).line()
+
+
+def test_a_probe_above_the_reported_peak_says_the_clock_is_higher() -> None:
+    from rnnlm.bench.common import Ceiling, Peak
+
+    assert "true peak is higher" in Ceiling(383.0, 380.0, Peak(333.0, "2 cores × …")).line()
+    assert "true peak is higher" not in Ceiling(200.0, 190.0, Peak(333.0, "2 cores × …")).line()
