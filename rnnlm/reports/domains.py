@@ -51,13 +51,12 @@ def parse_named(values: Sequence[str], option: str) -> dict[str, str]:
 
 def examples_right(lm) -> int:
     """How many of :data:`EXAMPLES` the model gets right (the right sentence strictly more likely)."""
-    from model.batching import with_boundaries
+    from model.scoring import score_candidates
 
     right = 0
     for good, bad in EXAMPLES:
-        seqs = [with_boundaries(lm.tokenizer.encode(s).ids) for s in (good, bad)]
-        a, b = (float(t.sum()) for t in lm.sequence_logprobs(seqs))
-        right += a > b
+        a, b = score_candidates(lm, [good, bad]).results
+        right += a.logprob > b.logprob
     return right
 
 

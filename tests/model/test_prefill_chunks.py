@@ -90,16 +90,17 @@ def test_small_requests_run_between_the_chunks_of_a_long_prefill(lm):
         assert [(s.ids, s.text) for s in got] == [(s.ids, s.text) for s in want]
 
 
-def test_the_running_batch_decodes_between_the_chunks(lm):
-    prompt = long_prompt(lm, seed=1)
-    whole = prefill_positions(lm, prompt)
+def positions_before_five_steps(lm: RNNLanguageModel, start_pass, **config) -> int:
+    """With a generation running (no sample ends), start a long pass (``start_pass(engine)`` gives
+    its awaitable) and count the cell positions computed until the running batch has taken five
+    more decoding steps: less than the whole pass means the steps ran between its chunks."""
     with torch.no_grad():
         lm.net.decoder.bias[EOS_ID] = -1e4  # no sample ends: the running batch decodes all along
     cells = CountingCells(lm, pause_at=10**9)  # counts only
 
     async def main():
-        config = EngineConfig(chunk_positions=CHUNK, max_wait_ms=0, batch_prefill_tokens=0)
-        async with Engine(lm, config) as engine:
+        settings = EngineConfig(chunk_positions=CHUNK, max_wait_ms=0, batch_prefill_tokens=0, **config)
+        async with Engine(lm, settings) as engine:
             stream = engine.generate(request("今天", max_new_tokens=10**6))
 
             async def read() -> None:  # a reader that keeps up (else backpressure parks the stream)
@@ -110,8 +111,8 @@ def test_the_running_batch_decodes_between_the_chunks(lm):
                 reader = asyncio.create_task(read())
                 await wait_until(lambda: engine.stats.kinds["generate"].batches > 0)
                 start = cells.positions
-                long = asyncio.create_task(engine.generate(request(prompt)).collect())
-                await wait_until(lambda: engine.queue_depth == 0)  # the long prefill has begun
+                long = asyncio.create_task(start_pass(engine))
+                await wait_until(lambda: engine.queue_depth == 0)  # the long pass has begun
                 steps_before = engine.stats.kinds["generate"].batches
                 await wait_until(lambda: engine.stats.kinds["generate"].batches > steps_before + 5)
                 ahead = cells.positions - start
@@ -119,7 +120,13 @@ def test_the_running_batch_decodes_between_the_chunks(lm):
             reader.cancel()
             return ahead
 
-    ahead = run(main())
+    return run(main())
+
+
+def test_the_running_batch_decodes_between_the_chunks(lm):
+    prompt = long_prompt(lm, seed=1)
+    whole = prefill_positions(lm, prompt)
+    ahead = positions_before_five_steps(lm, lambda engine: engine.generate(request(prompt)).collect())
     assert ahead < whole  # five decoding steps ran while the long prefill was still going
 
 
@@ -189,35 +196,10 @@ def test_the_running_batch_decodes_between_the_chunks_of_a_long_scoring_or_echo_
     getting tokens between its chunks (before, it waited for the whole pass)."""
     ids = [BOS_ID, *lm.tokenizer.encode(long_prompt(lm, seed=2)).ids, EOS_ID]
     whole = len(ids) * lm.net.config.num_layers * 3  # three such sequences
-    with torch.no_grad():
-        lm.net.decoder.bias[EOS_ID] = -1e4  # no sample ends: the running batch decodes all along
-    cells = CountingCells(lm, pause_at=10**9)  # counts only
+    seqs = [ids, ids[:-1], ids[:-2]]
 
-    async def main():
-        config = EngineConfig(
-            chunk_positions=CHUNK, max_wait_ms=0, batch_prefill_tokens=0, prefix_sharing=False
-        )
-        async with Engine(lm, config) as engine:
-            stream = engine.generate(request("今天", max_new_tokens=10**6))
+    def start_pass(engine: Engine):
+        return engine.score(seqs) if kind == "score" else engine.alternatives(seqs, top_k=2)
 
-            async def read() -> None:
-                async for _ in stream:
-                    pass
-
-            async with stream:
-                reader = asyncio.create_task(read())
-                await wait_until(lambda: engine.stats.kinds["generate"].batches > 0)
-                start = cells.positions
-                seqs = [ids, ids[:-1], ids[:-2]]
-                big = asyncio.create_task(
-                    engine.score(seqs) if kind == "score" else engine.alternatives(seqs, top_k=2)
-                )
-                await wait_until(lambda: engine.queue_depth == 0)  # the pass has begun
-                steps_before = engine.stats.kinds["generate"].batches
-                await wait_until(lambda: engine.stats.kinds["generate"].batches > steps_before + 5)
-                ahead = cells.positions - start
-            await big
-            reader.cancel()
-            return ahead
-
-    assert run(main()) < whole  # five decoding steps ran while the pass was still going
+    ahead = positions_before_five_steps(lm, start_pass, prefix_sharing=False)
+    assert ahead < whole  # five decoding steps ran while the pass was still going
