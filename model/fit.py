@@ -65,6 +65,7 @@ class FitJob:
     init_from: str = ""  # start from this checkpoint's weights (same kind; a new vocabulary is mapped)
     vocabulary_from: str = ""  # read with this checkpoint's tokenizer instead of one built from train
     reverse: bool = False  # a right-to-left model: the tokenizer reads each sentence backward
+    tokenizer: str = "char"  # char | word (whitespace-separated words, as PTB and WikiText-2 are prepared)
     command: str = ""
 
 
@@ -223,7 +224,7 @@ class Fitter:
             self.tokenizer = Tokenizer.load(Path(job.vocabulary_from) / "tokenizer.json")
         else:
             self.tokenizer = Tokenizer.build(
-                self.train_lines, kind="char", direction="backward" if job.reverse else "forward"
+                self.train_lines, kind=job.tokenizer, direction="backward" if job.reverse else "forward"
             )
         seqs = [with_boundaries(self.tokenizer.encode(line).ids) for line in self.train_lines]
         self.corpus = Corpus.build(seqs, cfg.folds if cfg.kind == "hybrid" else 1, cfg.seed).to(device)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from model.config import CHOICES, FIELD_HELP, FROM_TOKENIZER, FitConfig, ModelConfig, TrainConfig
+from model.tokenizer import KINDS
 
 from .commands import Commands
 
@@ -258,6 +259,13 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train a right-to-left (backward) model: it scores whole sentences, for rescoring",
     )
+    p.add_argument(
+        "--tokenizer",
+        choices=KINDS,
+        default="char",
+        help="char: every character a token (Chinese); word: whitespace-separated words, the way "
+        "PTB and WikiText-2 are prepared (default: char)",
+    )
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     p.add_argument(
         "--model",
@@ -304,6 +312,7 @@ def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
         ngram_dir=args.ngram_dir,
         init_from=args.init_from,
         reverse=args.reverse,
+        tokenizer=args.tokenizer,
         command=command,
     )
 
