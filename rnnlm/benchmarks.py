@@ -100,7 +100,7 @@ def _rerank_args(p: argparse.ArgumentParser) -> None:
 @benchmark("rerank", _rerank_args)
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Top-1 accuracy and MRR of picking the original sentence out of homophone / word-order n-bests."""
-    from model.loading import load_model
+    from model.models.loading import load_model
     from model.quality.confusion import load_items
     from model.quality.rerank import RerankResult, build_and_save_set, rerank
 

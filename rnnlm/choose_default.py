@@ -15,10 +15,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.data import load_split, write_text_atomically
-from model.evaluate import evaluate_lines
-from model.loading import load_model
+from model.models.evaluate import evaluate_lines
+from model.models.loading import load_model
 from model.quality.rerank import SetSpec, build_and_save_set, rerank
+from model.text.data import load_split, write_text_atomically
 
 
 def choose_default(

@@ -34,13 +34,13 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from model.config import CHOICES, FIELD_HELP, FROM_TOKENIZER, FitConfig, ModelConfig, TrainConfig
-from model.tokenizer import KINDS
+from model.models.config import CHOICES, FIELD_HELP, FROM_TOKENIZER, FitConfig, ModelConfig, TrainConfig
+from model.text.tokenizer import KINDS
 
 from .commands import Commands
 
 if TYPE_CHECKING:
-    from model.fit import FitJob
+    from model.training.fit import FitJob
 
 subcommand = Commands()  # @subcommand("name", add_args) registers `rnnlm name`
 
@@ -90,8 +90,8 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 @subcommand("prepare-data", _prepare_args)
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Write a corpus directory: news, reviews or docs (downloaded once), a mix of them, or your files."""
-    from model import corpora
-    from model.data import prepare_pd98, prepare_plain
+    from model.text import corpora
+    from model.text.data import prepare_pd98, prepare_plain
 
     if args.corpus == "pd98":
         manifest = prepare_pd98(args.out, args.cache)
@@ -173,7 +173,7 @@ def parse_bool(text: str) -> bool:
 
 
 def _add_field(group: argparse._ArgumentGroup, f: Field, cls: type) -> None:
-    """One option for a config field: its help line from model/config.py, its choices, its default."""
+    """One option for a config field: its help line from model/models/config.py, its choices, its default."""
     flag = "--" + f.name.replace("_", "-")
     default = f.default
     meaning = FIELD_HELP[cls][f.name]
@@ -207,7 +207,7 @@ def _checked(build: Callable[[], Any]) -> Any:
 @subcommand("train", _train_args)
 def cmd_train(args: argparse.Namespace) -> int:
     """Train an RNN on whole sentences (the classic trainer: resumable, early stopping; runs under torchrun)."""
-    from model.train import TrainJob, run_training
+    from model.training.train import TrainJob, run_training
 
     model_kw = {f.name: getattr(args, f.name) for f in fields(ModelConfig) if f.name not in FROM_TOKENIZER}
     _checked(lambda: ModelConfig(vocab_size=1, **model_kw))  # the real one is built with the vocabulary
@@ -230,7 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if metrics.get("stopped_by") == "interrupted" else 0
 
 
-# -- fit: the stream-then-sentences recipe (model/fit.py) -------------------------------------
+# -- fit: the stream-then-sentences recipe (model/training/fit.py) -------------------------------------
 def _parse_value(text: str) -> Any:
     """``--model`` values: JSON where it parses (numbers, true/false), else the string."""
     try:
@@ -239,7 +239,7 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-# architecture fields --model takes, per kind (model/window.py's WindowConfig for window)
+# architecture fields --model takes, per kind (model/models/window.py's WindowConfig for window)
 MODEL_KEYS = [f.name for f in fields(ModelConfig) if f.name not in FROM_TOKENIZER]
 WINDOW_KEYS = ["context", "emb_dim", "hidden_dim", "dropout", "tie_weights"]
 
@@ -286,7 +286,7 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 
 
 def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
-    from model.fit import FitJob
+    from model.training.fit import FitJob
 
     cfg = _checked(lambda: FitConfig(**{f.name: getattr(args, f.name) for f in fields(FitConfig)}))
     model = {}
@@ -320,7 +320,7 @@ def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
 @subcommand("fit", _fit_args)
 def cmd_fit(args: argparse.Namespace) -> int:
     """Train an rnn, hybrid or window model on the stream, then on sentences (the shipped recipe)."""
-    from model.fit import fit
+    from model.training.fit import fit
 
     job = _fit_job(args, _command_line("fit"))
     if job.fit.kind == "hybrid" and not job.ngram_dir:
@@ -348,7 +348,7 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
 @subcommand("publish", _publish_args)
 def cmd_publish(args: argparse.Namespace) -> int:
     """Copy a trained checkpoint into place, evaluate it here, write its metrics and model card."""
-    from model.fit import publish
+    from model.training.fit import publish
 
     metrics = publish(args.src, args.to, args.data, args.ngram)
     print(
@@ -399,7 +399,7 @@ def _command_line(name: str) -> str:
 @subcommand("train-ngram", _train_ngram_args)
 def cmd_train_ngram(args: argparse.Namespace) -> int:
     """Count and smooth an n-gram model (add-k, interpolation, Katz, Kneser-Ney) and evaluate it."""
-    from model.ngram.train import NGramJob, train_ngram
+    from model.training.ngram import NGramJob, train_ngram
 
     if args.order < 1:
         raise usage_error(f"argument --order: the n of an n-gram is 1 or more, got {args.order}")
@@ -439,9 +439,9 @@ def _export_arpa_args(p: argparse.ArgumentParser) -> None:
 @subcommand("export-arpa", _export_arpa_args)
 def cmd_export_arpa(args: argparse.Namespace) -> int:
     """Write an n-gram checkpoint as an ARPA file (for KenLM, SRILM)."""
-    from model.arpa import write_arpa
-    from model.loading import load_model
-    from model.ngram.model import NGramLanguageModel
+    from model.models.loading import load_model
+    from model.models.ngram.arpa import write_arpa
+    from model.models.ngram.model import NGramLanguageModel
 
     lm = load_model(args.model_dir)
     if not isinstance(lm, NGramLanguageModel):
@@ -460,7 +460,7 @@ def _import_arpa_args(p: argparse.ArgumentParser) -> None:
 @subcommand("import-arpa", _import_arpa_args)
 def cmd_import_arpa(args: argparse.Namespace) -> int:
     """Turn an ARPA file into an n-gram checkpoint directory (served and evaluated like any other)."""
-    from model.ngram.train import import_arpa
+    from model.training.ngram import import_arpa
 
     metrics = import_arpa(args.arpa, args.out, args.data, command=_command_line("import-arpa"))
     print(
@@ -487,7 +487,7 @@ def _mix_args(p: argparse.ArgumentParser) -> None:
 @subcommand("mix", _mix_args)
 def cmd_mix(args: argparse.Namespace) -> int:
     """Interpolate two models (same vocabulary), lambda tuned on valid; report valid/test."""
-    from model.mixture import mix_models
+    from model.models.mixture import mix_models
 
     if args.lam is not None and not 0.0 <= args.lam <= 1.0:
         raise usage_error("argument --lambda: must be in [0, 1]")
@@ -556,7 +556,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     """Adapt a model to your text: fine-tune it, mix in an n-gram of the text, tuned on held-out lines."""
     import signal
 
-    from model.adapt import AdaptJob, adapt
+    from model.training.adapt import AdaptJob, adapt
 
     # a `kill` ends the run the way Ctrl-C does: through the clean-up that leaves nothing behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -597,9 +597,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 @subcommand("evaluate", _evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Per-sentence perplexity of a model on a split (<eos> counted, OOVs included, as KenLM)."""
-    from model.data import load_split
-    from model.evaluate import evaluate_lines
-    from model.loading import load_model
+    from model.models.evaluate import evaluate_lines
+    from model.models.loading import load_model
+    from model.text.data import load_split
 
     lm = load_model(args.model_dir, device=args.device)
     lines = load_split(args.data, args.split)
@@ -650,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _is_failure(e: BaseException) -> bool:
     """The library's errors a user can meet (their messages name the path or the value)."""
-    from model.checkpoint import CheckpointError
+    from model.models.checkpoint import CheckpointError
 
     return isinstance(e, CheckpointError | OSError | ValueError)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.config import LENGTH_UNITS
+from model.models.config import LENGTH_UNITS
 
 from .cli import DEVICE_HELP, subcommand, usage_error
 
@@ -245,7 +245,7 @@ def score_local(
     model_dirs: Sequence[str], texts: Sequence[str], device: str, progress: Callable[[int], None]
 ) -> dict[str, TextScores]:
     """Load each checkpoint in turn (one in memory at a time) and score every text once."""
-    from model.loading import load_model
+    from model.models.loading import load_model
     from model.rescoring.score import score_texts
 
     out: dict[str, TextScores] = {}
@@ -292,7 +292,7 @@ def merged(per_model: Mapping[str, TextScores]) -> dict[str, CandidateScores]:
 
 def checkpoint_ids(args: argparse.Namespace) -> dict[str, str]:
     """model name -> the sha256 of its weights (local), or "served at URL"."""
-    from model.data import sha256_file
+    from model.text.data import sha256_file
 
     if args.url:
         return {model_name(m): f"served at {args.url}" for m in args.model}
@@ -598,11 +598,11 @@ def cmd_rescoring_report(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from model.data import write_text_atomically
     from model.rescoring.combine import rescore
     from model.rescoring.errors import chosen_errors, first_pass_choice, oracle_errors
     from model.rescoring.formats import read_jsonl
     from model.rescoring.tune import tune_weights
+    from model.text.data import write_text_atomically
 
     if not args.model:
         raise usage_error("give the models: --model DIR (repeatable)")

@@ -1,4 +1,4 @@
-"""Run several :mod:`model.fit` trainings side by side and compare them on valid.
+"""Run several :mod:`model.training.fit` trainings side by side and compare them on valid.
 
 A plan is a JSON file: shared arguments plus one entry per run::
 
@@ -108,7 +108,7 @@ def pack(root: str, out: str, groups: list[str], chunk_mb: int = 15) -> list[str
     with tarfile.open(out_dir / "logs.tar.gz", "w:gz") as tar:
         tar.add(root_dir / "summary.json", arcname="summary.json")
         for name in summary:
-            for f in ("log.jsonl", "stdout.txt", "model/metrics.json", "model/config.json"):
+            for f in ("log.jsonl", "stdout.txt", "model/metrics.json", "model/models/config.json"):
                 if (root_dir / name / f).exists():
                     tar.add(root_dir / name / f, arcname=f"{name}/{f}")
     chosen = [b for g in groups if (b := best_of(summary, g))]

@@ -147,8 +147,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     """The reranking benchmark's sets (`rnnlm benchmark rerank`) as n-best files: dev from valid, test from test."""
     from pathlib import Path
 
-    from model.data import write_text_atomically
     from model.quality.rerank import SetSpec, build_and_save_set
+    from model.text.data import write_text_atomically
 
     out, counts = Path(args.out), {}
     for name, split in (("dev", "valid"), ("test", "test")):

@@ -14,7 +14,7 @@ old and a new one while rotating) is set. Public without a key:
 
 A request with a valid key belongs to that key's tenant (:func:`tenant`, a digest of the key):
 each tenant has its own scope in the prefix-state cache, so no tenant can learn by timing what
-another sent recently (service/deps.py, model/state_cache.py).
+another sent recently (service/deps.py, model/models/state_cache.py).
 
 Everything else (the model routes, /models, /metrics) answers 401 with the error shape
 and ``WWW-Authenticate: Bearer`` without a valid key. Keys are compared in constant time.

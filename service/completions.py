@@ -32,10 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from model.engine import GenerationStream, Overloaded
-from model.generation import GenerationRequest, Sample
-from model.positions import Alternatives, PositionAlternatives
-from model.tokenizer import BOS, BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from model.inference.engine import GenerationStream, Overloaded
+from model.inference.generation import GenerationRequest, Sample
+from model.models.positions import Alternatives, PositionAlternatives
+from model.text.tokenizer import BOS, BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 from .compat_schemas import (
     CompletionChoice,

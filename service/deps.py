@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from model.state_cache import enter_scope, scope_key
+from model.models.state_cache import enter_scope, scope_key
 
 from .auth import tenant
 from .errors import not_ready

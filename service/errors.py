@@ -20,7 +20,7 @@
 
 Every error body also carries the request's ``request_id`` (the ``X-Request-ID`` header), so a
 client's report can be found in the server log; a 500 too, though Starlette answers it outside the
-middleware that sets the id (:func:`_on_unexpected` reads it from the request's scope). The engine's own errors (model/engine:
+middleware that sets the id (:func:`_on_unexpected` reads it from the request's scope). The engine's own errors (model/inference/engine:
 ``Overloaded``, ``DeadlineExceeded``, ``EngineStopped``) map to 503 / 504 / 503 here.
 """
 
@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.engine import DeadlineExceeded, EngineStopped, Overloaded
+from model.inference.engine import DeadlineExceeded, EngineStopped, Overloaded
 
 from .context import HEADER as REQUEST_ID_HEADER
 from .context import current_request_id

@@ -6,9 +6,9 @@ their log-probs combine, and the ``sweep`` of many weight pairs over one scoring
     body ─▶ plan_scoring: the models and their weights ─▶ each model scores every candidate once
             (4xx naming the field)                        (concurrently, through its runner)
                                                                      │
-         response ◀─ sweep (model.scoring.sweep) ◀─ one LM term per candidate: Σ_m w_m × logprob_m
+         response ◀─ sweep (model.inference.scoring.sweep) ◀─ one LM term per candidate: Σ_m w_m × logprob_m
 
-A backward model (its tokenizer reads right to left, see model/tokenizer.py) gives a valid
+A backward model (its tokenizer reads right to left, see model/text/tokenizer.py) gives a valid
 log P(sentence) of a whole, finished sentence, so it is scored and weighted like any other model;
 it cannot score a prefix or a text after a context, nor continue a text (generation is refused).
 """
@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from model.scoring import CandidateScore, Ranking, ScoreOptions, SweepBest, combine, rank, sweep
+from model.inference.scoring import CandidateScore, Ranking, ScoreOptions, SweepBest, combine, rank, sweep
 
 from .errors import ApiError, invalid
 from .runner import ModelRegistry, ModelRunner

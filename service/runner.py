@@ -5,7 +5,7 @@
     route (event loop) ──await──▶ ModelRunner.score / next_token / alternatives / begin / generate
                                        │
                                        ▼
-                              model.engine.Engine (one worker thread per model: dynamic batching
+                              model.inference.engine.Engine (one worker thread per model: dynamic batching
                                        │           of score/next-token, prefix-shared scoring,
                                        ▼           continuous batching of every generation)
                                   model library (model/)
@@ -26,16 +26,16 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from model.device import resolve_device as _resolve
-from model.engine import Engine, EngineConfig, EngineObserver, GenerationStream
-from model.engine.text import next_token_distribution, score_candidates
-from model.engine.types import TokensInFlight, TooCostly
-from model.generation import GenerationRequest, Sample, TokenEvent, seeded
-from model.lm import LanguageModel
-from model.loading import load_model
-from model.positions import PositionsResult
-from model.sampling import SamplingParams
-from model.scoring import NextToken, Ranking, ScoreOptions
+from model.inference.engine import Engine, EngineConfig, EngineObserver, GenerationStream
+from model.inference.engine.text import next_token_distribution, score_candidates
+from model.inference.engine.types import TokensInFlight, TooCostly
+from model.inference.generation import GenerationRequest, Sample, TokenEvent, seeded
+from model.inference.sampling import SamplingParams
+from model.inference.scoring import NextToken, Ranking, ScoreOptions
+from model.models.device import resolve_device as _resolve
+from model.models.lm import LanguageModel
+from model.models.loading import load_model
+from model.models.positions import PositionsResult
 
 from .errors import ApiError, overloaded, too_large
 
@@ -191,7 +191,7 @@ def shown_name(name: str) -> str:
 
 
 def resolve_device(requested: str) -> str:
-    """The served device (see :func:`model.device.resolve_device`), errors naming RNNLM_DEVICE."""
+    """The served device (see :func:`model.models.device.resolve_device`), errors naming RNNLM_DEVICE."""
     return _resolve(requested, "RNNLM_DEVICE")
 
 

@@ -17,7 +17,9 @@ MAX_HOTWORD_CHARS = 100  # characters of one phrase
 MAX_ABS_EXTERNAL = 1e15  # external scores: any finite score a pipeline produces
 MAX_SEED = 2**32 - 1
 MIN_SCALE = 1e-4  # smallest temperature (other than 0) and repetition penalty: logits are divided by it
-FinishReason = Literal["length", "stop", "eos"]  # why a sample ended (model.sampling.StoppingCriteria)
+FinishReason = Literal[
+    "length", "stop", "eos"
+]  # why a sample ended (model.inference.sampling.StoppingCriteria)
 
 ModelName = Annotated[
     str | None,

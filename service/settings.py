@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from model.engine import EngineConfig
+from model.inference.engine import EngineConfig
 
 from .startup import default_model_dirs  # weights/DEFAULT.json, under the checkpoint files' rules
 
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    # -- batching engine (model/engine): one per served model ------------------------------------
+    # -- batching engine (model/inference/engine): one per served model ------------------------------------
     batch_wait_ms: float = Field(
         default=2.0,
         ge=0,

@@ -15,7 +15,7 @@ error path (which prints a traceback). Under ``TestClient`` the lifespan calls t
 
 The other file read at start-up, ``weights/DEFAULT.json`` (which models to serve when
 RNNLM_MODEL_DIRS is not set, and how the default was chosen, shown by ``GET /models``), is read
-under the checkpoint files' rules (model/checkpoint.py): a regular file (a FIFO or ``/dev/zero``
+under the checkpoint files' rules (model/models/checkpoint.py): a regular file (a FIFO or ``/dev/zero``
 is refused before it is opened), at most ``MAX_CHOICE_BYTES``, a JSON object whose ``serve`` is
 a non-empty list of paths that exist. When it chooses the models, a file that breaks a rule is a
 settings error, one line naming it (``rnnlm serve`` exits 2); a missing model is never replaced
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.checkpoint import CheckpointError, read_json
+from model.models.checkpoint import CheckpointError, read_json
 
 from .runner import ModelRegistry
 
@@ -67,7 +67,7 @@ def load_registry(settings: Settings) -> ModelRegistry:
 
 def apply_numerics(registry: ModelRegistry, settings: Settings) -> None:
     """Each model's precision (RNNLM_MODEL_PRECISION, else RNNLM_PRECISION) and batch invariance
-    (model/precision.py). What a model was asked for by name must apply; the global settings
+    (model/models/precision.py). What a model was asked for by name must apply; the global settings
     leave a model that cannot run them as it is, with a warning."""
     unknown = sorted(set(settings.model_precision) - set(registry.runners))
     if unknown:

@@ -12,9 +12,9 @@ out, so a client that appends each event's ``text`` ends with exactly the final,
                        "N"    "abExEN"      ""      "EN"
                        "D"    "abExEND"     ""      -         stop: final text "abEx"
 
-The engine works this out on its worker (``ShownTokenEvent.shown``, model.engine.decode);
+The engine works this out on its worker (``ShownTokenEvent.shown``, model.inference.engine.decode);
 :class:`StreamedText` is the same rule for callers that only have the pieces. Both follow the
-stop strings incrementally (:class:`model.sampling.StopMatcher`): the work per token does not
+stop strings incrementally (:class:`model.inference.sampling.StopMatcher`): the work per token does not
 grow with the stop strings' length.
 
 Backpressure: a client that does not read fills its connection's buffers, so sending an event
@@ -33,8 +33,8 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
-from model.sampling import StopMatcher, StoppingCriteria
-from model.tokenizer import append_piece
+from model.inference.sampling import StopMatcher, StoppingCriteria
+from model.text.tokenizer import append_piece
 
 from .errors import invalid
 

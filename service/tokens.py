@@ -1,6 +1,6 @@
 """Token ids and text for the compatibility endpoints (/tokenize, /detokenize, /v1/completions).
 
-The tokenizer (model/tokenizer.py) maps text to ids. Clients of the OpenAI and llama.cpp / vLLM
+The tokenizer (model/text/tokenizer.py) maps text to ids. Clients of the OpenAI and llama.cpp / vLLM
 protocols also need where each token sits in its text, and the way back from ids to text::
 
     text     "天气😀好"                     offsets count characters (code points), not UTF-8
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from model.tokenizer import SPECIALS, UNK_ID, Tokenizer
+from model.text.tokenizer import SPECIALS, UNK_ID, Tokenizer
 
 UNKNOWN_TEXT = "\ufffd"  # the text of an <unk> id
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.batching import pad_batch, with_boundaries
-from model.checkpoint import save_rnn
-from model.config import ModelConfig
-from model.data import write_corpus
-from model.network import RNNLM
-from model.tokenizer import Tokenizer
+from model.models.checkpoint import save_rnn
+from model.models.config import ModelConfig
+from model.models.network import RNNLM
+from model.text.batching import pad_batch, with_boundaries
+from model.text.data import write_corpus
+from model.text.tokenizer import Tokenizer
 
 TINY_LINES = [
     "厨房里食油用完了",

@@ -1,7 +1,7 @@
 """Score the everyday sentence pairs of docs/TRAINING.md with each shipped model (first = correct)."""
 
-from model.batching import with_boundaries
-from model.loading import load_model
+from model.models.loading import load_model
+from model.text.batching import with_boundaries
 
 pairs = [
     ("厨房里食油用完了", "厨房里石油用完了"),

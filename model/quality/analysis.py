@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .confusion import RerankItem
+from model.quality.confusion import RerankItem
 
 OFFSET_BUCKETS = ("before", "edit", "+1", "+2", "+3", "+4..end")
 FREQUENCY_EDGES = (20, 200, 2000)  # train counts of the original character: <20, 20-199, ...

@@ -4,8 +4,8 @@ Both work on log-probs already computed for the same token sequences, so a mixtu
 measured (and its weight tuned) without running either model again:
 
 * linear mixture, per token: ``P = λ P_a + (1 - λ) P_b``. It is a normalized language model
-  (:class:`model.mixture.MixtureLanguageModel` computes exactly this), so it has a perplexity;
-  λ is tuned on held-out text with :func:`model.mixture.tune_lambda`.
+  (:class:`model.models.mixture.MixtureLanguageModel` computes exactly this), so it has a perplexity;
+  λ is tuned on held-out text with :func:`model.models.mixture.tune_lambda`.
 * log-linear score, per sentence: ``α log P_a + (1 - α) log P_b``. Not normalized (no
   perplexity), but the way recognizers weight several scores; α is tuned for reranking
   accuracy on held-out confusion sets.
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .confusion import RerankItem
-from .rerank import RerankResult
+from model.quality.confusion import RerankItem
+from model.quality.rerank import RerankResult
 
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0, 0.05, ..., 1
 

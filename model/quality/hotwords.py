@@ -22,8 +22,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ..data import split_lines, strip_pos_tags
-from .confusion import HomophoneIndex, context_readings, is_hanzi, split_sentences
+from model.quality.confusion import HomophoneIndex, context_readings, is_hanzi, split_sentences
+from model.text.data import split_lines, strip_pos_tags
 
 NAME_TAGS = ("nr", "ns")  # person names, place names
 

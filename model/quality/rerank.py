@@ -1,4 +1,4 @@
-"""Rerank confusion sets with any :class:`~model.lm.LanguageModel` and measure how often it is right.
+"""Rerank confusion sets with any :class:`~model.models.lm.LanguageModel` and measure how often it is right.
 
 A candidate's score is its total log-probability ``log P(<bos> c1 … cn <eos>)``, exactly what
 ``/score`` returns by default, so the benchmark measures what a recognizer calling the service
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..batching import with_boundaries
-from ..lm import LanguageModel
-from ..prefix import score_tree
-from .confusion import HomophoneIndex, RerankItem, build_set, save_items
+from model.models.lm import LanguageModel
+from model.models.prefix import score_tree
+from model.quality.confusion import HomophoneIndex, RerankItem, build_set, save_items
+from model.text.batching import with_boundaries
 
 TIE_TOLERANCE = 1e-6  # nats: scores closer than this are treated as equal
 
@@ -154,7 +154,7 @@ def homophone_index(data_dir: str | Path, min_count: int, cache_dir: str | Path 
     """Reading counts of the train split, cached per train checksum and pypinyin version."""
     import pypinyin
 
-    from ..data import load_split, sha256_file
+    from model.text.data import load_split, sha256_file
 
     cache = None
     if cache_dir is not None:
@@ -175,7 +175,7 @@ def build_and_save_set(
     data_dir: str | Path, spec: SetSpec, out_dir: str | Path | None = "runs/rerank"
 ) -> tuple[list[RerankItem], Path | None]:
     """Build the set of ``spec`` from ``data_dir``; save it as ``out_dir/<name>.jsonl`` if given."""
-    from ..data import load_split
+    from model.text.data import load_split
 
     index = homophone_index(data_dir, spec.min_count, out_dir) if spec.kind == "homophone" else None
     items = build_set(

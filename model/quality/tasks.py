@@ -53,13 +53,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..batching import with_boundaries
-from ..data import load_split, sha256_file, write_text_atomically
-from ..lm import LanguageModel
-from ..ngram.model import NGramLanguageModel, from_sequences
-from ..rescoring.errors import ErrorCount, utterance_errors
-from ..tokenizer import BOS_ID, EOS_ID, Tokenizer
-from .confusion import HomophoneIndex, context_readings, is_hanzi, sentence_pool
+from model.models.lm import LanguageModel
+from model.models.ngram.model import NGramLanguageModel, from_sequences
+from model.quality.confusion import HomophoneIndex, context_readings, is_hanzi, sentence_pool
+from model.rescoring.errors import ErrorCount, utterance_errors
+from model.text.batching import with_boundaries
+from model.text.data import load_split, sha256_file, write_text_atomically
+from model.text.tokenizer import BOS_ID, EOS_ID, Tokenizer
 
 SETS = (("dev", "valid"), ("test", "test"))  # (set name, the split it is drawn from)
 

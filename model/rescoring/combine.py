@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import write_text_atomically
-from ..scoring import LENGTH_UNITS, text_length
-from .formats import Utterance
+from model.inference.scoring import LENGTH_UNITS, text_length
+from model.rescoring.formats import Utterance
+from model.text.data import write_text_atomically
 
 
 @dataclass

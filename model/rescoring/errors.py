@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
 
-from .formats import Utterance
+from model.rescoring.formats import Utterance
 
 METRICS = ("cer", "wer", "accuracy")
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import write_dir_atomically
-from ..data import write_text_atomically
+from model.models.checkpoint import write_dir_atomically
+from model.text.data import write_text_atomically
 
 FORMATS = ("jsonl", "kaldi", "fairseq", "nemo")
 LN2 = math.log(2.0)

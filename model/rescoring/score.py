@@ -1,8 +1,8 @@
 """Each model scores each distinct candidate text once: the log-probs every rescoring step reuses.
 
 Texts are scored the way ``POST /score`` scores them with its defaults (``<bos>`` context,
-``<eos>`` scored: :func:`model.scoring.prepare_candidates` and ``combine_scores``), through the
-model's :meth:`~model.lm.LanguageModel.score_tree`: an RNN computes each distinct prefix once,
+``<eos>`` scored: :func:`model.inference.scoring.prepare_candidates` and ``combine_scores``), through the
+model's :meth:`~model.models.lm.LanguageModel.score_tree`: an RNN computes each distinct prefix once,
 and the candidates of one n-best list mostly share long prefixes. Texts go in chunks, in the
 order given (one utterance's candidates together); ``progress(n)`` is called after each chunk.
 """
@@ -13,11 +13,11 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..data import write_text_atomically
-from ..lm import LanguageModel
-from ..scoring import ScoreOptions, combine_scores, prepare_candidates
-from .combine import CandidateScores
-from .formats import Utterance
+from model.inference.scoring import ScoreOptions, combine_scores, prepare_candidates
+from model.models.lm import LanguageModel
+from model.rescoring.combine import CandidateScores
+from model.rescoring.formats import Utterance
+from model.text.data import write_text_atomically
 
 CHUNK = 512  # texts per scoring call: big enough for full batches, small enough for a live progress bar
 Progress = Callable[[int], None]

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .combine import CandidateScores, Weights, text_length
-from .errors import candidate_errors
-from .formats import Utterance
+from model.rescoring.combine import CandidateScores, Weights, text_length
+from model.rescoring.errors import candidate_errors
+from model.rescoring.formats import Utterance
 
 GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 BONUS_GRID = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)

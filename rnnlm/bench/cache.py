@@ -32,9 +32,9 @@ from pathlib import Path
 import httpx
 import torch
 
-from model.engine import Engine, EngineConfig
-from model.lm import LanguageModel, RNNLanguageModel
-from model.tokenizer import BOS_ID
+from model.inference.engine import Engine, EngineConfig
+from model.models.lm import LanguageModel, RNNLanguageModel
+from model.text.tokenizer import BOS_ID
 
 from .common import (
     DATA,

@@ -36,10 +36,10 @@ from pathlib import Path
 import httpx
 import torch
 
-from model.config import ModelConfig
-from model.lm import LanguageModel, RecurrentLanguageModel, RNNLanguageModel
-from model.network import RNNLM
-from model.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from model.models.config import ModelConfig
+from model.models.lm import LanguageModel, RecurrentLanguageModel, RNNLanguageModel
+from model.models.network import RNNLM
+from model.text.tokenizer import BOS_ID, EOS_ID, Tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "weights" / "pd98-char-lstm"
@@ -212,7 +212,7 @@ class BenchModel:
 
 def load_bench_models(args: argparse.Namespace) -> list[BenchModel]:
     """``--model`` (repeatable), by default :func:`default_models`: the default, then the LSTM."""
-    from model.loading import load_model
+    from model.models.loading import load_model
 
     out = []
     for spec in args.model or default_models():

@@ -23,11 +23,11 @@ from collections.abc import Sequence
 
 import torch
 
-from model.engine import Engine, EngineConfig
-from model.generation import GenerationRequest
-from model.lm import LanguageModel, RNNLanguageModel
-from model.sampling import SamplingParams
-from model.tokenizer import BOS_ID, EOS_ID
+from model.inference.engine import Engine, EngineConfig
+from model.inference.generation import GenerationRequest
+from model.inference.sampling import SamplingParams
+from model.models.lm import LanguageModel, RNNLanguageModel
+from model.text.tokenizer import BOS_ID, EOS_ID
 
 from .common import (
     BenchModel,

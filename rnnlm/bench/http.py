@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from model.lm import RNNLanguageModel
+from model.models.lm import RNNLanguageModel
 
 from .common import (
     BenchModel,
@@ -197,7 +197,7 @@ def run_model(
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = m.path
         if model_dir is None:  # untrained, in memory
-            from model.checkpoint import save_rnn
+            from model.models.checkpoint import save_rnn
 
             assert isinstance(lm, RNNLanguageModel)
             model_dir = save_rnn(Path(tmp) / "untrained", lm.net.cpu(), lm.tokenizer, {})

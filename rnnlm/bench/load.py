@@ -880,7 +880,7 @@ def attack_report(attacks: list[Attack], seconds: float, server_nofile: int, com
 
 
 def write_attack_section(text: str, path: Path) -> None:
-    from model.data import write_text_atomically
+    from model.text.data import write_text_atomically
 
     from ..reports.blocks import put_block
 

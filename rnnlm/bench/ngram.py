@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from model.batching import with_boundaries
-from model.ngram.model import NGramLanguageModel
-from model.ngram.store import load_ngram
-from model.ngram.torch_tables import TorchBackoffTables, histories_of
-from model.prefix import build_tree
-from model.tokenizer import BOS_ID, PAD_ID
+from model.models.ngram.model import NGramLanguageModel
+from model.models.ngram.store import load_ngram
+from model.models.ngram.torch_tables import TorchBackoffTables, histories_of
+from model.models.prefix import build_tree
+from model.text.batching import with_boundaries
+from model.text.tokenizer import BOS_ID, PAD_ID
 
 from .common import (
     DATA,

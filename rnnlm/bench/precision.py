@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from model.lm import LanguageModel
-from model.precision import bf16_supported
+from model.models.lm import LanguageModel
+from model.models.precision import bf16_supported
 from model.quality.confusion import load_items
 from model.quality.rerank import rerank
 

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from model.engine import Engine, EngineConfig
-from model.lm import LanguageModel
-from model.prefix import score_tree
+from model.inference.engine import Engine, EngineConfig
+from model.models.lm import LanguageModel
+from model.models.prefix import score_tree
 
 from .common import (
     DATA,
@@ -157,9 +157,9 @@ def confusion_sets(size: int) -> dict[str, list[list[str]]]:
     """The reranking benchmark's homophone and word-order sets (pd98 test), when the data exists."""
     if not (DATA / "test.txt").exists():
         return {}
-    from model.data import load_split
     from model.quality.confusion import build_set
     from model.quality.rerank import SetSpec, homophone_index
+    from model.text.data import load_split
 
     heldout = load_split(DATA, "test")
     out = {}

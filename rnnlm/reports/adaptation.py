@@ -1,7 +1,7 @@
 """``rnnlm benchmark adapt``: adapting a model to a domain it never saw, with 10 k to 1 M characters.
 
 For each size, the first characters of the domain's shuffled train split (seeded) go through
-``rnnlm adapt`` (:mod:`model.adapt`); then, on the domain's test split and on every other
+``rnnlm adapt`` (:mod:`model.training.adapt`); then, on the domain's test split and on every other
 domain's (forgetting), three models are measured the same way::
 
     base        the model as shipped
@@ -22,12 +22,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.adapt import AdaptJob, adapt, hold_out, read_text_lines, replay_lines
-from model.data import load_split
-from model.evaluate import evaluate_lines
-from model.loading import load_model
-from model.mixture import MixtureLanguageModel, token_logprobs, tune_lambda
+from model.models.evaluate import evaluate_lines
+from model.models.loading import load_model
+from model.models.mixture import MixtureLanguageModel, token_logprobs, tune_lambda
 from model.quality.rerank import SetSpec, build_and_save_set, rerank
+from model.text.data import load_split
+from model.training.adapt import AdaptJob, adapt, hold_out, read_text_lines, replay_lines
 
 from .blocks import write_report
 

@@ -41,7 +41,7 @@ def carried_blocks(doc: str, prefix: str) -> list[str]:
 def write_report(out: str | Path, name: str, record: dict, markdown: str) -> None:
     """A measurement's two forms: ``<stem>-<name>.json`` beside the page ``out``, and the block
     ``name`` of that page (the rest of the page is kept; each file written in one rename)."""
-    from model.data import write_text_atomically
+    from model.text.data import write_text_atomically
 
     page = Path(out)
     twin = page.with_name(f"{page.stem}-{name}.json")

@@ -2,7 +2,7 @@
 
 Each test sentence is scored the way ``/score`` scores a candidate with ``"context": "<the k
 sentences before it>"`` (read by the model, never scored), for k = 0, 1, 2, …; the table gives the
-per-sentence perplexity of the same targets for each k. The test splits of :mod:`model.corpora`
+per-sentence perplexity of the same targets for each k. The test splits of :mod:`model.text.corpora`
 keep each document's sentences in order, so the line before a line is, nearly always, the
 sentence before it in the same review or page (at a document's first line it is the previous
 document's last: the measurement includes those few misleading contexts, as a user's stream of
@@ -15,9 +15,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.data import load_split
-from model.loading import load_model
-from model.scoring import ScoreOptions, prepare_candidates
+from model.inference.scoring import ScoreOptions, prepare_candidates
+from model.models.loading import load_model
+from model.text.data import load_split
 
 from .blocks import write_report
 

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from model.data import load_split, sha256_file
-from model.evaluate import evaluate_lines
-from model.loading import load_model
+from model.models.evaluate import evaluate_lines
+from model.models.loading import load_model
 from model.quality.rerank import SetSpec, build_and_save_set, rerank
+from model.text.data import load_split, sha256_file
 
 from .blocks import write_report
 from .results import NGramSpec, ensure_ngram
@@ -51,7 +51,7 @@ def parse_named(values: Sequence[str], option: str) -> dict[str, str]:
 
 def examples_right(lm) -> int:
     """How many of :data:`EXAMPLES` the model gets right (the right sentence strictly more likely)."""
-    from model.scoring import score_candidates
+    from model.inference.scoring import score_candidates
 
     right = 0
     for good, bad in EXAMPLES:

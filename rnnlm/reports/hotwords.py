@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.data import fetch_pd98_raw
-from model.loading import load_model
+from model.inference.scoring import hotword_bonus
+from model.models.loading import load_model
 from model.quality.hotwords import HotwordItem, build_hotword_set, shuffled_hotwords
 from model.quality.rerank import candidate_logprobs, homophone_index, rank_credit
-from model.scoring import hotword_bonus
+from model.text.data import fetch_pd98_raw
 
 from .blocks import write_report
 

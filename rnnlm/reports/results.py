@@ -34,9 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.batching import with_boundaries
-from model.data import load_split, sha256_file, write_text_atomically
-from model.lm import LanguageModel
+from model.models.lm import LanguageModel
 from model.quality.analysis import edit_width, frequency_profile, pairs_of, position_profile
 from model.quality.combine import loglinear_logprobs, mix_logprobs, sentence_scores, tune_loglinear_weight
 from model.quality.confusion import RerankItem
@@ -47,6 +45,8 @@ from model.quality.rerank import (
     candidate_logprobs,
     paired_difference,
 )
+from model.text.batching import with_boundaries
+from model.text.data import load_split, sha256_file, write_text_atomically
 
 from .blocks import carried_blocks
 from .results_markdown import render_markdown
@@ -123,7 +123,7 @@ def collect_scores(
 
 
 def perplexity_of(logprobs: LogProbs, lines: Sequence[str]) -> tuple[float, float]:
-    """``(perplexity, bits per character)``, computed as :func:`model.evaluate.evaluate_lines` does."""
+    """``(perplexity, bits per character)``, computed as :func:`model.models.evaluate.evaluate_lines` does."""
     total = sum(float(t.sum()) for t in logprobs)
     tokens = sum(len(t) for t in logprobs)
     chars = sum(len(line) + 1 for line in lines)
@@ -182,8 +182,8 @@ def dir_size(path: str | Path) -> int:
 
 def ensure_ngram(spec: NGramSpec, data_dir: str | Path, cache_dir: str | Path, log: Log) -> Path:
     """The checkpoint of ``spec`` under ``cache_dir``, trained now unless one for this train split exists."""
-    from model.checkpoint import CheckpointError, read_json
-    from model.ngram.train import NGramJob, train_ngram
+    from model.models.checkpoint import CheckpointError, read_json
+    from model.training.ngram import NGramJob, train_ngram
 
     out = Path(cache_dir) / spec.slug(data_dir)
     train_sha = sha256_file(Path(data_dir) / "train.txt")
@@ -216,7 +216,7 @@ NEURAL_FAMILIES = {"window": "fixed-window neural", "rnn": "RNN", "hybrid": "RNN
 
 def rnn_dirs(weights_dir: str | Path, kinds: Sequence[str] = ("rnn",)) -> list[Path]:
     """Every checkpoint of the given kinds directly under ``weights_dir``."""
-    from model.checkpoint import CheckpointError, read_config
+    from model.models.checkpoint import CheckpointError, read_config
 
     found = []
     for d in sorted(Path(weights_dir).iterdir()) if Path(weights_dir).is_dir() else []:
@@ -230,7 +230,7 @@ def rnn_dirs(weights_dir: str | Path, kinds: Sequence[str] = ("rnn",)) -> list[P
 
 def rnn_label(model_dir: Path) -> str:
     """``pd98-char-lstm (LSTM 2×512)``, from the checkpoint's config."""
-    from model.checkpoint import read_config
+    from model.models.checkpoint import read_config
 
     config = read_config(model_dir)
     m = config.get("model", {})
@@ -245,7 +245,7 @@ def rnn_label(model_dir: Path) -> str:
 def measure_model(
     name: str, family: str, model_dir: Path, texts: dict, log: Log, keep_valid: bool, device: str = "cpu"
 ) -> Row:
-    from model.loading import load_model
+    from model.models.loading import load_model
 
     t0 = time.perf_counter()
     lm = load_model(model_dir, device=device)
@@ -279,7 +279,7 @@ def combination_rows(
     A backward RNN gets the log-linear row only: its per-token probabilities condition on the
     right context, so mixing them token by token with a left-to-right n-gram is no distribution
     (its "perplexity" would be meaningless); sentence scores combine, whatever the direction."""
-    from model.checkpoint import load_tokenizer
+    from model.models.checkpoint import load_tokenizer
 
     a, b = scores_of(rnn), scores_of(ref)
     rows = (
@@ -319,7 +319,7 @@ def combination_rows(
 
 def linear_mixture_row(rnn: Row, rnn_dir: Path, ref: Row, ref_dir: Path, texts: dict, data_dir: str) -> Row:
     """The RNN and the reference n-gram mixed token by token, λ tuned on valid perplexity."""
-    from model.mixture import tune_lambda
+    from model.models.mixture import tune_lambda
 
     a, b = scores_of(rnn), scores_of(ref)
     assert a.valid is not None and b.valid is not None, "both rows were measured with keep_valid"
@@ -419,7 +419,7 @@ def run_quality(
         combos[row.name] = combination_rows(row, d, ref, dirs[REFERENCE], texts, data_dir, spec)
         rows += combos[row.name]
     analysis = None
-    from model.checkpoint import load_tokenizer
+    from model.models.checkpoint import load_tokenizer
 
     forward = [row for row, d in rnns if not load_tokenizer(d).backward]  # positions in reading order
     if forward:

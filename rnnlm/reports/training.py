@@ -1,7 +1,7 @@
 """docs/TRAINING.md's run table and validation curves, drawn from the runs' JSON-lines logs.
 
 ``python -m rnnlm.reports.training`` reads ``docs/training/history/<run>.jsonl`` (the ``log.jsonl``
-each :mod:`model.fit` run writes) and ``summary.json`` (written by :mod:`rnnlm.sweep`), rewrites
+each :mod:`model.training.fit` run writes) and ``summary.json`` (written by :mod:`rnnlm.sweep`), rewrites
 the part of docs/TRAINING.md between its ``runs:begin``/``runs:end`` markers, and draws two SVG
 plots (valid perplexity against tokens seen and against minutes). Plain SVG, no plotting library.
 """
@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from model.data import write_text_atomically
+from model.text.data import write_text_atomically
 
 BEGIN, END = "<!-- runs:begin (python -m rnnlm.reports.training) -->", "<!-- runs:end -->"
 COLORS = [

@@ -18,12 +18,12 @@ from typing import cast
 
 from fastapi import APIRouter
 
-from model.engine import GenerationStream
-from model.engine.decode import ShownTokenEvent
-from model.engine.stream import StreamStalled
-from model.generation import Sample, TokenEvent, add_event, new_samples
-from model.sampling import StoppingCriteria
-from model.tokenizer import Tokenizer
+from model.inference.engine import GenerationStream
+from model.inference.engine.decode import ShownTokenEvent
+from model.inference.engine.stream import StreamStalled
+from model.inference.generation import Sample, TokenEvent, add_event, new_samples
+from model.inference.sampling import StoppingCriteria
+from model.text.tokenizer import Tokenizer
 
 from ..deps import GenerateBody, MetricsDep, RegistryDep, SettingsDep
 from ..errors import ERROR_RESPONSES, ErrorDetail, ErrorResponse
@@ -184,7 +184,7 @@ async def stream_events(
 
 def token_event(ev: TokenEvent, samples: list[Sample], tok: Tokenizer) -> TokenEventData:
     """One ``token`` event: the token, and the text now safe to show (held back near a stop
-    string; the engine's worker works it out, see model.engine.decode)."""
+    string; the engine's worker works it out, see model.inference.engine.decode)."""
     assert isinstance(ev, ShownTokenEvent), "the engine's events carry the text safe to show"
     delta = ev.shown
     return TokenEventData(

@@ -10,7 +10,7 @@ Every answer carries a ``Server-Timing`` header (milliseconds; browsers' develop
     validation  middleware, body, JSON parsing, pydantic validation, admission, answer-size check
     tokenize    the texts to ids                     ┐
     queue       waiting for the engine's worker      │
-    model       the network's pass (the batch's)     │ model/engine/text.py
+    model       the network's pass (the batch's)     │ model/inference/engine/text.py
     topk        top-k and entropy                    │
     handoff     the answer's way back to the loop    │
     describe    ids to text, probabilities           ┘
@@ -25,7 +25,7 @@ import time
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from model.scoring import NextToken
+from model.inference.scoring import NextToken
 
 from ..deps import NextTokenBody, RegistryDep, SettingsDep
 from ..errors import ERROR_RESPONSES, too_large

@@ -31,8 +31,8 @@ from fastapi import APIRouter, Depends, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from model.positions import Alternatives, PositionAlternatives
-from model.tokenizer import EOS_ID, Tokenizer
+from model.models.positions import Alternatives, PositionAlternatives
+from model.text.tokenizer import EOS_ID, Tokenizer
 
 from ..compat_schemas import (
     CompletionChoice,

@@ -69,7 +69,7 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
     """What /models says about one model: its description plus figures from its metrics.json."""
     described = runner.describe()
     m = getattr(runner.lm, "metrics", None) or {}
-    # metrics.json is an object (model/checkpoint.py checks it at load); its fields are read
+    # metrics.json is an object (model/models/checkpoint.py checks it at load); its fields are read
     # only in the forms training writes, so a hand-edited one cannot make /models a 500
     given = m.get("data")
     given = given if isinstance(given, dict) else {}

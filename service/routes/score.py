@@ -1,7 +1,7 @@
 """POST /score: log-probs of candidates, combined with external scores and ranked (n-best reranking).
 
 The route translates HTTP to :mod:`service.rescoring` (which models score, with what weights) and
-:func:`model.scoring.score_candidates` (through each model's runner), and back.
+:func:`model.inference.scoring.score_candidates` (through each model's runner), and back.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter
 
-from model.scoring import candidate_tokens
+from model.inference.scoring import candidate_tokens
 
 from ..deps import MetricsDep, OffLoopBodyRoute, RegistryDep, ScoreBody, SettingsDep, body_worker
 from ..errors import ERROR_RESPONSES

@@ -19,7 +19,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from model.tokenizer import BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, UNK, UNK_ID
+from model.text.tokenizer import BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, UNK, UNK_ID
 
 from ..compat_schemas import (
     DetokenizeRequest,

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.arpa import ArpaError, read_arpa, write_arpa
-from model.batching import with_boundaries
-from model.evaluate import evaluate_lines
-from model.loading import load_model
-from model.ngram.model import NGramLanguageModel, build_ngram
-from model.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
+from model.models.evaluate import evaluate_lines
+from model.models.loading import load_model
+from model.models.ngram.arpa import ArpaError, read_arpa, write_arpa
+from model.models.ngram.model import NGramLanguageModel, build_ngram
+from model.text.batching import with_boundaries
+from model.text.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
 from rnnlm.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lmplz"

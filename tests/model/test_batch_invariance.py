@@ -13,12 +13,12 @@ import random
 import pytest
 import torch
 
-from model.config import ModelConfig
-from model.engine import Engine, EngineConfig
-from model.lm import RNNLanguageModel
-from model.network import BATCH_INVARIANT_TILE, RNNLM
-from model.precision import bf16_supported
-from model.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from model.inference.engine import Engine, EngineConfig
+from model.models.config import ModelConfig
+from model.models.lm import RNNLanguageModel
+from model.models.network import BATCH_INVARIANT_TILE, RNNLM
+from model.models.precision import bf16_supported
+from model.text.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from tests.conftest import TINY_LINES
 
 # With batch_invariant off, a token's log-prob alone and among others: at most this far apart

@@ -2,8 +2,8 @@ import random
 
 import torch
 
-from model.batching import bptt_windows, length_sorted_batches, pad_batch, with_boundaries
-from model.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from model.text.batching import bptt_windows, length_sorted_batches, pad_batch, with_boundaries
+from model.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 def test_targets_are_inputs_shifted_by_one():

@@ -10,10 +10,10 @@ import asyncio
 import pytest
 import torch
 
-from model.engine import Engine, EngineConfig
-from model.lm import RNNLanguageModel
-from model.prefix import build_tree, score_tree
-from model.state_cache import NODE_BYTES, PrefixStateCache, cache_scope, scope_key
+from model.inference.engine import Engine, EngineConfig
+from model.models.lm import RNNLanguageModel
+from model.models.prefix import build_tree, score_tree
+from model.models.state_cache import NODE_BYTES, PrefixStateCache, cache_scope, scope_key
 
 from ..conftest import build_tiny_model
 from .test_state_cache import TOL, ids

@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from model.checkpoint import CONFIG, METRICS, TOKENIZER, WEIGHTS, CheckpointError, load_rnn, save_rnn
-from model.loading import load_model
+from model.models.checkpoint import CONFIG, METRICS, TOKENIZER, WEIGHTS, CheckpointError, load_rnn, save_rnn
+from model.models.loading import load_model
 
 from ..conftest import build_tiny_model
 
@@ -51,7 +51,7 @@ def test_truncated_or_missing_files_name_the_path(tiny_model_dir, tmp_path):
 def test_pickle_is_refused_even_with_a_matching_hash(tiny_model_dir, tmp_path):
     import shutil
 
-    from model.data import sha256_file
+    from model.text.data import sha256_file
 
     d = tmp_path / "m"
     shutil.copytree(tiny_model_dir, d)
@@ -142,7 +142,7 @@ def test_each_broken_file_is_refused_at_once_naming_it(tiny_model_dir, tmp_path,
 def test_oversized_json_files_are_refused_unread(tiny_model_dir, tmp_path, monkeypatch):
     import shutil
 
-    import model.checkpoint as checkpoint
+    import model.models.checkpoint as checkpoint
 
     d = tmp_path / "m"
     shutil.copytree(tiny_model_dir, d)
@@ -154,7 +154,7 @@ def test_oversized_json_files_are_refused_unread(tiny_model_dir, tmp_path, monke
 
 
 def test_sha256_file_refuses_what_is_not_a_regular_file(tmp_path):
-    from model.data import NotARegularFile, sha256_file
+    from model.text.data import NotARegularFile, sha256_file
 
     os.mkfifo(tmp_path / "fifo")
     for path in (tmp_path / "fifo", tmp_path, "/dev/zero"):

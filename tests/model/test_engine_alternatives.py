@@ -8,13 +8,13 @@ import asyncio
 
 import pytest
 
-from model.engine import Engine, EngineConfig
-from model.engine.types import TooCostly
-from model.generation import GenerationRequest, generate
-from model.lm import RNNLanguageModel
-from model.loading import load_model
-from model.sampling import SamplingParams
-from model.tokenizer import BOS_ID
+from model.inference.engine import Engine, EngineConfig
+from model.inference.engine.types import TooCostly
+from model.inference.generation import GenerationRequest, generate
+from model.inference.sampling import SamplingParams
+from model.models.lm import RNNLanguageModel
+from model.models.loading import load_model
+from model.text.tokenizer import BOS_ID
 
 TOL = 1e-5
 

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from model.engine import DeadlineExceeded, Engine, EngineConfig, EngineStopped
-from model.engine.types import TokensInFlight, TooCostly
-from model.lm import LanguageModel, RNNLanguageModel
-from model.loading import load_model
-from model.prefix import PassStopped, score_each, score_rnn_tree
-from model.tokenizer import BOS_ID, EOS_ID
+from model.inference.engine import DeadlineExceeded, Engine, EngineConfig, EngineStopped
+from model.inference.engine.types import TokensInFlight, TooCostly
+from model.models.lm import LanguageModel, RNNLanguageModel
+from model.models.loading import load_model
+from model.models.prefix import PassStopped, score_each, score_rnn_tree
+from model.text.tokenizer import BOS_ID, EOS_ID
 
 from .test_prefix import Wrapped
 

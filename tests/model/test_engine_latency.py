@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 
-from model.engine import Engine, EngineConfig
-from model.engine.core import PassTiming
-from model.lm import RNNLanguageModel
-from model.loading import load_model
-from model.tokenizer import BOS_ID
+from model.inference.engine import Engine, EngineConfig
+from model.inference.engine.core import PassTiming
+from model.models.lm import RNNLanguageModel
+from model.models.loading import load_model
+from model.text.tokenizer import BOS_ID
 
 from .test_engine_chunks import CountingCells
 

@@ -1,10 +1,10 @@
 import torch
 
-from model.batching import with_boundaries
-from model.generation import GenerationRequest, generate, generate_stream
-from model.lm import RNNLanguageModel
-from model.sampling import SamplingParams
-from model.tokenizer import BOS_ID
+from model.inference.generation import GenerationRequest, generate, generate_stream
+from model.inference.sampling import SamplingParams
+from model.models.lm import RNNLanguageModel
+from model.text.batching import with_boundaries
+from model.text.tokenizer import BOS_ID
 
 from ..conftest import build_tiny_model
 

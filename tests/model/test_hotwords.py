@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from model.inference.scoring import ScoreOptions, hotword_bonus, score_candidates
 from model.quality.confusion import HomophoneIndex
 from model.quality.hotwords import build_hotword_set, names_in, shuffled_hotwords, tagged_words
-from model.scoring import ScoreOptions, hotword_bonus, score_candidates
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ def test_hotword_bonus_is_per_occurrence(text, hotwords, bonus) -> None:
 
 
 def test_hotwords_turn_a_ranking_and_are_reported(tiny_model_dir) -> None:
-    from model.loading import load_model
+    from model.models.loading import load_model
 
     lm = load_model(tiny_model_dir)
     plain = score_candidates(lm, ["厨房里食油用完了", "厨房里石油用完了"])

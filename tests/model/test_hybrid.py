@@ -9,16 +9,16 @@ import math
 import pytest
 import torch
 
-from model.batching import with_boundaries
-from model.checkpoint import CheckpointError
-from model.config import ModelConfig
-from model.hybrid import HybridLanguageModel, HybridNet, load_hybrid, save_hybrid
-from model.loading import load_model
-from model.ngram.model import build_ngram
-from model.ngram.store import save_ngram
-from model.ngram.torch_tables import TorchBackoffTables, histories_of
-from model.tokenizer import PAD_ID, Tokenizer
-from model.window import WindowConfig, WindowLanguageModel, WindowNet
+from model.models.checkpoint import CheckpointError
+from model.models.config import ModelConfig
+from model.models.hybrid import HybridLanguageModel, HybridNet, load_hybrid, save_hybrid
+from model.models.loading import load_model
+from model.models.ngram.model import build_ngram
+from model.models.ngram.store import save_ngram
+from model.models.ngram.torch_tables import TorchBackoffTables, histories_of
+from model.models.window import WindowConfig, WindowLanguageModel, WindowNet
+from model.text.batching import with_boundaries
+from model.text.tokenizer import PAD_ID, Tokenizer
 
 from ..conftest import TINY_LINES
 
@@ -130,7 +130,7 @@ def test_hybrid_checkpoint_round_trip_and_refuses_a_changed_ngram(tok, kn3, tmp_
 
 # -- the window model -----------------------------------------------------------------------------
 def test_window_model_scores_equal_stepping_and_survive_a_round_trip(tok, tmp_path):
-    from model.checkpoint import save_network
+    from model.models.checkpoint import save_network
 
     torch.manual_seed(0)
     net = WindowNet(WindowConfig(vocab_size=tok.vocab_size, context=3, emb_dim=8, hidden_dim=16, dropout=0.0))

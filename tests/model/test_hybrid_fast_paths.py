@@ -18,21 +18,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.batching import with_boundaries
-from model.config import ModelConfig
-from model.engine import Engine, EngineConfig
-from model.generation import GenerationRequest
-from model.hybrid import NGRAM_FLOOR, HybridLanguageModel, HybridNet, save_hybrid
-from model.lm import RecurrentLanguageModel
-from model.loading import load_model
-from model.ngram.model import NGramLanguageModel, build_ngram, histories_array
-from model.ngram.store import save_ngram
-from model.ngram.torch_tables import TorchBackoffTables, histories_of
-from model.precision import bf16_supported
-from model.prefix import build_tree
-from model.sampling import SamplingParams
-from model.state_cache import PrefixStateCache
-from model.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from model.inference.engine import Engine, EngineConfig
+from model.inference.generation import GenerationRequest
+from model.inference.sampling import SamplingParams
+from model.models.config import ModelConfig
+from model.models.hybrid import NGRAM_FLOOR, HybridLanguageModel, HybridNet, save_hybrid
+from model.models.lm import RecurrentLanguageModel
+from model.models.loading import load_model
+from model.models.ngram.model import NGramLanguageModel, build_ngram, histories_array
+from model.models.ngram.store import save_ngram
+from model.models.ngram.torch_tables import TorchBackoffTables, histories_of
+from model.models.precision import bf16_supported
+from model.models.prefix import build_tree
+from model.models.state_cache import PrefixStateCache
+from model.text.batching import with_boundaries
+from model.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 from ..conftest import TINY_LINES
 
@@ -282,7 +282,7 @@ def reference_logprobs(net: HybridNet, ngram: NGramLanguageModel, seq: list[int]
 def test_a_checkpoint_written_today_loads_and_scores_as_the_reference(tok, kn4, tmp_path):
     save_ngram(tmp_path / "kn4", kn4)
     lm = hybrid(tok, kn4)
-    assert set(lm.hybrid.state_dict()) == HYBRID_KEYS  # the layout model/fit.py writes and loads
+    assert set(lm.hybrid.state_dict()) == HYBRID_KEYS  # the layout model/training/fit.py writes and loads
     save_hybrid(tmp_path / "hyb", lm.hybrid, tok, tmp_path / "kn4", dtype=torch.float16)
     loaded = load_model(tmp_path / "hyb")
     assert isinstance(loaded, HybridLanguageModel)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from model.batching import with_boundaries
-from model.checkpoint import CheckpointError
-from model.evaluate import evaluate_lines
-from model.loading import load_model
-from model.mixture import MixtureLanguageModel, mixture_loglik, tune_lambda
-from model.ngram.model import build_ngram
-from model.ngram.store import save_ngram
-from model.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
+from model.models.checkpoint import CheckpointError
+from model.models.evaluate import evaluate_lines
+from model.models.loading import load_model
+from model.models.mixture import MixtureLanguageModel, mixture_loglik, tune_lambda
+from model.models.ngram.model import build_ngram
+from model.models.ngram.store import save_ngram
+from model.text.batching import with_boundaries
+from model.text.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
 from rnnlm.cli import main
 from tests.conftest import TINY_LINES
 
@@ -187,7 +187,7 @@ def test_a_sentence_mixture_steps_prefills_and_regroups_like_it_scores(sentence_
 
 
 def test_a_sentence_mixture_saves_its_mode(sentence_mixture, tiny_model_dir, ngram_dir, tmp_path):
-    from model.mixture import save_mixture
+    from model.models.mixture import save_mixture
 
     save_mixture(tmp_path / "mix", [tiny_model_dir, ngram_dir], sentence_mixture)
     loaded = load_model(tmp_path / "mix")

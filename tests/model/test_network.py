@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from model.batching import pad_batch, with_boundaries
-from model.config import ModelConfig
-from model.network import RNNLM
-from model.tokenizer import Tokenizer
+from model.models.config import ModelConfig
+from model.models.network import RNNLM
+from model.text.batching import pad_batch, with_boundaries
+from model.text.tokenizer import Tokenizer
 
 from ..conftest import TINY_LINES
 

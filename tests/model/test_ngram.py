@@ -12,20 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.batching import with_boundaries
-from model.checkpoint import CheckpointError
-from model.evaluate import evaluate_lines
-from model.loading import load_model
-from model.ngram.counts import count_ngrams
-from model.ngram.model import NGramLanguageModel, build_ngram, from_sequences
-from model.ngram.smoothing import (
-    SMOOTHERS,
-    katz_discounted_counts,
-    kn_adjusted_counts,
-    kn_discounts,
-)
-from model.ngram.store import TABLES, save_ngram
-from model.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from model.models.checkpoint import CheckpointError
+from model.models.evaluate import evaluate_lines
+from model.models.loading import load_model
+from model.models.ngram.counts import count_ngrams
+from model.models.ngram.model import NGramLanguageModel, build_ngram, from_sequences
+from model.models.ngram.smoothing import SMOOTHERS, katz_discounted_counts, kn_adjusted_counts, kn_discounts
+from model.models.ngram.store import TABLES, save_ngram
+from model.text.batching import with_boundaries
+from model.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from rnnlm.cli import main
 from tests.conftest import TINY_LINES
 

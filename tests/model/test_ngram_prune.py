@@ -1,16 +1,16 @@
-"""Count pruning keeps a normalized backoff model (model/ngram/prune.py)."""
+"""Count pruning keeps a normalized backoff model (model/models/ngram/prune.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.batching import with_boundaries
-from model.ngram.counts import count_ngrams
-from model.ngram.model import NGramLanguageModel, from_sequences
-from model.ngram.prune import kept_ngrams, parse_thresholds, prune
-from model.ngram.smoothing import kneser_ney
-from model.tokenizer import Tokenizer
+from model.models.ngram.counts import count_ngrams
+from model.models.ngram.model import NGramLanguageModel, from_sequences
+from model.models.ngram.prune import kept_ngrams, parse_thresholds, prune
+from model.models.ngram.smoothing import kneser_ney
+from model.text.batching import with_boundaries
+from model.text.tokenizer import Tokenizer
 
 LINES = [
     "厨房里食油用完了",
@@ -91,8 +91,8 @@ def test_parse_thresholds_refuses_what_lmplz_would(spec) -> None:
 
 
 def test_quantized_tables_load_back_close_and_much_smaller(counted, tmp_path) -> None:
-    from model.ngram.quantize import quantize
-    from model.ngram.store import load_ngram, save_ngram
+    from model.models.ngram.quantize import quantize
+    from model.models.ngram.store import load_ngram, save_ngram
 
     tok, seqs, _, tables = counted
     lm = NGramLanguageModel(tables, tok, "kn")

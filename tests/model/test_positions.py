@@ -1,4 +1,4 @@
-"""Every position's alternatives from one pass (model/positions.py): the same numbers as a
+"""Every position's alternatives from one pass (model/models/positions.py): the same numbers as a
 next-token question per prefix and as ``sequence_logprobs``, for the recurrent models (the RNN
 and the hybrid: a prefix tree) and for any other model (stepped), at a cost linear in the length."""
 
@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.batching import with_boundaries
-from model.hybrid import HybridLanguageModel
-from model.lm import LanguageModel, RNNLanguageModel
-from model.ngram.model import build_ngram
-from model.positions import alternatives_each, top_alternatives
-from model.prefix import PassStopped
-from model.tokenizer import BOS_ID
+from model.models.hybrid import HybridLanguageModel
+from model.models.lm import LanguageModel, RNNLanguageModel
+from model.models.ngram.model import build_ngram
+from model.models.positions import alternatives_each, top_alternatives
+from model.models.prefix import PassStopped
+from model.text.batching import with_boundaries
+from model.text.tokenizer import BOS_ID
 
 from ..conftest import TINY_LINES, build_tiny_model
 from .test_hybrid import hybrid_net

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import model.precision as precision
-from model.lm import LanguageModel, RNNLanguageModel
-from model.loading import load_model
-from model.ngram.model import build_ngram
-from model.tokenizer import BOS_ID, EOS_ID, Tokenizer
+import model.models.precision as precision
+from model.models.lm import LanguageModel, RNNLanguageModel
+from model.models.loading import load_model
+from model.models.ngram.model import build_ngram
+from model.text.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from tests.conftest import TINY_LINES
 
 needs_bf16 = pytest.mark.skipif(

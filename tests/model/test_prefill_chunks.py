@@ -12,12 +12,12 @@ import random
 import pytest
 import torch
 
-from model.engine import DeadlineExceeded, Engine, EngineConfig, EngineObserver, EngineStopped
-from model.generation import GenerationRequest, generate
-from model.lm import RNNLanguageModel
-from model.loading import load_model
-from model.sampling import SamplingParams
-from model.tokenizer import BOS_ID, EOS_ID
+from model.inference.engine import DeadlineExceeded, Engine, EngineConfig, EngineObserver, EngineStopped
+from model.inference.generation import GenerationRequest, generate
+from model.inference.sampling import SamplingParams
+from model.models.lm import RNNLanguageModel
+from model.models.loading import load_model
+from model.text.tokenizer import BOS_ID, EOS_ID
 
 from .test_engine_chunks import CountingCells, run, wait_until
 

@@ -10,10 +10,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.lm import LanguageModel, RNNLanguageModel
-from model.loading import load_model
-from model.prefix import build_tree, plan_depths, score_tree
-from model.tokenizer import BOS_ID, EOS_ID
+from model.models.lm import LanguageModel, RNNLanguageModel
+from model.models.loading import load_model
+from model.models.prefix import build_tree, plan_depths, score_tree
+from model.text.tokenizer import BOS_ID, EOS_ID
 
 from ..conftest import build_tiny_model
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from model.loading import load_model
+from model.inference.scoring import score_candidates
+from model.models.loading import load_model
 from model.rescoring.combine import CandidateScores, Weights, rank, rescore, text_length
 from model.rescoring.errors import (
     ErrorCount,
@@ -33,7 +34,6 @@ from model.rescoring.formats import (
 )
 from model.rescoring.score import distinct_texts, load_scores, merge_scores, save_scores, score_texts
 from model.rescoring.tune import TuneProblem, tune, tune_weights
-from model.scoring import score_candidates
 
 NBEST = Path(__file__).parent / "fixtures" / "nbest"
 LN2 = math.log(2)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from model.sampling import (
+from model.inference.sampling import (
     Greedy,
     RepetitionPenalty,
     SamplingParams,
@@ -16,7 +16,7 @@ from model.sampling import (
     TopP,
     build_processors,
 )
-from model.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from model.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 NEG = float("-inf")
 
@@ -106,7 +106,7 @@ def test_stop_trim_cuts_at_the_earliest_stop_string():
 
 # -- counter-based noise ------------------------------------------------------------------------------
 def _fmix32(x: int) -> int:
-    """MurmurHash3's finalizer in plain Python integers: the reference for model.sampling.mix32."""
+    """MurmurHash3's finalizer in plain Python integers: the reference for model.inference.sampling.mix32."""
     x ^= x >> 16
     x = (x * 0x85EBCA6B) & 0xFFFFFFFF
     x ^= x >> 13
@@ -117,7 +117,7 @@ def _fmix32(x: int) -> int:
 def test_noise_is_the_documented_hash_of_seed_step_and_index():
     import math
 
-    from model.sampling import gumbel_noise, mix32
+    from model.inference.sampling import gumbel_noise, mix32
 
     xs = [0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 123456789]
     assert mix32(torch.tensor(xs)).tolist() == [_fmix32(x) for x in xs]
@@ -131,7 +131,7 @@ def test_noise_is_the_documented_hash_of_seed_step_and_index():
 
 
 def test_a_rows_noise_does_not_depend_on_its_neighbours():
-    from model.sampling import gumbel_noise
+    from model.inference.sampling import gumbel_noise
 
     alone = gumbel_noise(torch.tensor([42]), torch.tensor([3]), 50)
     crowd = gumbel_noise(torch.tensor([1, 42, 7] * 21), torch.tensor([0, 3, 9] * 21), 50)

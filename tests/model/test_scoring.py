@@ -1,4 +1,4 @@
-"""model/scoring.py: candidate scores equal the model's own log-probs; options, ranking, next token."""
+"""model/inference/scoring.py: candidate scores equal the model's own log-probs; options, ranking, next token."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from model.loading import load_model
-from model.scoring import ScoreOptions, next_token_distribution, score_candidates
-from model.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from model.inference.scoring import ScoreOptions, next_token_distribution, score_candidates
+from model.models.loading import load_model
+from model.text.tokenizer import BOS_ID, EOS_ID, UNK_ID
 
 HOMOPHONES = ["厨房里食油用完了", "厨房里石油用完了", "你先走", "你走先"]
 

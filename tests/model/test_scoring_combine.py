@@ -1,4 +1,4 @@
-"""Rescoring arithmetic of model/scoring.py: length units, several models combined with weights, and
+"""Rescoring arithmetic of model/inference/scoring.py: length units, several models combined with weights, and
 the sweep of many (lm_weight, length_bonus) pairs over one set of log-probs."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import random
 
 import pytest
 
-from model.loading import load_model
-from model.scoring import (
+from model.inference.scoring import (
     ScoreOptions,
     candidate_length,
     combine,
@@ -18,7 +17,8 @@ from model.scoring import (
     sweep,
     text_length,
 )
-from model.tokenizer import Tokenizer
+from model.models.loading import load_model
+from model.text.tokenizer import Tokenizer
 
 from ..conftest import TINY_LINES
 

@@ -3,8 +3,8 @@
 import json
 import math
 
-from model.evaluate import evaluate_lines
-from model.loading import load_model
+from model.models.evaluate import evaluate_lines
+from model.models.loading import load_model
 
 from ..conftest import SHIPPED
 

@@ -18,12 +18,12 @@ import random
 import pytest
 import torch
 
-from model.engine import Engine, EngineConfig
-from model.lm import LanguageModel, RNNLanguageModel
-from model.ngram.model import build_ngram
-from model.prefix import score_tree
-from model.state_cache import NODE_BYTES, PrefixStateCache
-from model.tokenizer import BOS_ID, EOS_ID
+from model.inference.engine import Engine, EngineConfig
+from model.models.lm import LanguageModel, RNNLanguageModel
+from model.models.ngram.model import build_ngram
+from model.models.prefix import score_tree
+from model.models.state_cache import NODE_BYTES, PrefixStateCache
+from model.text.tokenizer import BOS_ID, EOS_ID
 
 from ..conftest import TINY_LINES, build_tiny_model
 
@@ -256,7 +256,7 @@ def test_typing_computes_one_position_per_character(lstm):
 
 
 def test_the_engine_reuses_a_list_context_and_reports_it(lstm):
-    from model.engine import EngineObserver
+    from model.inference.engine import EngineObserver
 
     class Seen(EngineObserver):
         def __init__(self) -> None:

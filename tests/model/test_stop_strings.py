@@ -8,13 +8,13 @@ import random
 
 import pytest
 
-from model.engine import Engine, EngineConfig
-from model.engine.decode import ShownTokenEvent
-from model.generation import GenerationRequest, generate
-from model.lm import LanguageModel
-from model.loading import load_model
-from model.sampling import SamplingParams, StoppingCriteria
-from model.tokenizer import EOS_ID, append_piece
+from model.inference.engine import Engine, EngineConfig
+from model.inference.engine.decode import ShownTokenEvent
+from model.inference.generation import GenerationRequest, generate
+from model.inference.sampling import SamplingParams, StoppingCriteria
+from model.models.lm import LanguageModel
+from model.models.loading import load_model
+from model.text.tokenizer import EOS_ID, append_piece
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.batching import with_boundaries
-from model.data import sha256_file, write_corpus
 from model.quality.confusion import HomophoneIndex, context_readings
 from model.quality.tasks import (
     TaskConfig,
@@ -25,7 +23,9 @@ from model.quality.tasks import (
     wordorder_set,
 )
 from model.rescoring.formats import read_jsonl
-from model.tokenizer import BOS_ID, EOS_ID
+from model.text.batching import with_boundaries
+from model.text.data import sha256_file, write_corpus
+from model.text.tokenizer import BOS_ID, EOS_ID
 
 TRAIN = [
     "厨房里食油用完了。",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model.adapt import AdaptError, AdaptJob, adapt, hold_out, read_text_lines
-from model.loading import load_model
+from model.models.loading import load_model
+from model.training.adapt import AdaptError, AdaptJob, adapt, hold_out, read_text_lines
 from rnnlm.cli import main
 
 from .test_fit import TINY_RNN, fit
@@ -52,8 +52,8 @@ def test_adapting_writes_a_mixture_with_its_parts_that_fits_the_held_out_text_be
     assert held["adapted"] < held["base"]
     assert held["domain"] <= min(held["finetuned"], held["domain_kn"]) + 1e-6  # λ tuned on these lines
     # the base's own text: the sentence mixture stays near the base (the domain part alone does not)
-    from model.data import load_split
-    from model.evaluate import evaluate_lines
+    from model.models.evaluate import evaluate_lines
+    from model.text.data import load_split
 
     news = load_split(base.parent.parent / "corpus", "valid")
     base_ppl, adapted_ppl = (evaluate_lines(m, news)["perplexity"] for m in (load_model(base), lm))
@@ -132,7 +132,7 @@ def test_a_short_text_and_an_existing_out_are_refused(base, text, tmp_path):
 
 
 def test_the_adaptation_benchmark_compares_base_ngram_only_and_adapted(base, corpus_link, tmp_path, capsys):
-    from model.data import write_corpus
+    from model.text.data import write_corpus
 
     domain = tmp_path / "reviews"
     write_corpus(domain, {"train": DOMAIN, "valid": DOMAIN[:8], "test": DOMAIN[:12]}, {"name": "reviews"})

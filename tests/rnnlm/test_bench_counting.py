@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from model.lm import LanguageModel
-from model.prefix import TreeResult, requested_positions
-from model.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from model.models.lm import LanguageModel
+from model.models.prefix import TreeResult, requested_positions
+from model.text.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from rnnlm.bench import common
 from rnnlm.bench.common import Ceiling, cpu_peak, ratio_rows, timed_loop, timed_runs
 from rnnlm.bench.scoring import library_rows

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from model.ngram.model import build_ngram
-from model.ngram.store import save_ngram
-from model.ngram.torch_tables import TorchBackoffTables, histories_of
-from model.tokenizer import Tokenizer
+from model.models.ngram.model import build_ngram
+from model.models.ngram.store import save_ngram
+from model.models.ngram.torch_tables import TorchBackoffTables, histories_of
+from model.text.tokenizer import Tokenizer
 from rnnlm.bench import ngram as bench
 
 from ..conftest import TINY_LINES

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from model.config import CHOICES, FIELD_HELP, FitConfig, ModelConfig, TrainConfig
+from model.models.config import CHOICES, FIELD_HELP, FitConfig, ModelConfig, TrainConfig
 from rnnlm.cli import FROM_TOKENIZER, WINDOW_KEYS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ def test_units_are_in_the_help(capsys):
 
 
 def test_help_covers_every_config_field():
-    from model.window import WindowConfig
+    from model.models.window import WindowConfig
 
     for cls, helps in FIELD_HELP.items():
         assert set(helps) == {f.name for f in fields(cls)}, cls

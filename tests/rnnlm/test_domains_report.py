@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model.data import write_corpus
+from model.text.data import write_corpus
 from rnnlm.cli import main
 from rnnlm.reports.domains import parse_named
 
@@ -56,8 +56,8 @@ def test_named_corpora_must_be_name_equals_corpus_dir(value):
 
 
 def test_context_zero_is_the_plain_perplexity_and_the_table_lists_each_k(domains, tiny_model_dir):
-    from model.evaluate import evaluate_lines
-    from model.loading import load_model
+    from model.models.evaluate import evaluate_lines
+    from model.models.loading import load_model
     from rnnlm.reports.context import context_perplexities
 
     lm = load_model(tiny_model_dir)

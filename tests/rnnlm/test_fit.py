@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from model.fit import Corpus, FitConfig, lr_at
-from model.loading import load_model
+from model.models.loading import load_model
+from model.training.fit import Corpus, FitConfig, lr_at
 from rnnlm.cli import main
 
 TINY_RNN = [
@@ -175,9 +175,9 @@ def test_fit_config_refuses_nonsense():
 
 
 def test_choose_default_picks_the_best_valid_reranker(tiny_corpus, tiny_model_dir, tmp_path, capsys):
-    from model.ngram.model import build_ngram
-    from model.ngram.store import save_ngram
-    from model.tokenizer import Tokenizer
+    from model.models.ngram.model import build_ngram
+    from model.models.ngram.store import save_ngram
+    from model.text.tokenizer import Tokenizer
 
     from ..conftest import TINY_LINES
 
@@ -218,8 +218,8 @@ def test_choose_default_picks_the_best_valid_reranker(tiny_corpus, tiny_model_di
 def test_reverse_trains_a_backward_model_that_scores_whole_sentences(corpus_link, capsys):
     """`--reverse`: the checkpoint's tokenizer reads right to left; its sentence log-prob is the
     network's log-prob of the reversed ids, and `rnnlm evaluate` measures it like any model."""
-    from model.batching import with_boundaries
-    from model.evaluate import evaluate_lines
+    from model.models.evaluate import evaluate_lines
+    from model.text.batching import with_boundaries
 
     tmp = corpus_link
     out = fit(tmp, "backward", "--reverse", *TINY_RNN)
@@ -253,9 +253,9 @@ def test_reverse_ngram_counts_right_to_left(corpus_link, capsys):
 
 
 def test_a_backward_model_is_served_but_never_the_default(tiny_corpus, tiny_model_dir, tmp_path, capsys):
-    from model.ngram.model import build_ngram
-    from model.ngram.store import save_ngram
-    from model.tokenizer import Tokenizer
+    from model.models.ngram.model import build_ngram
+    from model.models.ngram.store import save_ngram
+    from model.text.tokenizer import Tokenizer
 
     from ..conftest import TINY_LINES
 

@@ -5,9 +5,7 @@ import json
 import pytest
 import torch
 
-from model.batching import with_boundaries
-from model.data import load_split, write_corpus
-from model.loading import load_model
+from model.models.loading import load_model
 from model.quality.confusion import (
     HomophoneIndex,
     build_set,
@@ -17,6 +15,8 @@ from model.quality.confusion import (
     split_sentences,
 )
 from model.quality.rerank import RerankResult, bootstrap_ci, paired_difference, rank_credit, rerank
+from model.text.batching import with_boundaries
+from model.text.data import load_split, write_corpus
 from rnnlm.cli import main
 
 # shi: 石 食 十 时 实 事 是 市; you: 油 有 又; le: 了
@@ -232,10 +232,10 @@ def test_cli_errors_name_the_problem(tiny_model_dir, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def quality_run(tmp_path_factory):
     """One `rnnlm benchmark quality` run on a tiny corpus: n-grams built, a seeded RNN, sets of 4 items."""
-    from model.checkpoint import save_rnn
-    from model.config import ModelConfig
-    from model.network import RNNLM
-    from model.tokenizer import Tokenizer
+    from model.models.checkpoint import save_rnn
+    from model.models.config import ModelConfig
+    from model.models.network import RNNLM
+    from model.text.tokenizer import Tokenizer
 
     root = tmp_path_factory.mktemp("quality")
     train = TRAIN + ["厨房里的油用完了", "你先走吧", "油价上涨了"] * 3
@@ -305,8 +305,8 @@ def test_quality_writes_every_row_with_its_command(quality_run):
 
 
 def test_quality_numbers_match_the_single_model_commands(quality_run, capsys):
-    from model.evaluate import evaluate_lines
-    from model.mixture import MixtureLanguageModel
+    from model.models.evaluate import evaluate_lines
+    from model.models.mixture import MixtureLanguageModel
 
     root, _ = quality_run
     result = json.loads((root / "RESULTS.json").read_text(encoding="utf-8"))

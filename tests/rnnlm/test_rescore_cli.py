@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from model.checkpoint import save_rnn
-from model.loading import load_model
+from model.inference.scoring import score_candidates
+from model.models.checkpoint import save_rnn
+from model.models.loading import load_model
 from model.rescoring.formats import FormatOptions, read_nbest
-from model.scoring import score_candidates
 from rnnlm import rescoring_cli
 from rnnlm.cli import main
 from service.app import create_app

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.data import write_corpus
+from model.text.data import write_corpus
 from rnnlm.cli import main
 
 TRAIN = [

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from model.budget import TimeBudget
-from model.checkpoint import CARD, load_rnn
-from model.config import TrainConfig
-from model.train import Trainer, TrainJob
+from model.models.checkpoint import CARD, load_rnn
+from model.models.config import TrainConfig
+from model.training.budget import TimeBudget
+from model.training.train import Trainer, TrainJob
 from rnnlm.cli import main
 
 TINY = [
@@ -117,7 +117,7 @@ def long_line_corpus(path, line_chars: int = 40_000):
     so only a budget checked inside a batch can stop on time."""
     import random
 
-    from model.data import write_corpus
+    from model.text.data import write_corpus
 
     rng = random.Random(0)
     alphabet = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动"
@@ -193,7 +193,7 @@ def test_every_checkpoint_has_its_card_before_the_final_evaluation(tiny_corpus, 
 
 
 def test_ctrl_c_ends_with_a_complete_checkpoint(tiny_corpus, tmp_path, monkeypatch, capsys):
-    from model import train
+    from model.training import train
 
     calls = {"n": 0}
     real_step = train.Trainer.step

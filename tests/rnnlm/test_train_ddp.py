@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import load_rnn
+from model.models.checkpoint import load_rnn
 from rnnlm.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import torch
 
-from model.checkpoint import save_rnn
-from model.tokenizer import EOS_ID
+from model.models.checkpoint import save_rnn
+from model.text.tokenizer import EOS_ID
 from rnnlm.bench.common import parse_events
 
 from ..conftest import build_tiny_model

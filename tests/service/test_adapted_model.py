@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from model.adapt import AdaptJob, adapt
+from model.training.adapt import AdaptJob, adapt
 from service.app import create_app
 from service.settings import Settings
 

@@ -133,11 +133,11 @@ def test_streams_not_read_pause_then_end_while_a_reader_goes_on(endless_dir, tmp
 def test_a_reader_that_falls_behind_pauses_its_rows_and_gets_the_same_tokens(endless_dir):
     import asyncio
 
-    from model.engine import Engine, EngineConfig, EngineObserver
-    from model.engine.stream import StreamStalled
-    from model.generation import GenerationRequest, generate
-    from model.loading import load_model
-    from model.sampling import SamplingParams
+    from model.inference.engine import Engine, EngineConfig, EngineObserver
+    from model.inference.engine.stream import StreamStalled
+    from model.inference.generation import GenerationRequest, generate
+    from model.inference.sampling import SamplingParams
+    from model.models.loading import load_model
 
     lm = load_model(endless_dir)
     request = GenerationRequest("今天", max_new_tokens=40, sampling=SamplingParams(seed=9), n=2)

@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from model.engine import Overloaded
-from model.generation import Sample
-from model.tokenizer import BOS_ID, UNK_ID
+from model.inference.engine import Overloaded
+from model.inference.generation import Sample
+from model.text.tokenizer import BOS_ID, UNK_ID
 from service.app import create_app
 from service.compat_schemas import CompletionRequest
 from service.completions import Prompt, Turns, complete

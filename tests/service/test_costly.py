@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from model.lm import RNNLanguageModel
+from model.models.lm import RNNLanguageModel
 from service.app import create_app
 from service.settings import Settings
 

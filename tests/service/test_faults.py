@@ -22,8 +22,8 @@ import httpx
 import pytest
 import torch
 
-from model.checkpoint import CONFIG, METRICS, TOKENIZER, WEIGHTS
-from model.data import sha256_file
+from model.models.checkpoint import CONFIG, METRICS, TOKENIZER, WEIGHTS
+from model.text.data import sha256_file
 
 from .reliability_support import (
     free_port,

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from model.loading import load_model
-from model.scoring import ScoreOptions, next_token_distribution, score_candidates
-from model.tokenizer import Tokenizer
+from model.inference.scoring import ScoreOptions, next_token_distribution, score_candidates
+from model.models.loading import load_model
+from model.text.tokenizer import Tokenizer
 from service.app import create_app
 from service.settings import Settings
 

@@ -122,7 +122,7 @@ def test_errors_found_in_the_body_worker_have_the_shape_of_the_loops(client, par
 
 
 def test_a_body_past_the_token_limit_gets_413_before_its_text_is_tokenized(client, monkeypatch) -> None:
-    from model.engine import text
+    from model.inference.engine import text
 
     tokenized: list[int] = []
     original = text.prepare_candidates
@@ -145,7 +145,7 @@ def test_a_body_past_the_token_limit_gets_413_before_its_text_is_tokenized(clien
 def test_a_body_that_does_not_fit_the_tokens_in_flight_gets_503_before_it_is_tokenized(
     client, monkeypatch
 ) -> None:
-    from model.engine import text
+    from model.inference.engine import text
 
     tokenized: list[int] = []
     monkeypatch.setattr(text, "prepare_candidates", lambda *a, **k: tokenized.append(1))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from model.engine.text import INLINE_CHARS, INLINE_ENTRIES
-from model.loading import load_model
-from model.scoring import next_token_distribution
+from model.inference.engine.text import INLINE_CHARS, INLINE_ENTRIES
+from model.inference.scoring import next_token_distribution
+from model.models.loading import load_model
 from service.app import create_app
 from service.routes.next_token import server_timing
 from service.settings import Settings

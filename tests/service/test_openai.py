@@ -26,8 +26,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from model.checkpoint import save_rnn
-from model.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from model.models.checkpoint import save_rnn
+from model.text.tokenizer import BOS_ID, EOS_ID, UNK_ID
 from rnnlm.bench.common import sse_blocks
 from service.app import create_app
 from service.settings import Settings

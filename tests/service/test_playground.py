@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model.checkpoint import save_rnn
+from model.models.checkpoint import save_rnn
 
 from ..conftest import build_tiny_model
 

@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from model.ngram.model import build_ngram
-from model.ngram.store import save_ngram
-from model.precision import bf16_supported
-from model.tokenizer import Tokenizer
+from model.models.ngram.model import build_ngram
+from model.models.ngram.store import save_ngram
+from model.models.precision import bf16_supported
+from model.text.tokenizer import Tokenizer
 from service.app import create_app
 from service.settings import Settings
 from service.startup import StartupError, load_registry

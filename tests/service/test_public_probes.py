@@ -12,7 +12,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from model.checkpoint import WEIGHTS
+from model.models.checkpoint import WEIGHTS
 from service.app import create_app
 from service.auth import is_public
 from service.settings import Settings

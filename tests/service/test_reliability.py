@@ -20,8 +20,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from model.checkpoint import WEIGHTS
-from model.engine import DeadlineExceeded, EngineStopped, Overloaded
+from model.inference.engine import DeadlineExceeded, EngineStopped, Overloaded
+from model.models.checkpoint import WEIGHTS
 from service.admission import Admission
 from service.app import create_app
 from service.errors import ApiError

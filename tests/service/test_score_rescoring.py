@@ -9,12 +9,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from model.batching import pad_batch, with_boundaries
-from model.checkpoint import save_rnn
-from model.config import ModelConfig
-from model.loading import load_model
-from model.network import RNNLM
-from model.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from model.models.checkpoint import save_rnn
+from model.models.config import ModelConfig
+from model.models.loading import load_model
+from model.models.network import RNNLM
+from model.text.batching import pad_batch, with_boundaries
+from model.text.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from service.app import create_app
 from service.settings import Settings
 

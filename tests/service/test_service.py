@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from model.checkpoint import save_rnn
-from model.loading import load_model
-from model.scoring import ScoreOptions, score_candidates
-from model.tokenizer import BOS_ID, EOS_ID
+from model.inference.scoring import ScoreOptions, score_candidates
+from model.models.checkpoint import save_rnn
+from model.models.loading import load_model
+from model.text.tokenizer import BOS_ID, EOS_ID
 from rnnlm.bench.common import parse_events, sse_blocks
 from service.app import create_app
 from service.runner import ModelRegistry, resolve_device
@@ -583,9 +583,9 @@ def test_a_default_past_a_smaller_limit_is_lowered(client):
 def test_runner_interleaves_work_and_closes_abandoned_streams(tiny_model_dir):
     import asyncio
 
-    from model.engine import EngineConfig
-    from model.generation import GenerationRequest
-    from model.sampling import SamplingParams
+    from model.inference.engine import EngineConfig
+    from model.inference.generation import GenerationRequest
+    from model.inference.sampling import SamplingParams
 
     registry = ModelRegistry.load([tiny_model_dir], "cpu")
     runner = registry.get(None)

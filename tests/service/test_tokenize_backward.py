@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from model.checkpoint import save_rnn
-from model.tokenizer import UNK_ID
+from model.models.checkpoint import save_rnn
+from model.text.tokenizer import UNK_ID
 from service.app import create_app
 from service.settings import Settings
 

@@ -1,0 +1,4 @@
+"""Inference: sampling, generation, text-level scoring and the serving engine.
+
+Imports ``model.models`` and ``model.text``; never ``model.training``.
+"""

@@ -1,0 +1,36 @@
+"""The optimizer and the learning-rate schedule both trainers use (model/training/train.py, model/training/fit.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+from torch import nn
+
+
+class Schedule(Protocol):
+    """What :func:`lr_at` reads of a config (``TrainConfig`` and ``FitConfig`` both have it)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def warmup_steps(self) -> int: ...
+    @property
+    def min_lr_ratio(self) -> float: ...
+
+
+def lr_at(progress: float, step: int, cfg: Schedule) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine from ``lr`` to ``lr * min_lr_ratio``
+    as ``progress`` (the share of the budget used) goes from 0 to 1."""
+    warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def adamw(net: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on the matrices only (not on biases and gains)."""
+    decay = [p for p in net.parameters() if p.dim() >= 2]
+    rest = [p for p in net.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
