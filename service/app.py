@@ -40,6 +40,7 @@ from .admission import Admission, admit
 from .auth import ApiKeyMiddleware, is_public
 from .context import HEADER as REQUEST_ID_HEADER
 from .context import RequestContextMiddleware
+from .default_choice import shown_choice
 from .deps import prefix_cache_scope
 from .errors import ApiError, install_error_handlers
 from .guard import Drain, RequestGuardMiddleware
@@ -49,7 +50,7 @@ from .openai_errors import OpenAIErrorsMiddleware
 from .routes import generate, next_token, openai, ops, score, tokenize
 from .runner import ModelRegistry
 from .settings import Settings, get_settings
-from .startup import StartupError, load_registry, public_reason, shown_choice
+from .startup import StartupError, load_registry, public_reason
 
 log = logging.getLogger("rnnlm.service")
 STATIC_DIR = Path(__file__).resolve().parent / "static"

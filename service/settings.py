@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.inference.engine import EngineConfig
 
-from .startup import default_model_dirs  # weights/DEFAULT.json, under the checkpoint files' rules
+from .default_choice import default_model_dirs  # weights/DEFAULT.json, under the checkpoint files' rules
 
 
 class Settings(BaseSettings):

@@ -514,7 +514,7 @@ def test_settings_from_the_environment(monkeypatch):
 
 
 def test_default_models_come_from_the_recorded_choice(tmp_path):
-    from service.startup import FALLBACK_MODEL_DIRS, DefaultChoiceError, default_model_dirs
+    from service.default_choice import FALLBACK_MODEL_DIRS, DefaultChoiceError, default_model_dirs
 
     assert default_model_dirs(tmp_path / "missing.json") == FALLBACK_MODEL_DIRS
     (tmp_path / "a").mkdir()
