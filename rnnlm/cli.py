@@ -6,8 +6,11 @@ one place that imports both, and nothing imports it. Argument parsing lives in
 handler imports what it needs when it runs, so ``rnnlm --help`` stays fast.
 
 Add a subcommand with ``@subcommand("name", add_args)`` (its docstring is its line in
-``rnnlm --help``; every option gets a help text: tests/rnnlm/test_cli_help.py checks); a benchmark
-with ``@benchmark`` in :mod:`rnnlm.benchmarks`.
+``rnnlm --help``; every option gets a help text: tests/rnnlm/test_cli_help.py checks), or, for a
+family of commands, in a module of its own with its own ``commands = Commands()`` registry that
+:data:`COMMANDS` joins (``rescoring_cli``, ``tasks_cli``: they import :mod:`rnnlm.args`, never this
+module, so nothing is registered by an import in the middle of a file); a benchmark with
+``@benchmark`` in :mod:`rnnlm.benchmarks`.
 
 Errors are one line on stderr, never a traceback, with the exit status saying which kind::
 
@@ -37,6 +40,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from model.models.config import CHOICES, FIELD_HELP, FROM_TOKENIZER, FitConfig, ModelConfig, TrainConfig
 from model.text.tokenizer import KINDS
 
+from . import rescoring_cli, tasks_cli
+from .args import CORPUS_HELP, DEVICE_HELP, usage_error
 from .commands import Commands
 
 if TYPE_CHECKING:
@@ -50,15 +55,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (`{self.prog} --help` lists the options)\n")
-
-
-def usage_error(message: str) -> argparse.ArgumentError:
-    """Raise this from a handler for a value the command cannot take (exit status 2)."""
-    return argparse.ArgumentError(None, message)
-
-
-DEVICE_HELP = "where to run: auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N"
-CORPUS_HELP = "corpus directory (train.txt, valid.txt, test.txt) from `rnnlm prepare-data`"
 
 
 # -- prepare-data ----------------------------------------------------------------------------
@@ -638,13 +634,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, model_dirs=args.model_dir)
 
 
-from . import rescoring_cli  # noqa: E402, F401, I001  registers `rnnlm rescore`, `tune`, `rescoring-report`
-from . import tasks_cli  # noqa: E402, F401  registers `rnnlm task` (after `subcommand` exists)
+# the commands of the other modules, after this module's own (their order in `rnnlm --help`)
+COMMANDS = Commands.joined(subcommand, rescoring_cli.commands, tasks_cli.commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="rnnlm", description="RNN language models: train, evaluate, serve.")
-    subcommand.add_parsers(parser, dest="command", handler_key="handler", metavar="COMMAND")
+    COMMANDS.add_parsers(parser, dest="command", handler_key="handler", metavar="COMMAND")
     return parser
 
 

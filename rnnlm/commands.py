@@ -33,6 +33,17 @@ class Commands:
 
         return register
 
+    @classmethod
+    def joined(cls, *parts: Commands) -> Commands:
+        """One registry holding the commands of ``parts``, in order (a name may appear once)."""
+        joined = cls()
+        for part in parts:
+            for name, entry in part.entries.items():
+                if name in joined.entries:
+                    raise ValueError(f"command {name!r} is registered twice")
+                joined.entries[name] = entry
+        return joined
+
     def add_parsers(
         self, parser: argparse.ArgumentParser, dest: str, handler_key: str, metavar: str | None = None
     ) -> None:

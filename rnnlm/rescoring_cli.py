@@ -31,13 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from model.models.config import LENGTH_UNITS
 
-from .cli import DEVICE_HELP, subcommand, usage_error
+from .args import DEVICE_HELP, usage_error
+from .commands import Commands
 
 if TYPE_CHECKING:
     import httpx
 
     from model.rescoring.combine import CandidateScores, Weights
     from model.rescoring.formats import FormatOptions, Utterance
+
+commands = Commands()  # `rnnlm rescore`, `tune`, `rescoring-report` (joined in rnnlm/cli.py)
 
 FORMATS = ("jsonl", "kaldi", "fairseq", "nemo")
 METRICS = ("cer", "wer", "accuracy")
@@ -394,7 +397,7 @@ def summarize(utterances: Sequence[Utterance], before: Sequence[int]) -> dict[st
     return summary
 
 
-@subcommand("rescore", _rescore_args)
+@commands("rescore", _rescore_args)
 def cmd_rescore(args: argparse.Namespace) -> int:
     """Rescore an n-best file (jsonl, kaldi, fairseq, nemo) with language models; write it back rescored."""
     return _run(lambda: _rescore(args))
@@ -485,7 +488,7 @@ def cached_scores(
     return per_model
 
 
-@subcommand("tune", _tune_args)
+@commands("tune", _tune_args)
 def cmd_tune(args: argparse.Namespace) -> int:
     """Tune rescoring weights (each model's, the length bonus) on a dev n-best set; write weights JSON."""
     return _run(lambda: _tune(args))
@@ -591,7 +594,7 @@ def parse_combos(combos: Sequence[str], names: Sequence[str]) -> dict[str, list[
     return out
 
 
-@subcommand("rescoring-report", _report_args)
+@commands("rescoring-report", _report_args)
 def cmd_rescoring_report(args: argparse.Namespace) -> int:
     """Tune on a task's dev set, measure on test: first pass, oracle, each model and combination."""
     return _run(lambda: _report(args))

@@ -15,9 +15,9 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from .cli import subcommand
 from .commands import Commands
 
+commands = Commands()  # `rnnlm task` (joined in rnnlm/cli.py)
 task_action = Commands()  # @task_action("name", add_args) registers `rnnlm task name`
 
 
@@ -176,7 +176,7 @@ def _task_args(p: argparse.ArgumentParser) -> None:
     task_action.add_parsers(p, dest="task", handler_key="task_handler")
 
 
-@subcommand("task", _task_args)
+@commands("task", _task_args)
 def cmd_task(args: argparse.Namespace) -> int:
     """Build a realistic rescoring task as n-best files: pinyin decoding (CER) or word order."""
     return args.task_handler(args)
