@@ -35,10 +35,11 @@ serve: setup  ## start the service on the shipped model (http://$(HOST):$(PORT))
 test: setup  ## run the test suite (what CI runs)
 	$(BIN)/python -m pytest
 
-lint: setup  ## the gates CI runs before the tests: ruff check, ruff format --check, mypy
+lint: setup  ## the gates CI runs before the tests: ruff check, ruff format --check, mypy, import-linter (.importlinter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 data: setup  ## download People's Daily 1998 and write the benchmark split to data/pd98
 	$(BIN)/rnnlm prepare-data pd98 --out data/pd98
