@@ -588,12 +588,18 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=int, default=0, help="only the first N lines (0 = all; default: 0)")
     p.add_argument("--device", default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
+    p.add_argument(
+        "--running-text",
+        action="store_true",
+        help="carry the state from line to line (10 contiguous streams, as pytorch/examples): the "
+        "convention of published PTB and WikiText-2 perplexities; default: each line on its own",
+    )
 
 
 @subcommand("evaluate", _evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Per-sentence perplexity of a model on a split (<eos> counted, OOVs included, as KenLM)."""
-    from model.models.evaluate import evaluate_lines
+    from model.models.evaluate import evaluate_lines, evaluate_stream
     from model.models.loading import load_model
     from model.text.data import load_split
 
@@ -601,7 +607,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     lines = load_split(args.data, args.split)
     if args.limit:
         lines = lines[: args.limit]
-    result = evaluate_lines(lm, lines)
+    result = evaluate_stream(lm, lines) if args.running_text else evaluate_lines(lm, lines)
     print(json.dumps({"model": args.model_dir, "split": args.split, **result}, ensure_ascii=False))
     return 0
 
