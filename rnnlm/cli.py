@@ -41,7 +41,7 @@ from model.training.config import CHOICES, FIELD_HELP, RECIPE, TrainConfig
 from .commands import Commands
 
 if TYPE_CHECKING:
-    from model.training.trainer import TrainJob
+    from model.training.config import TrainJob
 
 subcommand = Commands()  # @subcommand("name", add_args) registers `rnnlm name`
 
@@ -230,7 +230,7 @@ def _training_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _job(args: argparse.Namespace, cfg: TrainConfig, model: dict, command: str, resume: bool) -> TrainJob:
-    from model.training.trainer import TrainJob
+    from model.training.config import TrainJob
 
     return TrainJob(
         data_dir=args.data,

@@ -235,9 +235,8 @@ def _finetune(
     log,
 ) -> dict:
     """Fine-tune the base network on ``train`` (plus replayed base text) with :mod:`model.training.fit`."""
-    from model.training.config import TrainConfig
+    from model.training.config import TrainConfig, TrainJob
     from model.training.fit import fit
-    from model.training.trainer import TrainJob
 
     replay_dir = base_data_dir(job, base_metrics)
     replayed: list[str] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,23 @@ def write_card(model_dir: str | Path, card: str) -> None:
 
 
 # -- resume -------------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """Everything a resumed run needs besides the weights and the optimizer (saved as JSON)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed: float = 0.0
+    best_valid: float = math.inf
+    bad_evals: int = 0
+    tokens_seen: int = 0
+    next_eval: int = 0  # step of the next validation (0: by tokens only)
+    next_eval_tokens: int = 0  # tokens seen at the next validation (0: by steps only)
+    phase: str = "sentence"
+    history: list[dict] = field(default_factory=list)
+
+
 def save_resume_state(path: Path, net: nn.Module, opt: torch.optim.Optimizer, progress: dict) -> None:
     """Weights, optimizer and progress, replaced in one rename."""
     tmp = path.with_suffix(".tmp")

@@ -14,7 +14,7 @@ fields they describe.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from model.models.config import CELLS, ModelConfig, known_fields
@@ -95,6 +95,25 @@ RECIPE: dict[str, Any] = {
     "precision": "bf16",
     "save_dtype": "float16",
 }
+
+
+@dataclass
+class TrainJob:
+    """One run: where its text is, where its checkpoint goes, what it trains and how."""
+
+    data_dir: str  # corpus directory from `rnnlm prepare-data`
+    out_dir: str  # the best checkpoint goes here
+    run_dir: str  # log.jsonl (and the resume state) go here
+    model: dict  # ModelConfig (rnn, hybrid) or WindowConfig (window) fields, no vocab_size
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tokenizer: str = "char"  # char | word (whitespace-separated words, as PTB and WikiText-2 are prepared)
+    min_count: int = 1  # pieces seen fewer times in train become <unk>
+    reverse: bool = False  # a right-to-left model: the tokenizer reads each sentence backward
+    vocabulary_from: str = ""  # read with this checkpoint's tokenizer instead of one built from train
+    init_from: str = ""  # start from this checkpoint's weights (same kind; a new vocabulary is mapped)
+    ngram_dir: str = ""  # hybrid: the full-train n-gram checkpoint (built and saved here if missing)
+    command: str = ""  # the command line, recorded in the model card
+    resume: bool = False  # keep a resume state in run_dir, and continue from one found there
 
 
 def recorded_config(metrics: dict) -> dict:

@@ -18,8 +18,8 @@ from pathlib import Path
 from model.models.evaluate import evaluate_lines
 from model.text.data import load_split
 from model.training.checkpointing import write_card, write_metrics
+from model.training.config import TrainJob
 from model.training.run import run
-from model.training.trainer import TrainJob
 
 
 def fit(job: TrainJob, device: str = "auto", log=print, final_eval: bool = True) -> dict:

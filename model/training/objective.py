@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from model.models.config import ModelConfig
 from model.models.ngram.torch_tables import TorchBackoffTables
 from model.text.tokenizer import PAD_ID, Tokenizer
-from model.training.config import TrainConfig
+from model.training.config import TrainConfig, TrainJob
+from model.training.data import Corpus
 
 
 def build_net(kind: str, model: dict[str, Any], vocab_size: int) -> nn.Module:
@@ -124,3 +125,21 @@ def ngram_tables(
     say(f"n-gram: {cfg.folds} held-out fold models and the full model, order {cfg.ngram_order}")
     folded = TorchBackoffTables(fold_tables, device) if fold_tables else None  # folds 0: the full one
     return folded, TorchBackoffTables(full.tables, device)
+
+
+def build_objective(
+    job: TrainJob, tokenizer: Tokenizer, corpus: Corpus, device: torch.device, say=print
+) -> tuple[nn.Module, Objective]:
+    """The run's network (fresh, or from ``job.init_from``) and the objective it is trained on."""
+    from model.training.checkpointing import load_initial_weights
+
+    cfg = job.train
+    net = build_net(cfg.kind, job.model, tokenizer.vocab_size).to(device)
+    if job.init_from:
+        load_initial_weights(net, cfg.kind, job.init_from, tokenizer, say)
+    tables: tuple[TorchBackoffTables | None, TorchBackoffTables | None] = (None, None)
+    if cfg.kind == "hybrid":
+        tables = ngram_tables(
+            cfg, tokenizer, corpus.sentences, corpus.sentence_fold, job.ngram_dir, device, say
+        )
+    return net, Objective(net, cfg.kind, history_width(cfg, net), *tables)

@@ -18,9 +18,10 @@ from model.models.checkpoint import read_config
 from model.models.device import pick_device
 from model.training.card import render_model_card
 from model.training.checkpointing import write_card, write_metrics
+from model.training.config import TrainJob
 from model.training.distributed import Ranks, start_process_group
 from model.training.evaluation import final_evaluation
-from model.training.trainer import Trainer, TrainJob
+from model.training.trainer import Trainer
 
 
 def run(

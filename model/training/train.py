@@ -9,8 +9,9 @@ same loop with the shipped recipe (:meth:`TrainConfig.recipe`).
 
 from __future__ import annotations
 
+from model.training.config import TrainJob
 from model.training.run import run
-from model.training.trainer import Trainer, TrainJob
+from model.training.trainer import Trainer
 
 __all__ = ["TrainJob", "Trainer", "run_training"]
 

@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,7 +32,8 @@ from model.text.tokenizer import PAD_ID
 from model.training import checkpointing as ckpt
 from model.training.budget import TimeBudget, count_tokens
 from model.training.card import render_model_card
-from model.training.config import TrainConfig
+from model.training.checkpointing import Progress
+from model.training.config import TrainJob
 from model.training.data import (
     TrainingData,
     Window,
@@ -44,44 +45,8 @@ from model.training.data import (
 )
 from model.training.distributed import Ranks, shard_loss, shard_rows
 from model.training.evaluation import time_final_evaluation, validation_figures
-from model.training.objective import Objective, build_net, history_width, ngram_tables
+from model.training.objective import build_objective
 from model.training.optim import lr_at, make_optimizer
-
-
-@dataclass
-class TrainJob:
-    """One run: where its text is, where its checkpoint goes, what it trains and how."""
-
-    data_dir: str  # corpus directory from `rnnlm prepare-data`
-    out_dir: str  # the best checkpoint goes here
-    run_dir: str  # log.jsonl (and the resume state) go here
-    model: dict  # ModelConfig (rnn, hybrid) or WindowConfig (window) fields, no vocab_size
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tokenizer: str = "char"  # char | word (whitespace-separated words, as PTB and WikiText-2 are prepared)
-    min_count: int = 1  # pieces seen fewer times in train become <unk>
-    reverse: bool = False  # a right-to-left model: the tokenizer reads each sentence backward
-    vocabulary_from: str = ""  # read with this checkpoint's tokenizer instead of one built from train
-    init_from: str = ""  # start from this checkpoint's weights (same kind; a new vocabulary is mapped)
-    ngram_dir: str = ""  # hybrid: the full-train n-gram checkpoint (built and saved here if missing)
-    command: str = ""  # the command line, recorded in the model card
-    resume: bool = False  # keep a resume state in run_dir, and continue from one found there
-
-
-@dataclass
-class Progress:
-    """Everything a resumed run needs besides the weights and the optimizer (saved as JSON)."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    elapsed: float = 0.0
-    best_valid: float = math.inf
-    bad_evals: int = 0
-    tokens_seen: int = 0
-    next_eval: int = 0  # step of the next validation (0: by tokens only)
-    next_eval_tokens: int = 0  # tokens seen at the next validation (0: by steps only)
-    phase: str = "sentence"
-    history: list[dict] = field(default_factory=list)
 
 
 class Trainer:
@@ -119,17 +84,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
 
         torch.manual_seed(cfg.seed)
-        self.net = build_net(cfg.kind, job.model, self.tokenizer.vocab_size).to(device)
-        if job.init_from:
-            ckpt.load_initial_weights(self.net, cfg.kind, job.init_from, self.tokenizer, self.say)
-        self.width = history_width(cfg, self.net)
-        tables = (None, None)
-        if cfg.kind == "hybrid":
-            c = self.corpus
-            tables = ngram_tables(
-                cfg, self.tokenizer, c.sentences, c.sentence_fold, job.ngram_dir, device, self.say
-            )
-        self.objective = Objective(self.net, cfg.kind, self.width, *tables)
+        self.net, self.objective = build_objective(job, self.tokenizer, self.corpus, device, self.say)
+        self.width = self.objective.width
         self.opt = make_optimizer(self.net, cfg)
 
         sentences_only = cfg.sentence_fraction >= 1
@@ -380,7 +336,7 @@ class Trainer:
         card = None
         if self.final_eval:
             ngram = Path(job.ngram_dir).name if self.cfg.kind == "hybrid" else ""
-            model = self.net.config.to_dict()
+            model = self.objective.net.config.to_dict()
             card = render_model_card(Path(job.out_dir).name, model, metrics, ngram, self.cfg.ngram_order)
         ckpt.save_checkpoint(job.out_dir, self.net, self.tokenizer, self.cfg, metrics, card, job.ngram_dir)
 
