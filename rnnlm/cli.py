@@ -37,15 +37,16 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from model.models.config import CHOICES, FIELD_HELP, FROM_TOKENIZER, FitConfig, ModelConfig, TrainConfig
+from model.models.config import FROM_TOKENIZER, ModelConfig
 from model.text.tokenizer import KINDS
+from model.training.config import CHOICES, FIELD_HELP, RECIPE, TrainConfig
 
 from . import rescoring_cli, tasks_cli
 from .args import CORPUS_HELP, DEVICE_HELP, usage_error
 from .commands import Commands
 
 if TYPE_CHECKING:
-    from model.training.fit import FitJob
+    from model.training.config import TrainJob
 
 subcommand = Commands()  # @subcommand("name", add_args) registers `rnnlm name`
 
@@ -111,13 +112,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- train -----------------------------------------------------------------------------------
+# -- train and fit: one training loop (model/training/), two settings of it ---------------------
 
 
 def _tokenizer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokenizer",
-        choices=["char", "word"],
+        choices=KINDS,
         default="char",
         help="char: one token per character; word: whitespace-separated words (default: char)",
     )
@@ -131,21 +132,37 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
+def _run_args(p: argparse.ArgumentParser, run_dir_holds: str) -> None:
+    """The options `rnnlm train` and `rnnlm fit` share: where the text, the checkpoint and the run go."""
     p.add_argument("--data", required=True, help=CORPUS_HELP)
     p.add_argument("--out", required=True, help="checkpoint directory to write (the best model on valid)")
-    p.add_argument("--run-dir", help="where resume state and log.jsonl go (default: runs/<out name>)")
+    p.add_argument("--run-dir", help=f"where {run_dir_holds} (default: runs/<out name>)")
+    p.add_argument(
+        "--ngram-dir",
+        default="",
+        help="hybrid: its n-gram checkpoint directory (built and saved there if missing)",
+    )
+    p.add_argument("--init-from", default="", help="checkpoint directory whose weights to start from")
     _tokenizer_args(p)
     p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+
+
+def _training_group(p: argparse.ArgumentParser, title: str, defaults: dict[str, Any]) -> None:
+    """Every TrainConfig field as an option, with this command's defaults."""
+    g = p.add_argument_group(title)
+    for f in fields(TrainConfig):
+        _add_field(g, f, TrainConfig, defaults.get(f.name, f.default))
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _run_args(p, "resume state and log.jsonl go")
     p.add_argument("--no-resume", action="store_true", help="start over even if --run-dir holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     m = p.add_argument_group("model")
     for f in fields(ModelConfig):
         if f.name not in FROM_TOKENIZER:
             _add_field(m, f, ModelConfig)
-    t = p.add_argument_group("training")
-    for f in fields(TrainConfig):
-        _add_field(t, f, TrainConfig)
+    _training_group(p, "training (TrainConfig, classic setting: whole sentences, epochs)", {})
 
 
 # the unit of a config field, as its option's placeholder (`--max-minutes MINUTES`)
@@ -168,10 +185,11 @@ def parse_bool(text: str) -> bool:
     return value
 
 
-def _add_field(group: argparse._ArgumentGroup, f: Field, cls: type) -> None:
-    """One option for a config field: its help line from model/models/config.py, its choices, its default."""
+def _add_field(group: argparse._ArgumentGroup, f: Field, cls: type, default: Any = None) -> None:
+    """One option for a config field: its help line from model/training/config.py, its choices, its
+    default (the field's own unless the command gives another)."""
     flag = "--" + f.name.replace("_", "-")
-    default = f.default
+    default = f.default if default is None else default
     meaning = FIELD_HELP[cls][f.name]
     if isinstance(default, bool):
         group.add_argument(
@@ -200,33 +218,49 @@ def _checked(build: Callable[[], Any]) -> Any:
         raise usage_error(str(e)) from e
 
 
-@subcommand("train", _train_args)
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train an RNN on whole sentences (the classic trainer: resumable, early stopping; runs under torchrun)."""
-    from model.training.train import TrainJob, run_training
+def _training_config(args: argparse.Namespace) -> TrainConfig:
+    cfg = _checked(lambda: TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}))
+    if cfg.kind == "hybrid" and not args.ngram_dir:
+        raise usage_error("a hybrid needs --ngram-dir: where its n-gram is (or is to be saved)")
+    return cfg
 
-    model_kw = {f.name: getattr(args, f.name) for f in fields(ModelConfig) if f.name not in FROM_TOKENIZER}
-    _checked(lambda: ModelConfig(vocab_size=1, **model_kw))  # the real one is built with the vocabulary
-    train_cfg = _checked(lambda: TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}))
-    job = TrainJob(
+
+def _job(args: argparse.Namespace, cfg: TrainConfig, model: dict, command: str, resume: bool) -> TrainJob:
+    from model.training.config import TrainJob
+
+    return TrainJob(
         data_dir=args.data,
         out_dir=args.out,
         run_dir=args.run_dir or str(Path("runs") / Path(args.out).name),
-        model=model_kw,
-        train=train_cfg,
-        tokenizer_kind=args.tokenizer,
+        model=model,
+        train=cfg,
+        tokenizer=args.tokenizer,
         min_count=args.min_count,
         reverse=args.reverse,
-        command="rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "",
-        resume=not args.no_resume,
+        init_from=args.init_from,
+        ngram_dir=args.ngram_dir,
+        command=command,
+        resume=resume,
     )
+
+
+@subcommand("train", _train_args)
+def cmd_train(args: argparse.Namespace) -> int:
+    """The training loop in its classic setting: whole sentences, epochs, early stopping, resumable, torchrun (the recipe is `fit`)."""
+    from model.training.train import run_training
+
+    model_kw = {f.name: getattr(args, f.name) for f in fields(ModelConfig) if f.name not in FROM_TOKENIZER}
+    _checked(lambda: ModelConfig(vocab_size=1, **model_kw))  # the real one is built with the vocabulary
+    cfg = _training_config(args)
+    if cfg.kind == "window":
+        raise usage_error("--kind window takes --model KEY=VALUE architecture options: use `rnnlm fit`")
+    job = _job(args, cfg, model_kw, _command_line("train"), resume=not args.no_resume)
     metrics = run_training(job, device=args.device, progress=not args.no_progress)
     if metrics.get("rank", 0) == 0:  # under torchrun, rank 0 speaks for all
         print(json.dumps({"valid": metrics.get("valid"), "test": metrics.get("test")}, indent=2))
     return 130 if metrics.get("stopped_by") == "interrupted" else 0
 
 
-# -- fit: the stream-then-sentences recipe (model/training/fit.py) -------------------------------------
 def _parse_value(text: str) -> Any:
     """``--model`` values: JSON where it parses (numbers, true/false), else the string."""
     try:
@@ -241,28 +275,7 @@ WINDOW_KEYS = ["context", "emb_dim", "hidden_dim", "dropout", "tie_weights"]
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help=CORPUS_HELP)
-    p.add_argument("--out", required=True, help="checkpoint directory to write (the best model on valid)")
-    p.add_argument("--run-dir", help="where log.jsonl goes (default: runs/<out name>)")
-    p.add_argument(
-        "--ngram-dir",
-        default="",
-        help="hybrid: its n-gram checkpoint directory (built and saved there if missing)",
-    )
-    p.add_argument("--init-from", default="", help="checkpoint directory whose weights to start from")
-    p.add_argument(
-        "--reverse",
-        action="store_true",
-        help="train a right-to-left (backward) model: it scores whole sentences, for rescoring",
-    )
-    p.add_argument(
-        "--tokenizer",
-        choices=KINDS,
-        default="char",
-        help="char: every character a token (Chinese); word: whitespace-separated words, the way "
-        "PTB and WikiText-2 are prepared (default: char)",
-    )
-    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+    _run_args(p, "log.jsonl goes")
     p.add_argument(
         "--model",
         action="append",
@@ -276,15 +289,11 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the final valid/test evaluation and the model card (and keep no time for them)",
     )
-    g = p.add_argument_group("training (FitConfig)")
-    for f in fields(FitConfig):
-        _add_field(g, f, FitConfig)
+    _training_group(p, "training (TrainConfig, the recipe: the stream, then whole sentences)", RECIPE)
 
 
-def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
-    from model.training.fit import FitJob
-
-    cfg = _checked(lambda: FitConfig(**{f.name: getattr(args, f.name) for f in fields(FitConfig)}))
+def _fit_job(args: argparse.Namespace, command: str = "") -> TrainJob:
+    cfg = _training_config(args)
     model = {}
     for item in args.model:
         key, sep, value = item.partition("=")
@@ -298,29 +307,15 @@ def _fit_job(args: argparse.Namespace, command: str = "") -> FitJob:
         model[key] = _parse_value(value)
     if cfg.kind != "window":
         _checked(lambda: ModelConfig(vocab_size=1, **model))
-    run_dir = args.run_dir or str(Path("runs") / Path(args.out).name)
-    return FitJob(
-        data_dir=args.data,
-        out_dir=args.out,
-        run_dir=run_dir,
-        model=model,
-        fit=cfg,
-        ngram_dir=args.ngram_dir,
-        init_from=args.init_from,
-        reverse=args.reverse,
-        tokenizer=args.tokenizer,
-        command=command,
-    )
+    return _job(args, cfg, model, command, resume=False)
 
 
 @subcommand("fit", _fit_args)
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Train an rnn, hybrid or window model on the stream, then on sentences (the shipped recipe)."""
+    """Train a model with the shipped recipe (start here): rnn, hybrid or window, on the stream then on sentences, to a time or token budget."""
     from model.training.fit import fit
 
     job = _fit_job(args, _command_line("fit"))
-    if job.fit.kind == "hybrid" and not job.ngram_dir:
-        raise usage_error("a hybrid needs --ngram-dir: where its n-gram is (or is to be saved)")
     metrics = fit(job, args.device, final_eval=not args.no_final_eval)
     print(
         json.dumps(
@@ -331,7 +326,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             }
         )
     )
-    return 0
+    return 130 if metrics.get("stopped_by") == "interrupted" else 0
 
 
 def _publish_args(p: argparse.ArgumentParser) -> None:

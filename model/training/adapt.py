@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from model.models.checkpoint import read_config
-from model.models.config import FROM_TOKENIZER, FitConfig
+from model.models.config import FROM_TOKENIZER
 from model.models.evaluate import evaluate_lines
 from model.text.data import NotARegularFile, load_split, regular_file_size, write_corpus
 
@@ -63,7 +63,7 @@ class AdaptJob:
     device: str = "auto"
     seed: int = 1234
     command: str = ""
-    fit_overrides: dict = field(default_factory=dict)  # FitConfig fields (tests: tiny budgets)
+    fit_overrides: dict = field(default_factory=dict)  # TrainConfig fields (tests: tiny budgets)
 
 
 # -- the user's text ------------------------------------------------------------------------------
@@ -235,7 +235,8 @@ def _finetune(
     log,
 ) -> dict:
     """Fine-tune the base network on ``train`` (plus replayed base text) with :mod:`model.training.fit`."""
-    from model.training.fit import FitJob, fit
+    from model.training.config import TrainConfig, TrainJob
+    from model.training.fit import fit
 
     replay_dir = base_data_dir(job, base_metrics)
     replayed: list[str] = []
@@ -265,13 +266,13 @@ def _finetune(
         "sentence_fraction": 0.25,
         "seed": job.seed,
     }
-    cfg = FitConfig(**(recipe | job.fit_overrides))
-    fit_job = FitJob(
+    cfg = TrainConfig.recipe(**(recipe | job.fit_overrides))
+    fit_job = TrainJob(
         data_dir=str(data),
         out_dir=str(staging / "finetuned"),
         run_dir=str(staging / "data" / "run"),
         model=model,
-        fit=cfg,
+        train=cfg,
         ngram_dir=ngram_dir,
         init_from=str(job.base),
         vocabulary_from=str(job.base),

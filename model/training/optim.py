@@ -1,4 +1,4 @@
-"""The optimizer and the learning-rate schedule both trainers use (model/training/train.py, model/training/fit.py)."""
+"""The optimizer and the learning-rate schedule of the training loop (:mod:`model.training.trainer`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from model.training.config import TrainConfig
+
 
 class Schedule(Protocol):
-    """What :func:`lr_at` reads of a config (``TrainConfig`` and ``FitConfig`` both have it)."""
+    """What :func:`lr_at` reads of a config (a ``TrainConfig``)."""
 
     @property
     def lr(self) -> float: ...
@@ -34,3 +36,12 @@ def adamw(net: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     rest = [p for p in net.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
+
+
+def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The run's optimizer: AdamW (weight decay on matrices) or plain SGD."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return adamw(net, cfg.lr, cfg.weight_decay)
+    raise ValueError(f"optimizer must be adamw or sgd, got {cfg.optimizer!r}")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from model.models.config import CHOICES, FIELD_HELP, FitConfig, ModelConfig, TrainConfig
+from model.models.config import ModelConfig
+from model.training.config import CHOICES, FIELD_HELP, TrainConfig
 from rnnlm.cli import FROM_TOKENIZER, WINDOW_KEYS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +59,7 @@ def test_every_option_of_every_subcommand_says_what_it_is():
 
 @pytest.mark.parametrize(
     "command,cls,skip",
-    [("train", ModelConfig, FROM_TOKENIZER), ("train", TrainConfig, ()), ("fit", FitConfig, ())],
+    [("train", ModelConfig, FROM_TOKENIZER), ("train", TrainConfig, ()), ("fit", TrainConfig, ())],
 )
 def test_config_options_carry_meaning_choices_and_default(command, cls, skip):
     parser = subparsers(build_parser())[command]

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from model.models.loading import load_model
-from model.training.fit import Corpus, FitConfig, lr_at
+from model.training.config import TrainConfig
+from model.training.data import Corpus
+from model.training.optim import lr_at
 from rnnlm.cli import main
 
 TINY_RNN = [
@@ -161,7 +163,7 @@ def test_folds_partition_the_sentences():
 
 
 def test_schedule_warms_up_then_decays():
-    cfg = FitConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    cfg = TrainConfig.recipe(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(0.0, 0, cfg) == pytest.approx(0.1)
     assert lr_at(0.0, 20, cfg) == pytest.approx(1.0)
     assert lr_at(1.0, 1000, cfg) == pytest.approx(0.1)
@@ -169,9 +171,9 @@ def test_schedule_warms_up_then_decays():
 
 def test_fit_config_refuses_nonsense():
     with pytest.raises(ValueError, match="kind"):
-        FitConfig(kind="transformer")
+        TrainConfig.recipe(kind="transformer")
     with pytest.raises(ValueError, match="budget"):
-        FitConfig(max_minutes=0, max_tokens=0)
+        TrainConfig.recipe(max_minutes=0, max_tokens=0)
 
 
 def test_choose_default_picks_the_best_valid_reranker(tiny_corpus, tiny_model_dir, tmp_path, capsys):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from model.models.checkpoint import CARD, load_rnn
-from model.models.config import TrainConfig
 from model.training.budget import TimeBudget
+from model.training.config import TrainConfig
 from model.training.train import Trainer, TrainJob
 from rnnlm.cli import main
 
