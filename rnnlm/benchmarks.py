@@ -81,9 +81,12 @@ def _rerank_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
         action="append",
-        choices=["homophone", "wordorder"],
+        choices=["homophone", "wordorder", "realword", "wordswap"],
         dest="sets",
-        help="which set (repeatable; default both)",
+        help="which set (repeatable; default homophone and wordorder). For a word-level English corpus "
+        "(WikiText-2, PTB): realword (one word swapped for a commonly confused one: their/there, "
+        "its/it 's, … listed in model/quality/english_sets.py) and wordswap (two adjacent words "
+        "swapped); --min-len/--max-len then count words",
     )
     p.add_argument("--split", default="test", choices=["valid", "test"], help="held-out split (default test)")
     p.add_argument("--items", metavar="JSONL", help="score this saved set instead of building one")
@@ -99,7 +102,7 @@ def _rerank_args(p: argparse.ArgumentParser) -> None:
 
 @benchmark("rerank", _rerank_args)
 def cmd_rerank(args: argparse.Namespace) -> int:
-    """Top-1 accuracy and MRR of picking the original sentence out of homophone / word-order n-bests."""
+    """Top-1 accuracy and MRR of picking the original sentence out of confusion-set n-bests."""
     from model.models.loading import load_model
     from model.quality.confusion import load_items
     from model.quality.rerank import RerankResult, build_and_save_set, rerank

@@ -26,6 +26,7 @@ import torch
 from model.models.lm import LanguageModel
 from model.models.prefix import score_tree
 from model.quality.confusion import HomophoneIndex, RerankItem, build_set, save_items
+from model.quality.english_sets import ENGLISH_KINDS, build_english_set
 from model.text.batching import with_boundaries
 
 TIE_TOLERANCE = 1e-6  # nats: scores closer than this are treated as equal
@@ -126,12 +127,12 @@ def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> 
 class SetSpec:
     """How a confusion set is drawn; the same spec always gives the same set."""
 
-    kind: str = "homophone"  # "homophone" or "wordorder"
+    kind: str = "homophone"  # "homophone" or "wordorder" (Chinese); "realword" or "wordswap" (English)
     split: str = "test"  # held-out split the sentences come from
     size: int = 500  # items
     distractors: int = 5  # per item (candidates = distractors + 1)
     seed: int = 0
-    min_len: int = 8  # sentence length bounds, in characters
+    min_len: int = 8  # sentence length bounds, in characters (English sets: in words)
     max_len: int = 60
     min_count: int = 20  # homophones: a replacement character's minimum train count
 
@@ -177,6 +178,21 @@ def build_and_save_set(
     """Build the set of ``spec`` from ``data_dir``; save it as ``out_dir/<name>.jsonl`` if given."""
     from model.text.data import load_split
 
+    if spec.kind in ENGLISH_KINDS:
+        vocab = {t for line in load_split(data_dir, "train") for t in line.split()}
+        items = build_english_set(
+            spec.kind,
+            load_split(data_dir, spec.split),
+            vocab=vocab,
+            size=spec.size,
+            distractors=spec.distractors,
+            seed=spec.seed,
+            min_len=spec.min_len,
+            max_len=spec.max_len,
+            split=spec.split,
+        )
+        path = save_items(Path(out_dir) / f"{spec.name}.jsonl", items) if out_dir is not None else None
+        return items, path
     index = homophone_index(data_dir, spec.min_count, out_dir) if spec.kind == "homophone" else None
     items = build_set(
         spec.kind,

@@ -12,6 +12,12 @@ right to left, so a model trained on its ids is a right-to-left language model: 
 whole, finished sentence as P(w_n) P(w_{n-1} | w_n) … P(w_1 | w_2 … w_n). The joint probability
 is the same quantity a forward model estimates, which is why the two can be added when
 rescoring finished hypotheses (never when generating: a backward model cannot continue a text).
+
+A word tokenizer may also carry a ``normalizer`` (:mod:`model.text.english`): the way its corpus
+was prepared ("wikitext" or "ptb"). Its ``encode`` then reads text as people write it
+(``Don't stop.`` -> ``Don 't stop .``), each piece keeping the raw text it came from, and decoded
+text is written back the same way (``don't``, ``3.5``, ``well-known``). Without one (the default,
+and what older tokenizer files get) a word is whatever whitespace separates.
 """
 
 from __future__ import annotations
@@ -22,11 +28,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.text import english
+
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 KINDS = ("char", "word")
 DIRECTIONS = ("forward", "backward")
+NORMALIZERS = ("", *english.NORMALIZERS)  # "" = none (whitespace-separated words as they are)
 
 
 def append_piece(text: str, piece: str, joiner: str) -> str:
@@ -37,7 +46,7 @@ def append_piece(text: str, piece: str, joiner: str) -> str:
 @dataclass
 class Encoding:
     ids: list[int]  # token ids, no <bos>/<eos>
-    tokens: list[str]  # the input pieces (the original text of each, unknown ones included)
+    tokens: list[str]  # the input pieces: the original text of each, unknown ones included
     oov: int = 0  # how many pieces mapped to <unk>
 
 
@@ -47,6 +56,7 @@ class Tokenizer:
     tokens: list[str]  # id -> token; the first four are SPECIALS
     counts: dict[str, int] = field(default_factory=dict)  # training counts (for rare-token handling)
     direction: str = "forward"  # forward (left to right) | backward (ids and pieces right to left)
+    normalizer: str = ""  # word tokenizers: how the corpus was prepared ("wikitext", "ptb"; "" none)
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +64,10 @@ class Tokenizer:
             raise ValueError(f"tokenizer kind must be one of {KINDS}, got {self.kind!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"tokenizer direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.normalizer not in NORMALIZERS:
+            raise ValueError(f"tokenizer normalizer must be one of {NORMALIZERS}, got {self.normalizer!r}")
+        if self.normalizer and self.kind != "word":
+            raise ValueError("a normalizer is for word tokenizers")
         if tuple(self.tokens[:4]) != SPECIALS:
             raise ValueError(f"vocabulary must start with {SPECIALS}")
         self._index = {t: i for i, t in enumerate(self.tokens)}
@@ -63,9 +77,17 @@ class Tokenizer:
     # -- building -----------------------------------------------------------------------------
     @classmethod
     def build(
-        cls, lines: Iterable[str], kind: str = "char", min_count: int = 1, direction: str = "forward"
+        cls,
+        lines: Iterable[str],
+        kind: str = "char",
+        min_count: int = 1,
+        direction: str = "forward",
+        normalizer: str = "",
     ) -> Tokenizer:
-        """Vocabulary of every piece seen at least ``min_count`` times, most frequent first."""
+        """Vocabulary of every piece seen at least ``min_count`` times, most frequent first.
+
+        ``lines`` are the prepared corpus: a ``normalizer`` is only recorded (for the text the
+        tokenizer will meet later), never applied to them."""
         counter: Counter[str] = Counter()
         for line in lines:
             counter.update(split_text(line, kind))
@@ -73,7 +95,11 @@ class Tokenizer:
             counter.pop(s, None)
         kept = [t for t, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
         return cls(
-            kind=kind, tokens=[*SPECIALS, *kept], counts={t: counter[t] for t in kept}, direction=direction
+            kind=kind,
+            tokens=[*SPECIALS, *kept],
+            counts={t: counter[t] for t in kept},
+            direction=direction,
+            normalizer=normalizer,
         )
 
     # -- using --------------------------------------------------------------------------------
@@ -93,20 +119,31 @@ class Tokenizer:
 
     def split(self, text: str) -> list[str]:
         """The text's pieces in the model's reading order (right to left for a backward tokenizer)."""
-        pieces = split_text(text, self.kind)
+        return [raw for _, raw in self._pieces(text)]
+
+    def _pieces(self, text: str) -> list[tuple[str, str]]:
+        """``(vocabulary form, original text)`` of each piece, in the model's reading order."""
+        if self.normalizer:
+            pieces = [(token, text[start:end]) for token, start, end in english.pieces(text, self.normalizer)]
+        else:
+            pieces = [(p, p) for p in split_text(text, self.kind)]
         return pieces[::-1] if self.backward else pieces
 
     def encode(self, text: str) -> Encoding:
-        pieces = self.split(text)
-        ids = [self._index.get(p, UNK_ID) for p in pieces]
+        """Ids of ``text``'s pieces; ``tokens`` are the pieces' original text (``1,000`` where a
+        PTB tokenizer reads ``N``), so each can be found in ``text``."""
+        forms = self._pieces(text)
+        pieces = [raw for _, raw in forms]
+        ids = [self._index.get(token, UNK_ID) for token, _ in forms]
         # A literal "<unk>" typed by a user is not a known word: only specials by id are special.
         ids = [UNK_ID if i < 4 else i for i in ids]
         return Encoding(ids=ids, tokens=pieces, oov=sum(1 for i in ids if i == UNK_ID))
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
-        sep = "" if self.kind == "char" else " "
         out = [self.tokens[i] for i in ids if not (skip_special and i < 4)]
-        return sep.join(out[::-1] if self.backward else out)
+        if self.backward:
+            out = out[::-1]
+        return english.detokenize(out) if self.normalizer else self.joiner.join(out)
 
     def piece(self, token_id: int) -> str:
         """Text of one token id, as it would appear in decoded text."""
@@ -118,7 +155,12 @@ class Tokenizer:
         return "" if self.kind == "char" else " "
 
     def append_piece(self, text: str, piece: str) -> str:
-        """``text`` with one more token's ``piece`` (how every generated text is assembled)."""
+        """``text`` with one more token's ``piece`` (how every generated text is assembled).
+
+        With a normalizer, pieces are joined as people write (``don`` + ``'t`` -> ``don't``); the
+        text before is never changed, so what was already shown stays true."""
+        if self.normalizer:
+            return english.append_token(text, piece)
         return append_piece(text, piece, self.joiner)
 
     def rare_ids(self, max_count: int = 1) -> list[int]:
@@ -128,7 +170,8 @@ class Tokenizer:
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "tokens": self.tokens, "counts": self.counts}
-        return d | ({"direction": self.direction} if self.backward else {})
+        d |= {"direction": self.direction} if self.backward else {}
+        return d | ({"normalizer": self.normalizer} if self.normalizer else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> Tokenizer:
@@ -137,6 +180,7 @@ class Tokenizer:
             tokens=list(d["tokens"]),
             counts=dict(d.get("counts", {})),
             direction=d.get("direction", "forward"),
+            normalizer=d.get("normalizer", ""),
         )
 
     def save(self, path: str | Path) -> None:
