@@ -1,12 +1,10 @@
-"""What POST /score does beyond one model: which models score (``weights``, ``direction``), how
-their log-probs combine, and the ``sweep`` of many weight pairs over one scoring pass.
+"""What POST /score does: which models score (``weights``, ``direction``), how their log-probs
+combine, and the ``sweep`` of many weight pairs over one scoring pass. The route goes down once::
 
-::
-
-    body ─▶ plan_scoring: the models and their weights ─▶ each model scores every candidate once
-            (4xx naming the field)                        (concurrently, through its runner)
-                                                                     │
-         response ◀─ sweep (model.inference.scoring.sweep) ◀─ one LM term per candidate: Σ_m w_m × logprob_m
+    body ─▶ plan_scoring ─▶ ScoringPlan ─▶ run_plan: refused by cost (413 / 503) before any text is
+            (every 4xx naming               tokenized, then each model scores every candidate once
+            the field)                      (concurrently, through its runner), the totals of
+                                            model.inference.formula, the sweep ─▶ Scored ─▶ route's answer
 
 A backward model (its tokenizer reads right to left, see model/text/tokenizer.py) gives a valid
 log P(sentence) of a whole, finished sentence, so it is scored and weighted like any other model;
@@ -19,13 +17,16 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from model.inference.scoring import CandidateScore, Ranking, ScoreOptions, SweepBest, combine, rank, sweep
+from model.inference.formula import Formula, SweepBest, sweep, weighted_sum
+from model.inference.scoring import CandidateScore, Ranking, ScoreOptions, candidate_tokens, rank_results
 
+from .deps import body_worker
 from .errors import ApiError, invalid
 from .runner import ModelRegistry, ModelRunner
 from .schemas import ScoreRequest
 from .settings import Settings
 
+LARGE_TEXT_CHARS = 32_768  # candidates this long together are counted in the body worker
 HOW_TO_SERVE_BACKWARD = (
     "train one with `rnnlm train --reverse` (or fit/train-ngram --reverse) and add its directory to "
     "RNNLM_MODEL_DIRS; with several, RNNLM_BACKWARD_MODELS maps each forward model to its partner"
@@ -84,13 +85,26 @@ def backward_partner(registry: ModelRegistry, settings: Settings, runner: ModelR
 
 @dataclass
 class ScoringPlan:
-    """Which models score, and how their log-probs make one total (see :func:`plan_scoring`)."""
+    """A request, planned (see :func:`plan_scoring`): which models score which candidates, and how
+    their log-probs make one total."""
 
     runners: list[ModelRunner]  # each scores once; the first gives logprob, num_tokens, tokens, length
     model_weights: dict[str, float] | None  # None: one model, scored exactly as before these options
     options: ScoreOptions  # what each model is asked (lm_weight and length_bonus apply to the total)
+    candidates: Sequence[str]
+    external_scores: Sequence[float] | None  # the first pass, one per candidate
+    sweep_pairs: Sequence[tuple[float, float]] | None  # (lm_weight, length_bonus) pairs to sweep
     external_weight: float = 1.0  # weights.first_pass_weight
     report_lm: bool = False  # answer each model's log-prob by name (`weights` or `direction` chose)
+
+    @property
+    def formula(self) -> Formula:
+        """The weights of each candidate's total when several models score."""
+        return Formula(
+            lm_weight=self.options.lm_weight,
+            first_pass_weight=self.external_weight,
+            length_bonus=self.options.length_bonus,
+        )
 
     @property
     def model_names(self) -> str | list[str]:
@@ -157,6 +171,8 @@ def plan_scoring(body: ScoreRequest, registry: ModelRegistry, settings: Settings
         length_unit=body.length_unit,
         hotwords=tuple((body.hotwords or {}).items()),
     )
+    weights: dict[str, float] | None = None  # None: one model
+    external_weight, report_lm = 1.0, True
     if body.weights is not None:
         runners = []
         for name in body.weights.models:
@@ -174,14 +190,13 @@ def plan_scoring(body: ScoreRequest, registry: ModelRegistry, settings: Settings
             options, length_bonus=body.weights.length_bonus, length_unit=body.weights.length_unit
         )
         weights = dict(body.weights.models)
-        plan = ScoringPlan(runners, weights, options, body.weights.first_pass_weight, report_lm=True)
+        external_weight = body.weights.first_pass_weight
     else:
         runner = registry.get(body.model)
         if body.direction == "forward":
-            plan = ScoringPlan([runner], None, options)
+            runners, report_lm = [runner], False
         elif body.direction == "backward":
-            partner = backward_partner(registry, settings, runner)
-            plan = ScoringPlan([partner], None, options, report_lm=True)
+            runners = [backward_partner(registry, settings, runner)]
         else:
             if is_backward(runner):
                 raise invalid(
@@ -190,10 +205,20 @@ def plan_scoring(body: ScoreRequest, registry: ModelRegistry, settings: Settings
                     "backward: name its forward model",
                 )
             partner = backward_partner(registry, settings, runner)
+            runners = [runner, partner]
             weights = {runner.name: 1.0, partner.name: body.backward_weight}
-            plan = ScoringPlan([runner, partner], weights, options, report_lm=True)
-    _check_whole_sentences(body, plan.runners)
-    return plan
+    _check_whole_sentences(body, runners)
+    pairs = [(p.lm_weight, p.length_bonus) for p in body.sweep] if body.sweep is not None else None
+    return ScoringPlan(
+        runners=runners,
+        model_weights=weights,
+        options=options,
+        candidates=body.candidates,
+        external_scores=body.external_scores,
+        sweep_pairs=pairs,
+        external_weight=external_weight,
+        report_lm=report_lm,
+    )
 
 
 @dataclass
@@ -207,46 +232,48 @@ class Scored:
     sweep: list[SweepBest] | None
 
 
-async def run_plan(
-    plan: ScoringPlan,
-    candidates: Sequence[str],
-    external_scores: Sequence[float] | None,
-    sweep_pairs: Sequence[tuple[float, float]] | None,
-) -> Scored:
-    """Score with every model of ``plan`` once (concurrently) and combine; sweep when asked."""
-    options = plan.options
+async def refuse_by_cost(plan: ScoringPlan) -> None:
+    """413 (past RNNLM_MAX_REQUEST_TOKENS) or 503 (the tokens in flight are full) before any text
+    is tokenized: a refused megabyte costs a count of its pieces, not the tokenizing and the id
+    checks that the engine's own admission would come after. Long lists are counted off the loop."""
+    large = sum(map(len, plan.candidates)) >= LARGE_TEXT_CHARS
+    loop = asyncio.get_running_loop()
+    for runner in plan.runners:
+        args = (runner.lm.tokenizer, plan.candidates, plan.options)
+        if large:
+            tokens = await loop.run_in_executor(body_worker(), candidate_tokens, *args)
+        else:
+            tokens = candidate_tokens(*args)
+        runner.refuse_score_by_cost(tokens)
+
+
+async def run_plan(plan: ScoringPlan) -> Scored:
+    """Refuse by cost, score with every model of ``plan`` once (concurrently) and combine; sweep when asked."""
+    await refuse_by_cost(plan)
+    candidates, external_scores, options = plan.candidates, plan.external_scores, plan.options
+    first_pass = list(external_scores) if external_scores is not None else [0.0] * len(candidates)
     if plan.model_weights is None:  # one model: its own ranking, exactly as before
         ranking = await plan.runners[0].score(candidates, options, external_scores)
         results, order, rankings = ranking.results, ranking.ranking, [ranking]
         lm = [{plan.runners[0].name: c.logprob} for c in results] if plan.report_lm else None
-        external = list(external_scores) if external_scores is not None else [0.0] * len(candidates)
+        external = first_pass
     else:
         each = replace(options, lm_weight=1.0, length_bonus=0.0)
         rankings = list(await asyncio.gather(*(r.score(candidates, each) for r in plan.runners)))
         results = rankings[0].results
-        logprobs = {
-            r.name: [c.logprob for c in rk.results] for r, rk in zip(plan.runners, rankings, strict=True)
-        }
-        lm_terms = combine(logprobs, plan.model_weights, [0.0] * len(candidates))
-        w = plan.external_weight
-        external = (
-            [w * e for e in external_scores] if external_scores is not None else [0.0] * len(candidates)
-        )
-        for i, c in enumerate(results):
-            c.lm_term = lm_terms[i]
-            c.score = (
-                options.lm_weight * lm_terms[i]
-                + external[i]
-                + options.length_bonus * c.length
-                + c.hotword_bonus
-            )
-        order = rank([c.score for c in results])
-        for place, i in enumerate(order, start=1):
-            results[i].rank = place
-        lm = [{name: lps[i] for name, lps in logprobs.items()} for i in range(len(candidates))]
+        lm = [
+            {r.name: rk.results[i].logprob for r, rk in zip(plan.runners, rankings, strict=True)}
+            for i in range(len(candidates))
+        ]
+        formula = plan.formula
+        for c, logprobs, e in zip(results, lm, first_pass, strict=True):
+            c.lm_term = weighted_sum(logprobs, plan.model_weights)
+            c.score = formula.total(c.lm_term, e, c.length, c.hotword_bonus)
+        order = rank_results(results)
+        external = [plan.external_weight * e for e in first_pass]
     swept = None
-    if sweep_pairs is not None:
+    if plan.sweep_pairs is not None:
         terms, lengths = [c.lm_term for c in results], [float(c.length) for c in results]
         fixed = [e + c.hotword_bonus for e, c in zip(external, results, strict=True)]  # what no pair varies
-        swept = await asyncio.to_thread(sweep, terms, fixed, lengths, sweep_pairs)
+        swept = await asyncio.to_thread(sweep, terms, fixed, lengths, plan.sweep_pairs)
     return Scored(results=results, ranking=order, lm=lm, rankings=rankings, sweep=swept)

@@ -18,23 +18,17 @@ conditioning only, like the first token of a prompt in vLLM's ``prompt_logprobs`
 With a non-empty context the first token is already context, so ``bos=False`` changes nothing
 there. ``eos=False`` leaves out P(<eos>) (a prefix, not a finished sentence).
 
-The combined score of each candidate (higher is better) is::
+The combined score of each candidate (higher is better) is the rescoring formula of
+:mod:`model.inference.formula` with the first-pass weight at 1::
 
     score = lm_weight × (logprob | logprob / num_tokens if normalize == "token")
-            + external_score + length_bonus × length
+            + external_score + length_bonus × length + hotword bonus
 
 where ``length`` is counted in ``length_unit`` (:func:`text_length`): "tokens" (the candidate's
 own tokens, without <bos>/<eos> or the context), "chars" (characters, whitespace excluded) or
 "words" (whitespace-separated runs: an unsegmented Chinese sentence is one word). Without a
 unit (``None``) it is ``num_tokens``, the scored tokens, <eos> included when scored: the original
 behaviour, which ranks like "tokens" (the same <eos> is added to every candidate).
-
-Several models, each scored once, combine as a rescoring pass does (:func:`combine`, the formula
-the weights written by ``rnnlm tune`` use)::
-
-    total = first_pass_weight × first-pass score + Σ_m weight_m × logprob_m + length_bonus × length
-
-and :func:`sweep` ranks the same log-probs under many (lm_weight, length_bonus) pairs at once.
 
 Candidates are ranked by score, best first; equal scores keep their input order. No candidate is
 ever dropped: empty text, unknown characters (scored as ``<unk>`` and counted in ``oov``), emoji
@@ -48,11 +42,12 @@ sequences, :func:`combine_scores` turns their per-token log-probs into a :class:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from model.inference.formula import Formula, hotword_bonus, rank
 from model.models.config import LENGTH_UNITS
 from model.models.lm import LanguageModel
 from model.text.tokenizer import BOS_ID, EOS, EOS_ID, SPECIALS, Tokenizer
@@ -95,11 +90,10 @@ class ScoreOptions:
         if self.length_unit is not None and self.length_unit not in LENGTH_UNITS:
             raise ValueError(f"length_unit must be one of {LENGTH_UNITS}, got {self.length_unit!r}")
 
-
-def hotword_bonus(text: str, hotwords: Sequence[tuple[str, float]]) -> float:
-    """Contextual biasing (as WeNet's and icefall's context graphs reward a listed phrase): each
-    occurrence of a phrase in ``text`` (non-overlapping, counted as ``str.count`` does) adds its bonus."""
-    return math.fsum(bonus * text.count(phrase) for phrase, bonus in hotwords)
+    @property
+    def formula(self) -> Formula:
+        """The weights of the combined score (the external score's is 1)."""
+        return Formula(lm_weight=self.lm_weight, length_bonus=self.length_bonus)
 
 
 def candidate_length(text: str, ids: Sequence[int], unit: str | None) -> int | None:
@@ -192,6 +186,7 @@ def combine_scores(
     """Turn each candidate's per-target log-probs (``len(ids) - 1`` of them) into a ranking."""
     if external_scores is not None and len(external_scores) != len(prepared):
         raise ValueError(f"external_scores has {len(external_scores)} values for {len(prepared)} candidates")
+    formula = options.formula
     results = []
     for i, (cand, lps) in enumerate(zip(prepared, target_logprobs, strict=True)):
         token_lps = [float(x) for x in lps[cand.first_scored :]]
@@ -208,7 +203,7 @@ def combine_scores(
                 num_tokens=n,
                 oov=cand.oov,
                 perplexity=(math.exp(-logprob / n) if -logprob / n < 709 else math.inf) if n else None,
-                score=options.lm_weight * lm_term + external + options.length_bonus * length + bonus,
+                score=formula.total(lm_term, external, length, bonus),
                 tokens=cand.pieces,
                 token_logprobs=token_lps,
                 length=length,
@@ -216,11 +211,18 @@ def combine_scores(
                 hotword_bonus=bonus,
             )
         )
+    ranking = rank_results(results)
+    positions = sum(len(c.ids) - 1 for c in prepared)
+    return Ranking(results=results, ranking=ranking, positions=positions)
+
+
+def rank_results(results: Sequence[CandidateScore]) -> list[int]:
+    """Rank ``results`` by score (:func:`~model.inference.formula.rank`): each one's ``rank`` is
+    set (1 = best) and the indices are returned, best first."""
     ranking = rank([r.score for r in results])
     for place, i in enumerate(ranking, start=1):
         results[i].rank = place
-    positions = sum(len(c.ids) - 1 for c in prepared)
-    return Ranking(results=results, ranking=ranking, positions=positions)
+    return ranking
 
 
 def score_candidates(
@@ -234,77 +236,6 @@ def score_candidates(
     prepared = prepare_candidates(lm.tokenizer, candidates, options, external_scores)
     logprobs = lm.sequence_logprobs([c.ids for c in prepared]) if prepared else []
     return combine_scores(prepared, logprobs, options, external_scores)
-
-
-# -- several models, many weights ----------------------------------------------------------------------
-def rank(scores: Sequence[float]) -> list[int]:
-    """Indices, best (highest) first; equal scores keep their input order."""
-    return sorted(range(len(scores)), key=lambda i: -scores[i])
-
-
-def combine(
-    logprobs: Mapping[str, Sequence[float]],
-    model_weights: Mapping[str, float],
-    lengths: Sequence[float],
-    length_bonus: float = 0.0,
-    first_pass: Sequence[float] | None = None,
-    first_pass_weight: float = 1.0,
-) -> list[float]:
-    """Each candidate's total: ``first_pass_weight × first_pass + Σ_m w_m × logprob_m + length_bonus ×
-    length``, with ``logprobs[m]`` one value per candidate for every model ``m`` in ``model_weights``."""
-    n = len(lengths)
-    for name, lps in logprobs.items():
-        if len(lps) != n:
-            raise ValueError(f"model {name}: {len(lps)} log-probs for {n} candidates")
-    if first_pass is not None and len(first_pass) != n:
-        raise ValueError(f"first_pass has {len(first_pass)} scores for {n} candidates")
-    missing = [m for m in model_weights if m not in logprobs]
-    if missing:
-        raise ValueError(f"no log-probs for the weighted models {missing}")
-    return [
-        math.fsum(
-            [
-                first_pass_weight * first_pass[i] if first_pass is not None else 0.0,
-                *(w * logprobs[m][i] for m, w in model_weights.items()),
-                length_bonus * lengths[i],
-            ]
-        )
-        for i in range(n)
-    ]
-
-
-@dataclass
-class SweepBest:
-    lm_weight: float
-    length_bonus: float
-    best: int  # index of the best candidate under this pair (the first, among equal scores)
-    score: float  # its score
-
-
-def sweep(
-    lm_terms: Sequence[float],
-    external: Sequence[float],
-    lengths: Sequence[float],
-    pairs: Sequence[tuple[float, float]],
-) -> list[SweepBest]:
-    """The best candidate under each (lm_weight, length_bonus) pair, scored as :func:`combine_scores`
-    does (``lm_weight × lm_term + external + length_bonus × length``): the LM is never called again.
-    One (P, C) array of float64, so a thousand pairs over a thousand candidates take milliseconds."""
-    if not (len(lm_terms) == len(external) == len(lengths)) or not lm_terms:
-        raise ValueError("sweep needs one LM term, external score and length per candidate, and a candidate")
-    if not pairs:
-        return []
-    lm = torch.tensor(lm_terms, dtype=torch.float64)  # (C,)
-    ext = torch.tensor(external, dtype=torch.float64)  # (C,)
-    length = torch.tensor(lengths, dtype=torch.float64)  # (C,)
-    w = torch.tensor(pairs, dtype=torch.float64)  # (P, 2)
-    scores = (w[:, :1] * lm + ext) + w[:, 1:] * length  # (P, C), the order of combine_scores' sum
-    best = scores.argmax(dim=1)  # (P,): the first maximal index
-    top = scores.gather(1, best[:, None])[:, 0]  # (P,)
-    return [
-        SweepBest(lm_weight=float(lw), length_bonus=float(lb), best=int(b), score=float(s))
-        for (lw, lb), b, s in zip(pairs, best.tolist(), top.tolist(), strict=True)
-    ]
 
 
 # -- the next-token distribution ------------------------------------------------------------------

@@ -7,8 +7,9 @@ measured (and its weight tuned) without running either model again:
   (:class:`model.models.mixture.MixtureLanguageModel` computes exactly this), so it has a perplexity;
   λ is tuned on held-out text with :func:`model.models.mixture.tune_lambda`.
 * log-linear score, per sentence: ``α log P_a + (1 - α) log P_b``. Not normalized (no
-  perplexity), but the way recognizers weight several scores; α is tuned for reranking
-  accuracy on held-out confusion sets.
+  perplexity), but the way recognizers weight several scores (the LM term of the rescoring
+  formula with two models, :func:`model.inference.formula.weighted_sum`); α is tuned for
+  reranking accuracy on held-out confusion sets.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from model.inference.formula import weighted_sum
 from model.quality.confusion import RerankItem
 from model.quality.rerank import RerankResult
 
@@ -62,9 +64,10 @@ def tune_loglinear_weight(
 
     def objective(alpha: float) -> tuple[float, float, float]:
         top1, rr = [], []
+        mix = {"a": alpha, "b": 1 - alpha}
         for key, items in sets.items():
             scores = [
-                [alpha * x + (1 - alpha) * y for x, y in zip(sa, sb, strict=True)]
+                [weighted_sum({"a": x, "b": y}, mix) for x, y in zip(sa, sb, strict=True)]
                 for sa, sb in zip(totals_a[key], totals_b[key], strict=True)
             ]
             result = RerankResult.from_scores(items, scores)

@@ -1,8 +1,11 @@
-"""The rescoring formula, its length units and the weights file.
+"""The weights file of the rescoring formula, and an n-best rescored with it.
 
 ::
 
     total = first_pass_weight × score + Σ_m models[m] × logprob_m + length_bonus × length
+
+(:class:`model.inference.formula.Formula`, the formula ``POST /score`` and ``rnnlm tune`` use,
+with an LM weight of 1 and no hotwords.)
 
 ``score`` is the candidate's first-pass score (log domain, higher is better); ``logprob_m`` the
 natural-log probability of the whole sentence under model m (``<bos>`` context, ``<eos>``
@@ -14,7 +17,8 @@ scored); ``length`` is counted in ``length_unit``:
 * ``words``: whitespace-separated words. Unsegmented Chinese has no spaces, so a sentence of
   one run of characters is one word: use ``chars`` or ``tokens`` there.
 
-Candidates are ranked by ``total``, best first; equal totals keep their input order.
+Candidates are ranked by ``total``, best first; equal totals keep their input order
+(:func:`model.inference.formula.rank`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.inference.formula import Formula, rank, weighted_sum
 from model.inference.scoring import LENGTH_UNITS, text_length
 from model.rescoring.formats import Utterance
 from model.text.data import write_text_atomically
@@ -52,9 +57,12 @@ class Weights:
             if not math.isfinite(value):
                 raise ValueError(f"weights: {name} must be a finite number, got {value!r}")
 
+    @property
+    def formula(self) -> Formula:
+        return Formula(first_pass_weight=self.first_pass_weight, length_bonus=self.length_bonus)
+
     def total(self, score: float, logprobs: Mapping[str, float], length: int) -> float:
-        lm = math.fsum(w * logprobs[m] for m, w in self.models.items())
-        return self.first_pass_weight * score + lm + self.length_bonus * length
+        return self.formula.total(weighted_sum(logprobs, self.models), score, length)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,11 +119,6 @@ class CandidateScores:
 
     logprobs: dict[str, float]  # model name -> log-prob
     num_tokens: int  # the first model's tokens, without <bos>/<eos>
-
-
-def rank(totals: Sequence[float]) -> list[int]:
-    """Candidate indices, best first; ties keep input order."""
-    return sorted(range(len(totals)), key=lambda i: -totals[i])
 
 
 def rescore(utterances: Sequence[Utterance], scores: Mapping[str, CandidateScores], weights: Weights) -> None:

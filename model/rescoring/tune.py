@@ -4,7 +4,7 @@ Every candidate's first-pass score, per-model log-probs, length and errors again
 are computed once and held as arrays (U utterances × N candidates, padded); an evaluation of a
 weight vector is then one tensor expression and an argmax per utterance::
 
-    totals = F × score + logprobs @ w + b × length        (U, N)   -inf where padded
+    totals = F × score + logprobs @ w + b × length        (U, N)   -inf where padded (Formula.total)
     choice = argmax(totals)                                (U,)     ties: the earlier candidate
     error  = Σ errors[u, choice[u]] / Σ reference length
 
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.inference.formula import Formula
 from model.rescoring.combine import CandidateScores, Weights, text_length
 from model.rescoring.errors import candidate_errors
 from model.rescoring.formats import Utterance
@@ -92,11 +93,10 @@ class TuneProblem:
     def totals(
         self, model_weights: Sequence[float], length_bonus: float, first_pass_weight: float = 1.0
     ) -> np.ndarray:
-        """(U, N) combined scores; -inf where padded."""
-        totals = first_pass_weight * self.scores + self.lengths * length_bonus
-        if self.num_models:
-            totals = totals + self.logprobs @ np.asarray(model_weights, dtype=float)
-        return np.where(self.valid, totals, -np.inf)
+        """(U, N) combined scores (the formula over arrays); -inf where padded."""
+        lm = self.logprobs @ np.asarray(model_weights, dtype=float)  # (U, N): Σ_m w_m × logprob_m
+        formula = Formula(first_pass_weight=first_pass_weight, length_bonus=length_bonus)
+        return np.where(self.valid, formula.total(lm, self.scores, self.lengths), -np.inf)
 
     def choice(
         self, model_weights: Sequence[float], length_bonus: float, first_pass_weight: float = 1.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.inference.scoring import hotword_bonus
+from model.inference.formula import Formula, hotword_bonus
 from model.models.loading import load_model
 from model.quality.hotwords import HotwordItem, build_hotword_set, shuffled_hotwords
 from model.quality.rerank import candidate_logprobs, homophone_index, rank_credit
@@ -25,7 +25,11 @@ def top1(
     for item, base, phrase in zip(items, scores, phrases, strict=True):
         hot = [(phrase, bonus)] if phrase else []
         credit += rank_credit(
-            [s + hotword_bonus(c, hot) for s, c in zip(base, item.candidates, strict=True)], item.answer
+            [
+                Formula().total(s, hotwords=hotword_bonus(c, hot))
+                for s, c in zip(base, item.candidates, strict=True)
+            ],
+            item.answer,
         )[0]
     return credit / max(len(items), 1)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model.inference.scoring import ScoreOptions, hotword_bonus, score_candidates
+from model.inference.formula import hotword_bonus
+from model.inference.scoring import ScoreOptions, score_candidates
 from model.quality.confusion import HomophoneIndex
 from model.quality.hotwords import build_hotword_set, names_in, shuffled_hotwords, tagged_words
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from model.inference.formula import rank
 from model.inference.scoring import score_candidates
 from model.models.loading import load_model
-from model.rescoring.combine import CandidateScores, Weights, rank, rescore, text_length
+from model.rescoring.combine import CandidateScores, Weights, rescore, text_length
 from model.rescoring.errors import (
     ErrorCount,
     chosen_errors,

@@ -1,22 +1,16 @@
-"""Rescoring arithmetic of model/inference/scoring.py: length units, several models combined with weights, and
-the sweep of many (lm_weight, length_bonus) pairs over one set of log-probs."""
+"""Rescoring arithmetic of model/inference/scoring.py and model/inference/formula.py: length units, several
+models combined with weights, and the sweep of many (lm_weight, length_bonus) pairs over one set of log-probs."""
 
 from __future__ import annotations
 
 import math
 import random
 
+import numpy as np
 import pytest
 
-from model.inference.scoring import (
-    ScoreOptions,
-    candidate_length,
-    combine,
-    rank,
-    score_candidates,
-    sweep,
-    text_length,
-)
+from model.inference.formula import Formula, rank, sweep, weighted_sum
+from model.inference.scoring import ScoreOptions, candidate_length, score_candidates, text_length
 from model.models.loading import load_model
 from model.text.tokenizer import Tokenizer
 
@@ -79,30 +73,33 @@ def test_without_a_unit_length_is_the_scored_tokens(lm):
         assert r.score == pytest.approx(r.logprob + 2.0 * r.num_tokens)
 
 
-def test_combine_is_the_weighted_sum():
+def test_the_formula_is_the_weighted_sum():
     logprobs = {"fwd": [-10.0, -12.5], "bwd": [-11.0, -9.0], "kn": [-20.0, -18.0]}
     weights = {"fwd": 0.8, "bwd": 0.3, "kn": 0.1}
-    totals = combine(
-        logprobs, weights, [4, 6], length_bonus=0.5, first_pass=[-3.0, -4.0], first_pass_weight=2.0
-    )
+    formula = Formula(first_pass_weight=2.0, length_bonus=0.5)
+    each = [{m: lps[i] for m, lps in logprobs.items()} for i in range(2)]
+    totals = [formula.total(weighted_sum(each[i], weights), [-3.0, -4.0][i], [4, 6][i]) for i in range(2)]
     for i in range(2):
         want = 2.0 * [-3.0, -4.0][i] + sum(w * logprobs[m][i] for m, w in weights.items()) + 0.5 * [4, 6][i]
         assert totals[i] == pytest.approx(want, abs=1e-12)
     # a model without a weight is left out; no first pass means no first-pass term
-    assert combine(logprobs, {"bwd": 1.0}, [0, 0]) == [-11.0, -9.0]
+    assert [Formula().total(weighted_sum(lps, {"bwd": 1.0})) for lps in each] == [-11.0, -9.0]
+    # an LM weight scales the LM term; hotwords add their bonus last
+    assert Formula(lm_weight=0.5).total(-10.0, 1.0, 3, 2.0) == -2.0
+    with pytest.raises(KeyError):  # a weighted model that did not score
+        weighted_sum({"a": 1.0}, {"a": 1.0, "b": 1.0})
 
 
-@pytest.mark.parametrize(
-    "logprobs,weights,lengths,first_pass,message",
-    [
-        ({"a": [1.0]}, {"a": 1.0}, [1, 2], None, "model a: 1 log-probs for 2 candidates"),
-        ({"a": [1.0]}, {"a": 1.0, "b": 1.0}, [1], None, "no log-probs for the weighted models"),
-        ({"a": [1.0]}, {"a": 1.0}, [1], [1.0, 2.0], "first_pass has 2 scores"),
-    ],
-)
-def test_combine_refuses_mismatched_inputs(logprobs, weights, lengths, first_pass, message):
-    with pytest.raises(ValueError, match=message):
-        combine(logprobs, weights, lengths, first_pass=first_pass)
+def test_the_formula_over_arrays_is_the_formula_on_each_float():
+    rng = np.random.default_rng(0)
+    lm, first, length = rng.uniform(-50, 0, 7), rng.uniform(-9, 0, 7), rng.integers(0, 9, 7)
+    settings = [(0.3, 0.1), (1.7, -1.0)]  # (lm_weight, length_bonus)
+    w = np.array(settings)  # (2, 2)
+    totals = Formula(w[:, :1], 0.8, w[:, 1:]).total(lm, first, length, 0.5)  # (2, 7): a row per setting
+    assert totals.shape == (2, 7)
+    for row, (lw, lb) in zip(totals.tolist(), settings, strict=True):
+        each = zip(lm.tolist(), first.tolist(), length.tolist(), strict=True)
+        assert row == [Formula(lw, 0.8, lb).total(x, f, n, 0.5) for x, f, n in each]  # bit for bit
 
 
 def test_sweep_equals_ranking_each_pair_on_its_own():

@@ -1,7 +1,8 @@
 """Text in, text out, through the engine: :mod:`model.inference.scoring`'s steps with the engine's log-probs.
 
-The same preparation, ranking and result types as :func:`model.inference.scoring.score_candidates` and
-:func:`model.inference.scoring.next_token_distribution`; only the log-probs come from :meth:`Engine.score` /
+:func:`score_with_engine` is :func:`model.inference.scoring.score_candidates` and
+:func:`next_token_distribution` is :func:`model.inference.scoring.next_token_distribution`: the same
+preparation, ranking and result types; only the log-probs come from :meth:`Engine.score` /
 :meth:`Engine.next_token`, so concurrent requests share batches and the candidates of a list
 share their prefixes. ``Ranking.positions`` is the positions computed (the request's trie bound).
 
@@ -40,13 +41,15 @@ async def _off_loop_if(large: bool, fn: Callable[..., T], *args: object) -> T:
     return await asyncio.to_thread(fn, *args) if large else fn(*args)
 
 
-async def score_candidates(
+async def score_with_engine(
     engine: Engine,
     candidates: Sequence[str],
     options: ScoreOptions | None = None,
     external_scores: Sequence[float] | None = None,
     timeout_s: float | None = None,
 ) -> Ranking:
+    """:func:`model.inference.scoring.score_candidates` with the engine's log-probs: score and rank
+    ``candidates``, batched with concurrent requests."""
     options = options or ScoreOptions()
     candidates = list(candidates)
     large = sum(len(c) + len(options.context) for c in candidates) > INLINE_CHARS  # the context joins each
@@ -59,6 +62,11 @@ async def score_candidates(
     )
     ranking.positions = res.positions_computed
     return ranking
+
+
+# The old name, only until service/runner.py imports score_with_engine (then delete this line):
+# one public function is named score_candidates, model.inference.scoring's.
+score_candidates = score_with_engine
 
 
 async def next_token_distribution(
