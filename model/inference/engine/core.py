@@ -27,6 +27,9 @@ batch, whatever the pass (a scoring or echo pass, or a prefill). So a 10,000-cha
 large scoring request holds its model a chunk at a time (tens of ms), generations keep stepping
 beside it, and a pass ends within a chunk of its client leaving.
 
+What gets in is admission.py's (the queue bound, the per-request and in-flight token bounds);
+a stream (stream.py) knows its engine only as a ``StreamOwner`` (``cancel_stream``, ``wake``).
+
 The prefix-state cache is read and filled per scope (model/models/state_cache.py): a request carries the
 scope of its caller's context (or ``cache_scope=``), and the service makes it the tenant's.
 """
