@@ -478,6 +478,7 @@ def _mix_args(p: argparse.ArgumentParser) -> None:
 @subcommand("mix", _mix_args)
 def cmd_mix(args: argparse.Namespace) -> int:
     """Interpolate two models (same vocabulary), lambda tuned on valid; report valid/test."""
+    from model.models.loading import load_model
     from model.models.mixture import mix_models
 
     if args.lam is not None and not 0.0 <= args.lam <= 1.0:
@@ -491,6 +492,7 @@ def cmd_mix(args: argparse.Namespace) -> int:
         args.device,
         command=_command_line("mix"),
         log=lambda line: print(line, file=sys.stderr),
+        open_model=load_model,
     )
     print(
         json.dumps(

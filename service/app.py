@@ -48,7 +48,7 @@ from .limits import BodyLimitMiddleware, FramingMiddleware, document_limits
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .openai_errors import OpenAIErrorsMiddleware
 from .routes import generate, next_token, openai, ops, score, tokenize
-from .runner import ModelRegistry
+from .runner import ENGINE_ERRORS, ModelRegistry
 from .settings import Settings, get_settings
 from .startup import StartupError, load_registry, public_reason
 
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
 
     app.dependency_overrides[get_settings] = app_settings
 
-    install_error_handlers(app)
+    install_error_handlers(app, ENGINE_ERRORS)
     # openai, tokenize: the ecosystem's protocols (/v1/completions, /tokenize, ...) on the same engine
     admitted = [m.router for m in (next_token, score, generate, openai)]
     model_routers = [*admitted, tokenize.router]  # guarded (deadline, disconnect); tokenize runs no model

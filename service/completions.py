@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from model.inference.engine import GenerationStream, Overloaded
 from model.inference.generation import GenerationRequest, Sample
 from model.models.positions import Alternatives, PositionAlternatives
 from model.text.tokenizer import BOS, BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -48,7 +47,7 @@ from .compat_schemas import (
 )
 from .errors import invalid, too_large
 from .limits import env_name
-from .runner import ModelRunner, generation_request
+from .runner import Generation, ModelRunner, Overloaded, generation_request
 from .settings import Settings
 from .tokens import ids_to_text, piece_starts
 
@@ -249,7 +248,7 @@ class Turns:
         self.requests = (
             [generation_request(body, p.text, max_tokens, k) for p in prompts] if max_tokens > 0 else []
         )
-        self.streams: list[GenerationStream] = []
+        self.streams: list[Generation] = []
         self._stack = contextlib.AsyncExitStack()
 
     def start(self) -> None:
@@ -262,7 +261,7 @@ class Turns:
                 stream.cancel()
             raise
 
-    def _add(self, stream: GenerationStream) -> None:
+    def _add(self, stream: Generation) -> None:
         stream.max_backlog = self.backlog
         self.streams.append(stream)
 
@@ -275,7 +274,7 @@ class Turns:
     async def __aexit__(self, *exc: Any) -> None:
         await self._stack.__aexit__(*exc)
 
-    async def stream(self, i: int) -> GenerationStream | None:
+    async def stream(self, i: int) -> Generation | None:
         """Prompt ``i``'s generation (None: nothing to generate), the prompts before it read: the
         prompts up to ``i + window - 1`` are begun now."""
         if not self.requests:
@@ -286,11 +285,11 @@ class Turns:
             await self._stack.enter_async_context(stream)
         return self.streams[i]
 
-    async def _begin(self, request: GenerationRequest) -> GenerationStream:
+    async def _begin(self, request: GenerationRequest) -> Generation:
         while True:
             try:
                 return self.runner.begin(request)
-            except Overloaded:  # others fill the queue now; this request was admitted: its turn comes
+            except Overloaded:  # the queue is full (QueueFull): this request was admitted, its turn comes
                 await asyncio.sleep(QUEUE_RETRY_S)
 
 

@@ -20,8 +20,9 @@
 
 Every error body also carries the request's ``request_id`` (the ``X-Request-ID`` header), so a
 client's report can be found in the server log; a 500 too, though Starlette answers it outside the
-middleware that sets the id (:func:`_on_unexpected` reads it from the request's scope). The engine's own errors (model/inference/engine:
-``Overloaded``, ``DeadlineExceeded``, ``EngineStopped``) map to 503 / 504 / 503 here.
+middleware that sets the id (:func:`_on_unexpected` reads it from the request's scope). The engine's own errors
+(``Overloaded``, ``DeadlineExceeded``, ``EngineStopped``, …) become their 503 / 504 / 503 in the runner
+(service/runner.py: ``refusal``), the one door from a route to an engine.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -37,8 +38,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from model.inference.engine import DeadlineExceeded, EngineStopped, Overloaded
 
 from .context import HEADER as REQUEST_ID_HEADER
 from .context import current_request_id
@@ -345,25 +344,6 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _on_overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-    return error_response(
-        503,
-        "overloaded",
-        f"model busy: {exc.queued} requests are already waiting; retry later",
-        headers=retry_after(exc.retry_after_s),
-    )
-
-
-async def _on_deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
-    return error_response(504, "timeout", "the request did not finish before its deadline")
-
-
-async def _on_engine_stopped(request: Request, exc: EngineStopped) -> JSONResponse:
-    return error_response(
-        503, "shutting_down", "the model is stopping and takes no new work", headers=retry_after(5)
-    )
-
-
 _E = TypeVar("_E", bound=Exception)
 
 
@@ -375,11 +355,20 @@ def _add_handler(
     app.add_exception_handler(exc_class, handler)  # type: ignore[arg-type]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI, translated: Mapping[type[Exception], Callable[[Any], ApiError]] | None = None
+) -> None:
+    """The error shape for every error; ``translated``: other exception classes, answered as the
+    :class:`ApiError` a function makes of them (the runner's ``ENGINE_ERRORS``)."""
     _add_handler(app, ApiError, _on_api_error)
     _add_handler(app, RequestValidationError, _on_validation_error)
     _add_handler(app, StarletteHTTPException, _on_http_error)
-    _add_handler(app, Overloaded, _on_overloaded)
-    _add_handler(app, DeadlineExceeded, _on_deadline)
-    _add_handler(app, EngineStopped, _on_engine_stopped)
+    for exc_class, translate in (translated or {}).items():
+
+        async def on_translated(
+            request: Request, exc: Exception, translate: Callable[[Any], ApiError] = translate
+        ) -> JSONResponse:
+            return await _on_api_error(request, translate(exc))
+
+        _add_handler(app, exc_class, on_translated)
     _add_handler(app, Exception, _on_unexpected)

@@ -13,8 +13,18 @@
 Torch work never runs on the event loop, and concurrent requests to one model share batches.
 A client that goes away leaves the ``async with`` of its stream, which frees its rows at once.
 
-The runner is the one way from a route into its engine: the engine's refusals by cost become
-their 413 / 503 here (``_costed``), whichever route asked.
+The runner is the one way from a route into its engine: every refusal of the engine becomes the
+service's error here, once, whichever route (native or OpenAI's) asked (:func:`refusal`)::
+
+    TooCostly         413 payload_too_large  one request past RNNLM_MAX_REQUEST_TOKENS (names the field)
+    TokensInFlight    503 overloaded         RNNLM_MAX_TOKENS_IN_FLIGHT full (Retry-After)
+    Overloaded        503 overloaded         the queue is full: QueueFull (Retry-After)
+    DeadlineExceeded  504 timeout            the request's deadline passed
+    EngineStopped     503 shutting_down      the model is stopping (Retry-After)
+
+Each API renders the :class:`~service.errors.ApiError` in its own shape (OpenAI's under /v1/,
+service/openai_errors.py). A generation is handed out as a :class:`Generation`, whose events and
+samples carry the same mapping.
 """
 
 from __future__ import annotations
@@ -22,11 +32,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from model.inference.engine import Engine, EngineConfig, EngineObserver, GenerationStream
+from model.inference.engine import (
+    DeadlineExceeded,
+    Engine,
+    EngineConfig,
+    EngineError,
+    EngineObserver,
+    EngineStopped,
+    GenerationStream,
+    Overloaded,
+)
+from model.inference.engine.decode import ShownTokenEvent
+from model.inference.engine.stream import StreamStalled
 from model.inference.engine.text import next_token_distribution, score_candidates
 from model.inference.engine.types import TokensInFlight, TooCostly
 from model.inference.generation import GenerationRequest, Sample, TokenEvent, seeded
@@ -37,11 +58,89 @@ from model.models.lm import LanguageModel
 from model.models.loading import load_model
 from model.models.positions import PositionsResult
 
-from .errors import ApiError, overloaded, too_large
+from .errors import ApiError, overloaded, retry_after, too_large
 
 log = logging.getLogger("rnnlm.service")
 SCORE_COST = ("candidates", "every candidate with the context, <bos> and <eos>")  # field, what counts
 MAX_SHOWN_NAME = 64  # characters of an unknown model name an error message echoes
+STOPPING_RETRY_S = 5  # the Retry-After of a model that is stopping
+
+# the engine's vocabulary the routes need, from the one door: a full queue (Overloaded; QueueFull
+# is one), a stalled stream's end, the token events that carry the text safe to show
+__all__ = [
+    "ENGINE_ERRORS",
+    "REFUSALS",
+    "Generation",
+    "ModelRegistry",
+    "ModelRunner",
+    "Overloaded",
+    "QueueFull",
+    "SamplingFields",
+    "ShownTokenEvent",
+    "StreamStalled",
+    "generation_request",
+    "refusal",
+    "refusals",
+    "resolve_device",
+    "shown_name",
+]
+
+
+class QueueFull(ApiError, Overloaded):
+    """The engine's queue is full: the service's 503 (an :class:`ApiError`), and still the
+    engine's :class:`Overloaded` for a caller that waits for room (a completion's later turns)."""
+
+    def __init__(self, e: Overloaded) -> None:
+        message = f"model busy: {e.queued} requests are already waiting; retry later"
+        Exception.__init__(self, message)  # ApiError's and Overloaded's fields, set here for both
+        self.status, self.type, self.message, self.field = 503, "overloaded", message, None
+        self.headers = retry_after(e.retry_after_s)
+        self.kind, self.queued, self.retry_after_s = e.kind, e.queued, e.retry_after_s
+
+
+def refusal(e: EngineError, name: str = "", field: str | None = None, what: str = "") -> ApiError:
+    """An engine refusal as the service answers it (the table above); ``field`` (and ``what``
+    counts) name a request's cost, ``name`` the model."""
+    if isinstance(e, TooCostly):
+        return too_large(
+            field or "body",
+            f"this request costs {e.tokens} tokens ({what or 'its texts'}), more than the limit of {e.limit} "
+            "per request (RNNLM_MAX_REQUEST_TOKENS); send fewer or shorter texts, or split the request",
+        )
+    if isinstance(e, TokensInFlight):
+        return overloaded(
+            f"model {name!r} is busy: {e.in_flight} tokens are already queued or running and this "
+            f"request needs {e.tokens} more, past the limit of {e.limit} tokens in flight "
+            "(RNNLM_MAX_TOKENS_IN_FLIGHT); retry later",
+            e.retry_after_s,
+        )
+    if isinstance(e, Overloaded):
+        return e if isinstance(e, QueueFull) else QueueFull(e)
+    if isinstance(e, DeadlineExceeded):
+        return ApiError(504, "timeout", "the request did not finish before its deadline")
+    if isinstance(e, EngineStopped):
+        return ApiError(
+            503,
+            "shutting_down",
+            "the model is stopping and takes no new work",
+            headers=retry_after(STOPPING_RETRY_S),
+        )
+    raise TypeError(f"not one of the engine's refusals: {e!r}")  # any other error stays a 500 (logged)
+
+
+REFUSALS = (TooCostly, Overloaded, DeadlineExceeded, EngineStopped)  # what refusal() answers
+# the app's last resort (service/errors.py): a refusal that reached it past the runner's methods
+# (none does) is answered the same way
+ENGINE_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = dict.fromkeys(REFUSALS, refusal)
+
+
+@contextlib.contextmanager
+def refusals(name: str = "", field: str | None = None, what: str = "") -> Iterator[None]:
+    """Raise the engine's refusals inside as the service's errors (:func:`refusal`)."""
+    try:
+        yield
+    except REFUSALS as e:
+        raise refusal(e, name, field, what) from None
 
 
 class SamplingFields(Protocol):
@@ -86,6 +185,77 @@ def generation_request(
     )
 
 
+class Generation:
+    """A generation begun through the runner: the engine's stream, whose refusals (a deadline
+    passed, the model stopping) come out as the service's errors. ``async for event in it`` for
+    its events, ``await it.collect()`` for its samples; leaving ``async with`` cancels it.
+    A stall (:class:`StreamStalled`) is not a refusal and comes out as it is."""
+
+    __slots__ = ("_name", "_stream")
+
+    def __init__(self, stream: GenerationStream, name: str) -> None:
+        self._stream, self._name = stream, name
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self._stream.request
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self._stream.prompt_ids
+
+    @property
+    def seed(self) -> int:
+        """The base seed used (sample ``i`` uses ``seed + i``), given or drawn."""
+        return self._stream.seed
+
+    @property
+    def max_backlog(self) -> int | None:
+        """Events per sample not yet taken before the generation pauses (None: never)."""
+        return self._stream.max_backlog
+
+    @max_backlog.setter
+    def max_backlog(self, value: int | None) -> None:
+        self._stream.max_backlog = value
+
+    @property
+    def stall_s(self) -> float | None:
+        """Paused this long, the stream ends (:class:`StreamStalled`); None: never."""
+        return self._stream.stall_s
+
+    @stall_s.setter
+    def stall_s(self, value: float | None) -> None:
+        self._stream.stall_s = value
+
+    @property
+    def stalled_out(self) -> bool:
+        """The engine ended it for its stall (and counted it)."""
+        return self._stream.stalled_out
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+
+    def __aiter__(self) -> Generation:
+        return self
+
+    async def __anext__(self) -> TokenEvent:
+        try:
+            return await self._stream.__anext__()
+        except REFUSALS as e:
+            raise refusal(e, self._name) from None
+
+    async def __aenter__(self) -> Generation:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._stream.__aexit__(*exc)
+
+    async def collect(self) -> list[Sample]:
+        """Run to the end: the samples of :func:`model.inference.generation.generate`."""
+        with refusals(self._name):
+            return await self._stream.collect()
+
+
 class ModelRunner:
     """One model and the engine that runs all of its work."""
 
@@ -109,6 +279,8 @@ class ModelRunner:
 
     @property
     def engine(self) -> Engine:
+        """The engine itself, for its stats and gauges (tests, benchmarks); routes and the rest of
+        the service go through the runner's methods, which answer its refusals."""
         if self._engine is None:
             raise RuntimeError(f"model {self.name}: engine not started")
         return self._engine
@@ -116,59 +288,46 @@ class ModelRunner:
     async def score(
         self, candidates: Sequence[str], options: ScoreOptions, external_scores: Sequence[float] | None = None
     ) -> Ranking:
-        with self._costed(*SCORE_COST):
+        with self._refusals(*SCORE_COST):
             return await score_candidates(self.engine, candidates, options, external_scores)
 
     def refuse_score_by_cost(self, tokens: int) -> None:
         """Answer now (413 / 503) what :meth:`score` would answer by cost for ``tokens``, before
         anything is tokenized."""
-        with self._costed(*SCORE_COST):
+        with self._refusals(*SCORE_COST):
             self.engine.refuse_by_cost("score", tokens)
 
     def refuse_by_cost(self, tokens: int, field: str, what: str) -> None:
         """Answer now (413 / 503) what the engine would answer by cost for a request of ``tokens``
         (``what`` says what counts, ``field`` is named), before any work: a request whose whole cost
         is counted up front, such as a completion's prompts, echo and tokens to generate."""
-        with self._costed(field, what):
+        with self._refusals(field, what):
             self.engine.refuse_by_cost("next_token", tokens)
 
     async def alternatives(self, seqs: Sequence[Sequence[int]], top_k: int) -> PositionsResult:
         """Each sequence's tokens after its first with their log-probs and the ``top_k`` most likely
         tokens at each position, from one pass over each (what an echoed prompt's log-probs need)."""
-        with self._costed("prompt", "every echoed prompt's tokens"):
+        with self._refusals("prompt", "every echoed prompt's tokens"):
             return await self.engine.alternatives(seqs, top_k=top_k)
 
     async def next_token(
         self, texts: Sequence[str], top_k: int, stages: dict[str, float] | None = None
     ) -> list[NextToken]:
         """``stages``, if given, receives where the time went (see ``next_token_distribution``)."""
-        with self._costed("text", "every text with <bos>"):
+        with self._refusals("text", "every text with <bos>"):
             return await next_token_distribution(self.engine, texts, top_k, stages=stages)
 
-    @contextlib.contextmanager
-    def _costed(self, field: str, what: str) -> Iterator[None]:
-        """The engine's refusals by cost, as the service answers them: 413 for a request that costs
-        more than one may (naming ``field``), 503 + Retry-After while the tokens in flight are full."""
-        try:
-            yield
-        except TooCostly as e:
-            raise too_large(
-                field,
-                f"this request costs {e.tokens} tokens ({what}), more than the limit of {e.limit} per "
-                "request (RNNLM_MAX_REQUEST_TOKENS); send fewer or shorter texts, or split the request",
-            ) from None
-        except TokensInFlight as e:
-            raise overloaded(
-                f"model {self.name!r} is busy: {e.in_flight} tokens are already queued or running and this "
-                f"request needs {e.tokens} more, past the limit of {e.limit} tokens in flight "
-                "(RNNLM_MAX_TOKENS_IN_FLIGHT); retry later",
-                e.retry_after_s,
-            ) from None
+    def _refusals(self, field: str | None = None, what: str = "") -> contextlib.AbstractContextManager:
+        """The engine's refusals inside, as the service answers them (:func:`refusal`): by cost,
+        413 naming ``field`` (``what`` counts), 503 + Retry-After while the tokens in flight are
+        full; a full queue, a deadline or a stopping model as the table above."""
+        return refusals(self.name, field, what)
 
-    def begin(self, request: GenerationRequest) -> GenerationStream:
-        """Queue a generation (raises Overloaded at once when the queue is full); iterate the
-        stream for its events or ``await stream.collect()`` for the samples."""
-        return self.engine.generate(request)
+    def begin(self, request: GenerationRequest) -> Generation:
+        """Queue a generation (raises :class:`QueueFull`, a 503, at once when the queue is full);
+        iterate it for its events or ``await it.collect()`` for the samples."""
+        with self._refusals():
+            return Generation(self.engine.generate(request), self.name)
 
     async def generate(self, request: GenerationRequest) -> list[Sample]:
         return await self.begin(request).collect()

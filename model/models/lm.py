@@ -13,24 +13,26 @@ Everything downstream (evaluation, reranking, the engine, the service) talks to 
 
 All log-probs are natural logs, normalized over the whole vocabulary (``<pad>`` and ``<bos>``
 get probability 0; ``<eos>`` and ``<unk>`` are ordinary outcomes).
+
+Passes over many sequences (prefix.py, positions.py) are called from here and know a model only
+by the protocols they declare (``ScoringModel``, ``TreeModel``, ``StepModel``): they never import
+this module back.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from model.models.network import RNNLM
+from model.models.positions import PositionsResult, alternatives_each, alternatives_rnn_tree
+from model.models.prefix import Plan, PrefixTree, TreeResult, score_each, score_rnn_tree
 from model.text.batching import pad_batch
 from model.text.tokenizer import BOS_ID, Tokenizer
-
-if TYPE_CHECKING:
-    from model.models.positions import PositionsResult
-    from model.models.prefix import Plan, PrefixTree, TreeResult
 
 State = Any
 
@@ -98,8 +100,6 @@ class LanguageModel(ABC):
         """Score ``seqs`` and, for each query prefix, the next-token log-probs (and, with
         ``with_state=True``, the state after it), in one pass. This default runs the model's
         own batched calls; a model that can share prefixes (the RNN) overrides it."""
-        from model.models.prefix import score_each
-
         return score_each(self, seqs, queries, **options)
 
     def position_alternatives(
@@ -108,8 +108,6 @@ class LanguageModel(ABC):
         """For each sequence, every token's log-prob after its first (as ``sequence_logprobs``) and
         the ``top_k`` most likely tokens at its position, reading each sequence once
         (model/models/positions.py). This default steps the model; a recurrent one shares prefixes."""
-        from model.models.positions import alternatives_each
-
         return alternatives_each(self, seqs, top_k, **options)
 
     def set_numerics(self, precision: str = "fp32", batch_invariant: bool = False) -> None:
@@ -152,8 +150,6 @@ class RecurrentLanguageModel(LanguageModel):
         self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
     ) -> TreeResult:
         """Prefix-shared: every distinct prefix of the batch is computed once (model/models/prefix.py)."""
-        from model.models.prefix import score_rnn_tree
-
         return score_rnn_tree(self, seqs, queries, **options)
 
     def position_alternatives(
@@ -161,8 +157,6 @@ class RecurrentLanguageModel(LanguageModel):
     ) -> PositionsResult:
         """Prefix-shared, through the same cells and output layer as
         :meth:`score_tree` (model/models/positions.py)."""
-        from model.models.positions import alternatives_rnn_tree
-
         return alternatives_rnn_tree(self, seqs, top_k, **options)
 
     @abstractmethod

@@ -26,7 +26,7 @@ def _open_ngram(model_dir: Path, device: str) -> LanguageModel:
 def _open_mixture(model_dir: Path, device: str) -> LanguageModel:
     from model.models.mixture import load_mixture
 
-    return load_mixture(model_dir, device)
+    return load_mixture(model_dir, device, open_model=load_model)  # its components: any kind
 
 
 def _open_arpa_file(path: Path) -> LanguageModel:

@@ -25,13 +25,18 @@ far, as a posterior over the two models (Bayesian interpolation)::
 so a whole sentence gets exactly λ·P_a(s) + (1-λ)·P_b(s). A sentence that only one model knows
 costs -ln λ once, not once per token: an adapted model made of ``sentence(base, domain)`` keeps
 the base's perplexity on the base's text within a few percent (:mod:`model.training.adapt`).
+
+**Opening the components.** They may be of any kind, mixtures included, so they are opened by the
+loader the caller passes in (``open_model``: :func:`model.models.loading.load_model`, which passes
+itself). A mixture of mixtures thus recurses through the loader without this module importing
+it: loading.py knows mixture.py, never the reverse.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +58,8 @@ from model.models.lm import LanguageModel, State
 from model.text.batching import with_boundaries
 from model.text.data import sha256_file
 from model.text.tokenizer import Tokenizer
+
+OpenModel = Callable[[Path, str], LanguageModel]  # a checkpoint directory and a device -> its model
 
 MODES = ("token", "sentence")
 
@@ -263,9 +270,11 @@ def mixture_files(
     write_shared_files(d, mixture.tokenizer, metrics, card)
 
 
-def load_mixture(model_dir: str | Path, device: str = "cpu") -> MixtureLanguageModel:
-    from model.models.loading import load_model  # the components may be of any kind, mixtures included
-
+def load_mixture(
+    model_dir: str | Path, device: str = "cpu", *, open_model: OpenModel
+) -> MixtureLanguageModel:
+    """The mixture stored in ``model_dir``, its components opened with ``open_model`` (any kind,
+    mixtures included: :func:`model.models.loading.load_model`)."""
     d = Path(model_dir)
     config = read_config(d)
     if config["model_type"] != "mixture":
@@ -292,8 +301,8 @@ def load_mixture(model_dir: str | Path, device: str = "cpu") -> MixtureLanguageM
             )
     try:
         lm = MixtureLanguageModel(
-            load_model(paths[0], device),
-            load_model(paths[1], device),
+            open_model(paths[0], device),
+            open_model(paths[1], device),
             lam,
             names=[str(r) for r in rel],
             mode=mode,
@@ -314,16 +323,17 @@ def mix_models(
     device: str = "cpu",
     command: str = "",
     log=print,
+    *,
+    open_model: OpenModel,
 ) -> dict:
     """Tune λ on valid (unless given), evaluate a, b and the mixture on valid/test, save it.
 
     Each component scores each split once; λ, the mixture's and the components' figures all come
-    from those per-token log-probs.
+    from those per-token log-probs. ``open_model`` opens the two (as :func:`load_mixture`).
     """
-    from model.models.loading import load_model
     from model.text.data import corpus_checksums, load_split
 
-    a, b = load_model(model_a, device), load_model(model_b, device)
+    a, b = open_model(Path(model_a), device), open_model(Path(model_b), device)
     mixture = MixtureLanguageModel(a, b, 0.5 if lam is None else lam, names=[str(model_a), str(model_b)])
     splits = {split: load_split(data_dir, split) for split in ("valid", "test")}
     scores = {split: (token_logprobs(a, lines), token_logprobs(b, lines)) for split, lines in splits.items()}

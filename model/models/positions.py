@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -34,6 +34,7 @@ from model.models.prefix import (
     CHUNK_POSITIONS,
     MAX_LOGITS,
     StopCheck,
+    TreeModel,
     _Checkpoints,
     build_tree,
     plan_depths,
@@ -41,10 +42,15 @@ from model.models.prefix import (
 )
 from model.text.tokenizer import PAD_ID
 
-if TYPE_CHECKING:
-    from model.models.lm import LanguageModel, RecurrentLanguageModel
-
 Alternatives = list[tuple[int, float]]  # (token id, log-prob), most likely first
+
+
+class StepModel(Protocol):
+    """Any model (a :class:`~model.models.lm.LanguageModel`), stepped a token at a time."""
+
+    def start_state(self, batch_size: int) -> Any: ...
+    def step(self, state: Any, ids: Tensor) -> tuple[Tensor, Any]: ...
+    def select_state(self, state: Any, rows: Sequence[int] | Tensor) -> Any: ...
 
 
 @dataclass
@@ -80,7 +86,7 @@ def _targets_and_top(logprobs: Tensor, targets: Tensor, k: int) -> tuple[list[fl
 
 
 def alternatives_each(
-    lm: LanguageModel,
+    lm: StepModel,
     seqs: Sequence[Sequence[int]],
     top_k: int,
     *,
@@ -122,7 +128,7 @@ def alternatives_each(
 
 
 def alternatives_rnn_tree(
-    lm: RecurrentLanguageModel,
+    lm: TreeModel,
     seqs: Sequence[Sequence[int]],
     top_k: int,
     *,

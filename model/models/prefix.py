@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -51,15 +51,41 @@ from torch import Tensor
 from model.models.network import RNNLM
 from model.models.state_cache import DEFAULT_SCOPE, CachedPrefix, PrefixStateCache
 
-if TYPE_CHECKING:
-    from model.models.lm import LanguageModel, RecurrentLanguageModel
-
 MAX_LOGITS = 1 << 22  # elements of one logits chunk (rows × vocabulary): 16 MiB of float32
 PROJECT_ROWS = 2048  # rows per input-projection product (bounds its (rows, gates × H) buffer)
 CHUNK_POSITIONS = 1024  # positions computed between two calls of a pass's ``should_stop``
 STEP_POSITIONS = 32  # a depth step counts as at least this many positions (a narrow step costs its overhead)
 
 StopCheck = Callable[[], bool]  # asked between chunks: True ends the pass (nobody waits for it)
+
+
+# What a pass needs of its model, as protocols: model.models.lm's classes satisfy them and call
+# into this module, which never imports them back.
+class ScoringModel(Protocol):
+    """Any model (a :class:`~model.models.lm.LanguageModel`): its own batched calls."""
+
+    def sequence_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[Tensor]: ...
+    def prefill(self, prefixes: Sequence[Sequence[int]]) -> tuple[Tensor, Any]: ...
+    def concat_states(self, states: Sequence[Any]) -> Any: ...
+    def score_tree(
+        self, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
+    ) -> TreeResult: ...
+
+
+class TreeModel(Protocol):
+    """A recurrent model (a :class:`~model.models.lm.RecurrentLanguageModel`): its network's
+    cells run the tree, its output layer gives each chunk's logits."""
+
+    @property
+    def net(self) -> RNNLM: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def vocab_size(self) -> int: ...
+    def tree_output(self, tree: PrefixTree, plan: Plan) -> Callable[[Tensor, int], Tensor]:
+        """``output(features, first)``: the logits (c, V) of the pass's feature rows ``first ..
+        first + c``."""
+        ...
 
 
 class PassStopped(RuntimeError):
@@ -303,7 +329,7 @@ def requested_positions(seqs: Sequence[Sequence[int]], queries: Sequence[Sequenc
 
 
 def score_tree(
-    lm: LanguageModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
+    lm: ScoringModel, seqs: Sequence[Sequence[int]], queries: Sequence[Sequence[int]] = (), **options: Any
 ) -> TreeResult:
     """Score ``seqs`` and the ``queries``' next tokens (and states) in one pass: the model's own
     :meth:`~model.models.lm.LanguageModel.score_tree` (prefix-shared for an RNN, per sequence otherwise)."""
@@ -312,7 +338,7 @@ def score_tree(
 
 @torch.inference_mode()
 def score_rnn_tree(
-    lm: RecurrentLanguageModel,
+    lm: TreeModel,
     seqs: Sequence[Sequence[int]],
     queries: Sequence[Sequence[int]] = (),
     *,
@@ -518,7 +544,7 @@ def _store(
 
 
 def score_each(
-    lm: LanguageModel,
+    lm: ScoringModel,
     seqs: Sequence[Sequence[int]],
     queries: Sequence[Sequence[int]] = (),
     *,

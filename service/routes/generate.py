@@ -18,9 +18,6 @@ from typing import cast
 
 from fastapi import APIRouter
 
-from model.inference.engine import GenerationStream
-from model.inference.engine.decode import ShownTokenEvent
-from model.inference.engine.stream import StreamStalled
 from model.inference.generation import Sample, TokenEvent, add_event, new_samples
 from model.inference.sampling import StoppingCriteria
 from model.text.tokenizer import Tokenizer
@@ -29,7 +26,7 @@ from ..deps import GenerateBody, MetricsDep, RegistryDep, SettingsDep
 from ..errors import ERROR_RESPONSES, ErrorDetail, ErrorResponse
 from ..metrics import ServiceMetrics
 from ..rescoring import refuse_backward
-from ..runner import ModelRunner, generation_request
+from ..runner import Generation, ModelRunner, ShownTokenEvent, StreamStalled, generation_request
 from ..schemas import (
     FinishReason,
     GeneratedSample,
@@ -152,7 +149,7 @@ def _response(
 
 async def stream_events(
     runner: ModelRunner,
-    stream: GenerationStream,
+    stream: Generation,
     body: GenerateRequest,
     prompt_tokens: int,
     metrics: ServiceMetrics,

@@ -151,11 +151,11 @@ def test_a_body_that_does_not_fit_the_tokens_in_flight_gets_503_before_it_is_tok
     monkeypatch.setattr(text, "prepare_candidates", lambda *a, **k: tokenized.append(1))
     engine = client.app.state.registry.get(None).engine
     body = large_body(candidates=12)
-    engine._tokens_in_flight = 4 * LIMIT_TOKENS - 100  # as if other requests were running
+    engine.admission.tokens_in_flight = 4 * LIMIT_TOKENS - 100  # as if other requests were running
     try:
         response = post(client, body)
     finally:
-        engine._tokens_in_flight = 0
+        engine.admission.tokens_in_flight = 0
     err = _error(response, 503)
     assert err["type"] == "overloaded" and "RNNLM_MAX_TOKENS_IN_FLIGHT" in err["message"]
     assert response.headers["retry-after"] and tokenized == []

@@ -27,6 +27,9 @@ batch, whatever the pass (a scoring or echo pass, or a prefill). So a 10,000-cha
 large scoring request holds its model a chunk at a time (tens of ms), generations keep stepping
 beside it, and a pass ends within a chunk of its client leaving.
 
+What gets in is admission.py's (the queue bound, the per-request and in-flight token bounds);
+a stream (stream.py) knows its engine only as a ``StreamOwner`` (``cancel_stream``, ``wake``).
+
 The prefix-state cache is read and filled per scope (model/models/state_cache.py): a request carries the
 scope of its caller's context (or ``cache_scope=``), and the service makes it the tenant's.
 """
@@ -47,6 +50,7 @@ from typing import Any
 
 import torch
 
+from model.inference.engine.admission import Admission
 from model.inference.engine.decode import DecodeBatch, Row
 from model.inference.engine.stream import GenerationStream, StreamStalled
 from model.inference.engine.types import (
@@ -55,10 +59,7 @@ from model.inference.engine.types import (
     EngineObserver,
     EngineStats,
     EngineStopped,
-    Overloaded,
     ScoreResult,
-    TokensInFlight,
-    TooCostly,
 )
 from model.inference.generation import GenerationRequest, sample_choosers, seeded
 from model.inference.sampling import StoppingCriteria
@@ -138,7 +139,7 @@ def _resolve(fut: asyncio.Future, result: Any, exc: BaseException | None) -> Non
 
 def _push_streams(items: list[tuple[GenerationStream, list, BaseException | bool]]) -> None:
     for stream, events, end in items:
-        stream._push(events, end)
+        stream.push(events, end)
 
 
 def _scoped(scope: Hashable | None) -> contextlib.AbstractContextManager:
@@ -170,9 +171,7 @@ class Engine:
         self._abort = False
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._secs_per_request = 0.01  # running estimate, for Retry-After
-        self._tokens_in_flight = 0  # cost of the one-shot requests queued or running (under _cv)
-        self._secs_per_token = 1e-4  # running estimate of a one-shot token's time, for Retry-After
+        self.admission = Admission(self.config, self.stats, self.observer)  # its state under _cv
         # RNN states of recent prefixes (worker thread only, so no lock): one-shot passes start from them
         cache_bytes = self.config.prefix_cache_bytes
         self.prefix_cache = PrefixStateCache(cache_bytes) if cache_bytes else None
@@ -224,7 +223,7 @@ class Engine:
     @property
     def tokens_in_flight(self) -> int:
         """Tokens of the score/next-token requests queued or running (their admitted cost)."""
-        return self._tokens_in_flight
+        return self.admission.tokens_in_flight
 
     @property
     def active_rows(self) -> int:
@@ -291,9 +290,9 @@ class Engine:
             raise ValueError(f"n must be <= {self.config.max_rows} (the engine's max_rows)")
         request = seeded(request)
         prompt_ids = self.lm.tokenizer.encode(request.prompt).ids
-        stream = GenerationStream(self, request, prompt_ids, self._deadline(timeout_s))
+        stream = GenerationStream(self, request, prompt_ids, self._deadline(timeout_s), self.lm.tokenizer)
         if request.max_new_tokens <= 0:  # nothing to generate, as generate_stream does
-            stream._push([], True)
+            stream.push([], True)
             return stream
         with self._cv:
             self._admit_locked("generate")
@@ -320,16 +319,8 @@ class Engine:
         return None if timeout_s is None else time.monotonic() + timeout_s
 
     def _admit_locked(self, kind: str) -> None:
-        if self._closing or self._thread is None or not self._thread.is_alive():
-            self.stats.kinds[kind].rejected += 1
-            self.observer.on_rejected(kind, "stopped")
-            raise EngineStopped("the engine is not running")
-        queued = len(self._oneshot) + len(self._waiting)
-        if queued >= self.config.max_queue:
-            self.stats.kinds[kind].rejected += 1
-            self.observer.on_rejected(kind, "overloaded")
-            retry = min(60.0, max(1.0, math.ceil(queued * self._secs_per_request)))
-            raise Overloaded(kind, queued, retry)
+        running = not self._closing and self._thread is not None and self._thread.is_alive()
+        self.admission.admit_locked(kind, len(self._oneshot) + len(self._waiting), running)
 
     async def _submit(
         self,
@@ -344,10 +335,10 @@ class Engine:
         item = _OneShot(kind, seqs, top_k, loop, loop.create_future(), self._deadline(timeout_s))
         item.timing = timing
         item.every_position = every_position
-        self._refuse_too_costly(kind, item.tokens)
+        self.admission.refuse_too_costly(kind, item.tokens)
         with self._cv:
             self._admit_locked(kind)
-            self._admit_cost_locked(item)
+            self.admission.reserve_locked(item)
             self._oneshot.append(item)
             self.stats.kinds[kind].requests += 1
             self._cv.notify()
@@ -368,47 +359,21 @@ class Engine:
         ``tokens``, so a caller can ask before it tokenizes (a megabyte of text is tens of ms of
         Python): :class:`TooCostly` past ``max_request_tokens``, :class:`TokensInFlight` when the
         tokens do not fit in flight now (a look only: the submission reserves, and checks again)."""
-        self._refuse_too_costly(kind, tokens)
+        self.admission.refuse_too_costly(kind, tokens)
         with self._cv:
-            self._refuse_in_flight_locked(kind, tokens)
-
-    def _refuse_too_costly(self, kind: str, tokens: int) -> None:
-        limit = self.config.max_request_tokens
-        if limit is not None and tokens > limit:
-            self.stats.kinds[kind].rejected += 1
-            self.observer.on_rejected(kind, "too_costly")
-            raise TooCostly(kind, tokens, limit)
-
-    def _refuse_in_flight_locked(self, kind: str, tokens: int) -> None:
-        limit = self.config.max_tokens_in_flight
-        if limit is not None and self._tokens_in_flight + tokens > limit:
-            self.stats.kinds[kind].rejected += 1
-            self.observer.on_rejected(kind, "overloaded")
-            retry = min(60.0, max(1.0, math.ceil(self._tokens_in_flight * self._secs_per_token)))
-            raise TokensInFlight(kind, tokens, self._tokens_in_flight, limit, retry)
-
-    def _admit_cost_locked(self, item: _OneShot) -> None:
-        """Count ``item``'s tokens in flight, or raise :class:`TokensInFlight` if they do not fit."""
-        self._refuse_in_flight_locked(item.kind, item.tokens)
-        self._tokens_in_flight += item.tokens
-
-    def _release_locked(self, item: _OneShot) -> None:
-        """``item``'s tokens stop counting in flight (once)."""
-        if not item.released:
-            item.released = True
-            self._tokens_in_flight -= item.tokens
+            self.admission.refuse_in_flight_locked(kind, tokens)
 
     def _release(self, items: Sequence[_OneShot]) -> None:
         with self._cv:
             for item in items:
-                self._release_locked(item)
+                self.admission.release_locked(item)
 
     def _withdraw(self, item: _OneShot, reason: str) -> None:
         with self._cv:
             item.cancelled = True
             if item in self._oneshot:
                 self._oneshot.remove(item)
-                self._release_locked(item)  # never started: its cost leaves with it
+                self.admission.release_locked(item)  # never started: its cost leaves with it
             if reason == "cancelled":
                 self.stats.cancelled += 1
             else:
@@ -422,12 +387,15 @@ class Engine:
             item.sealed = True
             self._cv.notify()
 
-    def _wake(self) -> None:
+    # -- what a GenerationStream asks of its engine (stream.StreamOwner) ------------------------
+    def wake(self) -> None:
         """Have the worker look again (a paused stream's reader has caught up)."""
         with self._cv:
             self._cv.notify()
 
-    def _cancel_stream(self, stream: GenerationStream) -> None:
+    def cancel_stream(self, stream: GenerationStream) -> None:
+        """Drop a generation its caller has left: still waiting, it leaves the queue; running,
+        the worker drops its rows before the next step."""
         with self._cv:
             if stream in self._waiting:
                 self._waiting.remove(stream)
@@ -552,7 +520,7 @@ class Engine:
     def _fail(self, item: _OneShot | GenerationStream, exc: BaseException) -> None:
         if isinstance(item, GenerationStream):
             self._rows_left.pop(item, None)
-            _call_soon(item._loop, item._push, [], exc)
+            _call_soon(item.loop, item.push, [], exc)
         else:
             _call_soon(item.loop, _resolve, item.future, None, exc)
 
@@ -564,7 +532,7 @@ class Engine:
             self._closing = True
             for item in pending:
                 if isinstance(item, _OneShot):
-                    self._release_locked(item)
+                    self.admission.release_locked(item)
         pending += self._decode.owners()
         self._decode.keep([])
         self._decode.parked.clear()
@@ -602,7 +570,7 @@ class Engine:
             for item in list(self._oneshot):
                 if item.deadline is not None and now > item.deadline:
                     self._oneshot.remove(item)
-                    self._release_locked(item)
+                    self.admission.release_locked(item)
                     expired.append(item)
                 elif (
                     item.tokens <= c.chunk_positions
@@ -680,10 +648,9 @@ class Engine:
         self._release(batch)
         for item, result in zip(scored + asked, results, strict=True):  # counted first, then answered
             _call_soon(item.loop, _resolve, item.future, result, None)
-        per_request = (time.monotonic() - start) / len(batch)
-        self._secs_per_request = 0.8 * self._secs_per_request + 0.2 * per_request
-        per_token = (time.monotonic() - start) / max(1, sum(item.tokens for item in batch))
-        self._secs_per_token = 0.8 * self._secs_per_token + 0.2 * per_token
+        took = time.monotonic() - start
+        self.admission.observe_request(took / len(batch))
+        self.admission.observe_tokens(took, sum(item.tokens for item in batch))
 
     def _run_positions(self, items: list[_OneShot], nested: bool) -> None:
         """:meth:`alternatives` requests, one pass each, in chunks as a scoring pass: between two,
@@ -731,8 +698,7 @@ class Engine:
             self.observer.on_positions(res.computed, requested)
             self._release([item])  # counted first, then answered
             _call_soon(item.loop, _resolve, item.future, res, None)
-            per_token = (time.monotonic() - start) / max(1, item.tokens)
-            self._secs_per_token = 0.8 * self._secs_per_token + 0.2 * per_token
+            self.admission.observe_tokens(time.monotonic() - start, item.tokens)
 
     def _report_prefix_cache(self) -> None:
         """Hand the cache's changes since the last report to the stats and the observer."""
@@ -953,8 +919,8 @@ class Engine:
             done = self._rows_left.get(stream) == 0
             if done:
                 del self._rows_left[stream]
-            stream._handed += len(evs)
-            by_loop.setdefault(stream._loop, []).append((stream, evs, done))
+            stream.handed(len(evs))
+            by_loop.setdefault(stream.loop, []).append((stream, evs, done))
         for loop, items in by_loop.items():  # hand the tokens over first, then compute the next
             _call_soon(loop, _push_streams, items)
         try:

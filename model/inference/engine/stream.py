@@ -8,22 +8,34 @@ Backpressure: the worker counts the events it hands over, the iterator those it 
 more than ``max_backlog`` events per sample behind (an HTTP client that does not read, so its
 send blocks) has its rows parked, out of the decoding steps, until it has caught up to half
 that; parked longer than ``stall_s``, the stream ends with :class:`StreamStalled`.
+
+The stream knows its engine only as a :class:`StreamOwner` (``cancel_stream``, ``wake``); the
+engine's worker uses the stream's public side (``push``, ``handed``, ``loop`` and the
+backpressure checks). Neither reaches into the other's private state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from model.inference.engine.types import DeadlineExceeded
 from model.inference.generation import GenerationRequest, Sample, TokenEvent, add_event, new_samples
 from model.inference.sampling import StoppingCriteria
-
-if TYPE_CHECKING:
-    from model.inference.engine.core import Engine
+from model.text.tokenizer import Tokenizer
 
 _END = object()
+
+
+class StreamOwner(Protocol):
+    """What a stream asks of the engine that runs it (:class:`~model.inference.engine.core.Engine`)."""
+
+    def cancel_stream(self, stream: GenerationStream) -> None:
+        """The caller has left: drop the generation (queued or running)."""
+
+    def wake(self) -> None:
+        """A paused stream's reader has caught up: have the worker look again."""
 
 
 class StreamStalled(Exception):
@@ -39,10 +51,11 @@ class GenerationStream:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: StreamOwner,
         request: GenerationRequest,
         prompt_ids: list[int],
         deadline: float | None,
+        tokenizer: Tokenizer,
     ) -> None:
         assert request.sampling.seed is not None, "Engine.generate seeds the request"
         self.request = request
@@ -51,7 +64,8 @@ class GenerationStream:
         self.submitted = time.monotonic()
         self.cancelled = False  # set by the caller's side; the worker drops the rows
         self._engine = engine
-        self._loop = asyncio.get_running_loop()
+        self._tokenizer = tokenizer  # collect() assembles the samples' text with it
+        self.loop = asyncio.get_running_loop()  # the caller's: the worker hands events over on it
         self._queue: asyncio.Queue = asyncio.Queue()
         self._finished = False
         self.max_backlog: int | None = 64  # events per sample not yet taken before pausing; None: never
@@ -99,8 +113,14 @@ class GenerationStream:
         assert self.request.sampling.seed is not None
         return self.request.sampling.seed
 
-    # -- the worker's side (called on the event loop through call_soon_threadsafe) ---------------
-    def _push(self, events: list[TokenEvent], end: BaseException | bool) -> None:
+    # -- the worker's side -----------------------------------------------------------------------
+    def handed(self, events: int) -> None:
+        """The worker is handing ``events`` token events over (counted before they are taken)."""
+        self._handed += events
+
+    def push(self, events: list[TokenEvent], end: BaseException | bool) -> None:
+        """Hand events over, then the end (True) or an error; called on :attr:`loop`, through
+        ``call_soon_threadsafe`` from the worker."""
         for ev in events:
             self._queue.put_nowait(ev)
         if end is True:
@@ -114,7 +134,7 @@ class GenerationStream:
         if not self._finished:
             self._finished = True
             self.cancelled = True
-            self._engine._cancel_stream(self)
+            self._engine.cancel_stream(self)
 
     def __aiter__(self) -> GenerationStream:
         return self
@@ -141,7 +161,7 @@ class GenerationStream:
             raise item
         self._taken += 1
         if self.paused_since is not None and self.caught_up():
-            self._engine._wake()  # the worker puts its rows back into the batch
+            self._engine.wake()  # the worker puts its rows back into the batch
         return item
 
     async def __aenter__(self) -> GenerationStream:
@@ -156,5 +176,5 @@ class GenerationStream:
         samples = new_samples(self.request)
         async with self:
             async for ev in self:
-                add_event(samples, ev, self._engine.lm.tokenizer, stopping)
+                add_event(samples, ev, self._tokenizer, stopping)
         return samples
