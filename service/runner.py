@@ -48,7 +48,7 @@ from model.inference.engine import (
 )
 from model.inference.engine.decode import ShownTokenEvent
 from model.inference.engine.stream import StreamStalled
-from model.inference.engine.text import next_token_distribution, score_candidates
+from model.inference.engine.text import next_token_with_engine, score_with_engine
 from model.inference.engine.types import TokensInFlight, TooCostly
 from model.inference.generation import GenerationRequest, Sample, TokenEvent, seeded
 from model.inference.sampling import SamplingParams
@@ -289,7 +289,7 @@ class ModelRunner:
         self, candidates: Sequence[str], options: ScoreOptions, external_scores: Sequence[float] | None = None
     ) -> Ranking:
         with self._refusals(*SCORE_COST):
-            return await score_candidates(self.engine, candidates, options, external_scores)
+            return await score_with_engine(self.engine, candidates, options, external_scores)
 
     def refuse_score_by_cost(self, tokens: int) -> None:
         """Answer now (413 / 503) what :meth:`score` would answer by cost for ``tokens``, before
@@ -315,7 +315,7 @@ class ModelRunner:
     ) -> list[NextToken]:
         """``stages``, if given, receives where the time went (see ``next_token_distribution``)."""
         with self._refusals("text", "every text with <bos>"):
-            return await next_token_distribution(self.engine, texts, top_k, stages=stages)
+            return await next_token_with_engine(self.engine, texts, top_k, stages=stages)
 
     def _refusals(self, field: str | None = None, what: str = "") -> contextlib.AbstractContextManager:
         """The engine's refusals inside, as the service answers them (:func:`refusal`): by cost,

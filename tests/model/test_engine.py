@@ -526,7 +526,7 @@ def test_generate_rejects_impossible_requests(lm: RNNLanguageModel) -> None:
 
 # -- text in, model.inference.scoring results out -----------------------------------------------------------
 def test_text_frontend_equals_model_scoring(lm: RNNLanguageModel) -> None:
-    from model.inference.engine.text import next_token_distribution, score_with_engine
+    from model.inference.engine.text import next_token_with_engine, score_with_engine
     from model.inference.scoring import ScoreOptions
     from model.inference.scoring import next_token_distribution as plain_next
     from model.inference.scoring import score_candidates as plain_score
@@ -544,7 +544,7 @@ def test_text_frontend_equals_model_scoring(lm: RNNLanguageModel) -> None:
             ranks = await asyncio.gather(
                 *[score_with_engine(engine, candidates, o, external) for o in options]
             )
-            nexts = await next_token_distribution(engine, ["厨房", "", "😀"], top_k=4)
+            nexts = await next_token_with_engine(engine, ["厨房", "", "😀"], top_k=4)
             with pytest.raises(ValueError, match="external_scores"):
                 await score_with_engine(engine, candidates, options[0], [1.0])
             return ranks, nexts

@@ -30,9 +30,9 @@ Wiring it into a web service::
     samples = await engine.generate(request).collect()   # == model.inference.generation.generate(lm, request)
 
     # or text in, model.inference.scoring results out (drop-in for score_candidates / next_token_distribution):
-    from model.inference.engine.text import score_with_engine, next_token_distribution
+    from model.inference.engine.text import score_with_engine, next_token_with_engine
     ranking = await score_with_engine(engine, candidates, ScoreOptions(...), external_scores)
-    dists = await next_token_distribution(engine, texts, top_k)
+    dists = await next_token_with_engine(engine, texts, top_k)
 
 Errors: :class:`Overloaded` (queue full; ``retry_after_s`` → 429/503 + Retry-After),
 :class:`DeadlineExceeded` (→ 504), :class:`EngineStopped` (→ 503), ``ValueError`` for ids outside

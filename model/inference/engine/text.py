@@ -1,7 +1,7 @@
 """Text in, text out, through the engine: :mod:`model.inference.scoring`'s steps with the engine's log-probs.
 
 :func:`score_with_engine` is :func:`model.inference.scoring.score_candidates` and
-:func:`next_token_distribution` is :func:`model.inference.scoring.next_token_distribution`: the same
+:func:`next_token_with_engine` is :func:`model.inference.scoring.next_token_distribution`: the same
 preparation, ranking and result types; only the log-probs come from :meth:`Engine.score` /
 :meth:`Engine.next_token`, so concurrent requests share batches and the candidates of a list
 share their prefixes. ``Ranking.positions`` is the positions computed (the request's trie bound).
@@ -64,12 +64,7 @@ async def score_with_engine(
     return ranking
 
 
-# The old name, only until service/runner.py imports score_with_engine (then delete this line):
-# one public function is named score_candidates, model.inference.scoring's.
-score_candidates = score_with_engine
-
-
-async def next_token_distribution(
+async def next_token_with_engine(
     engine: Engine,
     texts: Sequence[str],
     top_k: int = 10,
