@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from model.models.config import FROM_TOKENIZER, ModelConfig
-from model.text.tokenizer import KINDS
+from model.text.tokenizer import KINDS, NORMALIZERS
 from model.training.config import CHOICES, FIELD_HELP, RECIPE, TrainConfig
 
 from . import rescoring_cli, tasks_cli
@@ -121,6 +121,14 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
         choices=KINDS,
         default="char",
         help="char: one token per character; word: whitespace-separated words (default: char)",
+    )
+    p.add_argument(
+        "--normalize",
+        choices=[n for n in NORMALIZERS if n],
+        default="",
+        help="word tokenizers: how the corpus was prepared, so that raw text is read the same way "
+        "(wikitext: WikiText's `do n't`, `@-@`, spaced punctuation; ptb: lower case, numbers as N, no "
+        "punctuation); recorded in tokenizer.json, never applied to the corpus (default: none)",
     )
     p.add_argument(
         "--min-count", type=int, default=1, help="pieces seen fewer times in train become <unk> (default: 1)"
@@ -235,6 +243,7 @@ def _job(args: argparse.Namespace, cfg: TrainConfig, model: dict, command: str, 
         model=model,
         train=cfg,
         tokenizer=args.tokenizer,
+        normalizer=args.normalize,
         min_count=args.min_count,
         reverse=args.reverse,
         init_from=args.init_from,
@@ -402,6 +411,7 @@ def cmd_train_ngram(args: argparse.Namespace) -> int:
         k=args.k,
         epsilon=args.epsilon,
         tokenizer_kind=args.tokenizer,
+        normalizer=args.normalize,
         min_count=args.min_count,
         reverse=args.reverse,
         prune=args.prune,

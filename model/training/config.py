@@ -107,6 +107,7 @@ class TrainJob:
     model: dict  # ModelConfig (rnn, hybrid) or WindowConfig (window) fields, no vocab_size
     train: TrainConfig = field(default_factory=TrainConfig)
     tokenizer: str = "char"  # char | word (whitespace-separated words, as PTB and WikiText-2 are prepared)
+    normalizer: str = ""  # word: how raw text is read, as the corpus was prepared ("wikitext", "ptb", "")
     min_count: int = 1  # pieces seen fewer times in train become <unk>
     reverse: bool = False  # a right-to-left model: the tokenizer reads each sentence backward
     vocabulary_from: str = ""  # read with this checkpoint's tokenizer instead of one built from train

@@ -38,13 +38,20 @@ from model.text.tokenizer import UNK_ID, Tokenizer
 
 
 def build_tokenizer(
-    train_lines: list[str], kind: str = "char", min_count: int = 1, reverse: bool = False, source: str = ""
+    train_lines: list[str],
+    kind: str = "char",
+    min_count: int = 1,
+    reverse: bool = False,
+    source: str = "",
+    normalizer: str = "",
 ) -> Tokenizer:
     """The run's tokenizer: ``source``'s (a checkpoint directory), else one built from train."""
     if source:
         return Tokenizer.load(Path(source) / "tokenizer.json")
     direction = "backward" if reverse else "forward"
-    return Tokenizer.build(train_lines, kind=kind, min_count=min_count, direction=direction)
+    return Tokenizer.build(
+        train_lines, kind=kind, min_count=min_count, direction=direction, normalizer=normalizer
+    )
 
 
 def rare_mask(tokenizer: Tokenizer) -> Tensor:
@@ -117,11 +124,14 @@ class TrainingData:
         vocabulary_from: str = "",
         folds: int = 1,
         seed: int = 1234,
+        normalizer: str = "",
     ) -> None:
         self.train_lines = load_split(data_dir, "train")
         self.valid_lines = load_split(data_dir, "valid")
         self.test_lines = load_split(data_dir, "test")  # read now: a missing split fails before training
-        self.tokenizer = build_tokenizer(self.train_lines, tokenizer, min_count, reverse, vocabulary_from)
+        self.tokenizer = build_tokenizer(
+            self.train_lines, tokenizer, min_count, reverse, vocabulary_from, normalizer
+        )
         encode = self.tokenizer.encode
         seqs = [with_boundaries(encode(line).ids) for line in self.train_lines]
         self.corpus = Corpus.build(seqs, folds, seed)

@@ -50,6 +50,7 @@ class NGramJob:
     k: float | None = None  # add-k; None: tuned on valid
     epsilon: float | None = None  # interp; None: tuned on valid
     tokenizer_kind: str = "char"
+    normalizer: str = ""  # word: how raw text is read ("wikitext", "ptb"; see model.text.english)
     min_count: int = 1  # rarer pieces become <unk> (1 keeps every training piece, as lmplz does)
     reverse: bool = False  # a right-to-left model (backward tokenizer)
     prune: str = (
@@ -76,6 +77,7 @@ def train_ngram(job: NGramJob, log=print) -> dict:
         kind=job.tokenizer_kind,
         min_count=job.min_count,
         direction="backward" if job.reverse else "forward",
+        normalizer=job.normalizer,
     )
     seqs = [with_boundaries(tokenizer.encode(line).ids) for line in train]
     counts = count_ngrams(seqs, job.order, tokenizer.vocab_size)

@@ -78,7 +78,14 @@ class Trainer:
 
         folds = cfg.folds if cfg.kind == "hybrid" else 1
         self.data = d = TrainingData(
-            job.data_dir, job.tokenizer, job.min_count, job.reverse, job.vocabulary_from, folds, cfg.seed
+            job.data_dir,
+            job.tokenizer,
+            job.min_count,
+            job.reverse,
+            job.vocabulary_from,
+            folds,
+            cfg.seed,
+            normalizer=job.normalizer,
         )
         self.tokenizer, self.corpus = d.tokenizer, d.corpus.to(device)
         self.gen = torch.Generator().manual_seed(cfg.seed)
