@@ -191,6 +191,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(description="Unix time the server loaded it")
     owned_by: str = "rnnlm"
+    language: str = Field(default="und", description="zh, en or und (see GET /models)")
+    tokenizer: str = Field(default="char", description="char or word (see GET /models)")
 
 
 class ModelList(BaseModel):

@@ -254,6 +254,13 @@ class CandidateResult(BaseModel):
     )
     num_tokens: int = Field(description="scored tokens, <eos> included when eos is true")
     oov: int = Field(description="pieces unknown to the vocabulary (scored as <unk>)")
+    oov_logprob: float = Field(
+        default=0.0,
+        description="the part of logprob scored at those <unk> tokens: each unknown piece gets "
+        "P(<unk> | context), the probability of *some* word the vocabulary lacks, which flatters a "
+        "candidate full of unknown words; compare candidates whose oov differ by logprob - oov_logprob "
+        "(the known tokens only) or prefer a model that knows the words",
+    )
     perplexity: float | None = Field(description="exp(-logprob / num_tokens); null when nothing was scored")
     score: float = Field(
         description="lm_weight × LM term + external score + length_bonus × length + hotword_bonus (with "
@@ -405,6 +412,15 @@ class ModelInfo(BaseModel):
     default: bool = Field(description="used when a request names no model")
     kind: str = Field(description="model family, e.g. rnn")
     tokenizer: str = Field(description="tokenizer kind: char or word")
+    language: str = Field(
+        default="und",
+        description="the language of its training text: zh, en (und: undetermined), told by its script",
+    )
+    normalizer: str = Field(
+        default="",
+        description="word models: how raw text is read, as its corpus was prepared (wikitext: `do n't`, "
+        "spaced punctuation; ptb: lower case, numbers as N); empty: whitespace-separated as sent",
+    )
     direction: str = Field(
         default="forward",
         description="reading order: forward, or backward (right to left: scores whole sentences, never "

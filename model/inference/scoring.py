@@ -50,7 +50,7 @@ import torch
 from model.inference.formula import Formula, hotword_bonus, rank
 from model.models.config import LENGTH_UNITS
 from model.models.lm import LanguageModel
-from model.text.tokenizer import BOS_ID, EOS, EOS_ID, SPECIALS, Tokenizer
+from model.text.tokenizer import BOS_ID, EOS, EOS_ID, SPECIALS, UNK_ID, Tokenizer
 
 NORMALIZE = ("none", "token")
 
@@ -125,6 +125,7 @@ class CandidateScore:
     length: int = 0  # what length_bonus multiplies: in options.length_unit, else num_tokens
     lm_term: float = 0.0  # what lm_weight multiplies: logprob, or its mean per token
     hotword_bonus: float = 0.0  # what the request's hotwords added to the score
+    oov_logprob: float = 0.0  # the part of logprob scored at <unk> targets (0 when oov is 0)
 
 
 @dataclass
@@ -191,6 +192,8 @@ def combine_scores(
     for i, (cand, lps) in enumerate(zip(prepared, target_logprobs, strict=True)):
         token_lps = [float(x) for x in lps[cand.first_scored :]]
         logprob = math.fsum(token_lps)
+        targets = cand.ids[1 + cand.first_scored :]
+        oov_logprob = math.fsum(lp for t, lp in zip(targets, token_lps, strict=True) if t == UNK_ID)
         n = len(token_lps)
         lm_term = (logprob / n if n else 0.0) if options.normalize == "token" else logprob
         external = float(external_scores[i]) if external_scores is not None else 0.0
@@ -209,6 +212,7 @@ def combine_scores(
                 length=length,
                 lm_term=lm_term,
                 hotword_bonus=bonus,
+                oov_logprob=oov_logprob,
             )
         )
     ranking = rank_results(results)

@@ -126,6 +126,8 @@ class LanguageModel(ABC):
             "kind": self.kind,
             "vocab_size": self.vocab_size,
             "tokenizer": self.tokenizer.kind,
+            "language": self.tokenizer.language,
+            "normalizer": self.tokenizer.normalizer,
             "precision": self.precision,
         }
 

@@ -23,9 +23,11 @@ and what older tokenizer files get) a word is whatever whitespace separates.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from model.text import english
@@ -112,6 +114,24 @@ class Tokenizer:
 
     def token_id(self, token: str) -> int:
         return self._index.get(token, UNK_ID)
+
+    @cached_property
+    def language(self) -> str:
+        """The language of the text it was built from, told by its script: ``zh`` when most letters
+        of the training text (counted by frequency) are Han characters, ``en`` when most are Latin,
+        else ``und`` (BCP 47 for "undetermined")."""
+        scripts: Counter[str] = Counter()
+        for token in self.tokens[4:]:
+            weight = self.counts.get(token, 1)
+            for ch in token:
+                if ch.isalpha():
+                    scripts[unicodedata.name(ch, "").split(" ")[0]] += weight
+        if not scripts:
+            return "und"
+        script, count = scripts.most_common(1)[0]
+        if count * 2 <= sum(scripts.values()):
+            return "und"
+        return {"CJK": "zh", "LATIN": "en"}.get(script, "und")
 
     @property
     def backward(self) -> bool:

@@ -257,9 +257,14 @@ def token_chunk_logprobs(
 @info_router.get("/v1/models", include_in_schema=False)
 async def list_models(registry: RegistryDep) -> ModelList:
     """The served models, the default first."""
-    return ModelList(data=[ModelCard(id=name, created=STARTED) for name in registry.runners])
+    return ModelList(data=[model_card(runner) for runner in registry.runners.values()])
 
 
 @info_router.get("/v1/models/{model}", include_in_schema=False)
 async def retrieve_model(model: str, registry: RegistryDep) -> ModelCard:
-    return ModelCard(id=registry.get(model).name, created=STARTED)
+    return model_card(registry.get(model))
+
+
+def model_card(runner: ModelRunner) -> ModelCard:
+    tokenizer = runner.lm.tokenizer
+    return ModelCard(id=runner.name, created=STARTED, language=tokenizer.language, tokenizer=tokenizer.kind)

@@ -62,7 +62,7 @@ async def metrics(metrics: MetricsDep) -> Response:
     return Response(content=metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-_GENERAL = ("kind", "vocab_size", "tokenizer", "parameters", "device")
+_GENERAL = ("kind", "vocab_size", "tokenizer", "language", "normalizer", "parameters", "device")
 
 
 def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
@@ -97,6 +97,8 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
         default=default,
         kind=described["kind"],
         tokenizer=described["tokenizer"],
+        language=runner.lm.tokenizer.language,
+        normalizer=runner.lm.tokenizer.normalizer,
         direction=runner.lm.tokenizer.direction,
         vocab_size=described["vocab_size"],
         parameters=described.get("parameters"),

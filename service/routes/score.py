@@ -32,6 +32,7 @@ async def score(
             logprob=r.logprob,
             num_tokens=r.num_tokens,
             oov=r.oov,
+            oov_logprob=r.oov_logprob,
             perplexity=r.perplexity,
             score=r.score,
             rank=r.rank,

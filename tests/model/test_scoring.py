@@ -180,3 +180,20 @@ def test_next_token_batch_equals_single_and_top_k_is_clamped(lm):
 def test_next_token_refuses_top_k_zero(lm):
     with pytest.raises(ValueError, match="top_k"):
         next_token_distribution(lm, ["a"], top_k=0)
+
+
+def test_oov_logprob_is_the_part_scored_at_unknown_pieces() -> None:
+    from model.inference.scoring import ScoreOptions, score_candidates
+    from model.models.lm import RNNLanguageModel
+    from tests.conftest import build_tiny_model
+
+    net, tok = build_tiny_model()
+    lm = RNNLanguageModel(net, tok)
+    known, unknown = "今天天气很好", "今天☃天气很好"  # ☃ is not in the tiny vocabulary
+    ranking = score_candidates(lm, [known, unknown], ScoreOptions())
+    a, b = ranking.results
+    assert (a.oov, a.oov_logprob) == (0, 0.0)
+    assert b.oov == 1
+    unk_position = b.tokens.index("☃")
+    assert b.oov_logprob == pytest.approx(b.token_logprobs[unk_position])
+    assert b.oov_logprob < 0

@@ -1,3 +1,5 @@
+import pytest
+
 from model.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizer
 
 
@@ -81,3 +83,15 @@ def test_unknown_direction_is_refused():
 
     with pytest.raises(ValueError, match="direction"):
         Tokenizer.build(["abc"], direction="sideways")
+
+
+@pytest.mark.parametrize(
+    ("lines", "kind", "language"),
+    [
+        (["今天天气很好", "人民日报"], "char", "zh"),
+        (["the students opened their books", "It 's late ."], "word", "en"),
+        (["12 34 , .", "56"], "word", "und"),
+    ],
+)
+def test_language_is_told_by_the_training_text_script(lines: list[str], kind: str, language: str) -> None:
+    assert Tokenizer.build(lines, kind=kind).language == language
