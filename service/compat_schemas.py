@@ -8,7 +8,9 @@
   vLLM's ``/tokenizer_info`` (which lm-evaluation-harness's remote tokenizer reads).
 
 Bounds use the same :func:`~service.limits.limit` markers as the native bodies, so the same
-settings bound them (413 naming the field).
+settings bound them (413 naming the field); the sampling fields come from the library's one
+definition (:func:`~service.schemas.sampling_field`), under OpenAI's names (``max_tokens`` is
+the library's ``max_new_tokens``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .limits import limit
-from .schemas import MAX_SEED, MIN_SCALE, Finite, ModelName, _Request
+from .schemas import Finite, ModelName, StopStrings, _Request, _SamplingRequest, sampling_field
 
 OpenAIFinish = Literal["stop", "length"]  # eos and stop strings are both "stop" in OpenAI's terms
 # A prompt: text, texts, token ids or lists of token ids (OpenAI accepts all four).
@@ -38,22 +40,22 @@ class StreamOptions(_Request):
 
 
 # -- /v1/completions --------------------------------------------------------------------------------
-class CompletionRequest(_Request):
+class CompletionRequest(_SamplingRequest):
     model: ModelName
     prompt: PromptInput = Field(
         description="Text to continue, a list of texts, a list of token ids, or a list of those. "
         "Token-id prompts may start with the <bos> id (2): then their first token is scored from it."
     )
-    max_tokens: int | None = Field(
+    max_tokens: int | None = sampling_field(
+        "max_new_tokens",
         default=16,
-        ge=0,
         description="Most tokens to generate per choice; 0 scores the prompt without generating "
         "(with echo and logprobs); null: the server's limit.",
         json_schema_extra=limit("max_new_tokens"),
     )
-    temperature: Finite = Field(default=1.0, ge=0.0, le=100.0, description="0 means greedy.")
-    top_p: Finite = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off).")
-    n: int = Field(default=1, ge=1, description="Choices per prompt.", json_schema_extra=limit("max_n"))
+    temperature: Finite = sampling_field("temperature")
+    top_p: Finite = sampling_field("top_p")
+    n: int = sampling_field("n", description="Choices per prompt.", json_schema_extra=limit("max_n"))
     stream: bool = Field(default=False, description="Answer as server-sent events ending with [DONE].")
     stream_options: StreamOptions | None = Field(default=None, description="Only with stream: true.")
     logprobs: int | None = Field(
@@ -63,25 +65,16 @@ class CompletionRequest(_Request):
         json_schema_extra=limit("max_logprobs"),
     )
     echo: bool = Field(default=False, description="Return the prompt (and its tokens' log-probs) too.")
-    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+    stop: StopStrings = Field(
         default_factory=list,
         description="Stop before any of these strings (a single string is accepted too).",
         json_schema_extra=limit("max_stop_strings"),
     )
-    seed: int | None = Field(
-        default=None, ge=0, le=MAX_SEED, description="Same seed, same output; choice i uses seed + i."
-    )
+    seed: int | None = sampling_field("seed", description="Same seed, same output; choice i uses seed + i.")
     user: str | None = Field(default=None, max_length=256, description="Accepted and not used.")
     # vLLM's extensions, the same knobs as /generate's.
-    top_k: int = Field(
-        default=0,
-        ge=0,
-        description="Sample from the k most likely (0: off).",
-        json_schema_extra=limit("max_top_k"),
-    )
-    repetition_penalty: Finite = Field(
-        default=1.0, ge=MIN_SCALE, le=100.0, description="> 1 discourages repeats."
-    )
+    top_k: int = sampling_field("top_k", json_schema_extra=limit("max_top_k"))
+    repetition_penalty: Finite = sampling_field("repetition_penalty")
     # OpenAI's fields an RNN LM cannot honour: accepted at their neutral value only.
     suffix: str | None = Field(default=None, description="Not supported (only null or empty).")
     best_of: int | None = Field(default=None, description="Only 1 (or null).")
@@ -101,15 +94,8 @@ class CompletionRequest(_Request):
 
     @field_validator("stop", mode="before")
     @classmethod
-    def _stop_list(cls, value: object) -> object:
-        if value is None:
-            return []
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("temperature")
-    @classmethod
-    def _tiny_temperature_is_greedy(cls, value: float) -> float:
-        return 0.0 if value < MIN_SCALE else value  # as /generate
+    def _null_is_no_stop(cls, value: object) -> object:
+        return [] if value is None else value  # a single string: _SamplingRequest
 
     @field_validator("stream_options")
     @classmethod

@@ -1,13 +1,27 @@
 """Request and response bodies. Every field has a description and its bounds, which FastAPI turns
 into both the validation (422 naming the field) and the OpenAPI schema at /docs. Fields marked
 with :func:`~service.limits.limit` are also bounded by a configured limit (413).
+
+The sampling fields (/generate here, /v1/completions in compat_schemas.py) are made by
+:func:`sampling_field` from the library's one definition of each parameter (its default, range and
+description: ``SAMPLING_PARAMS`` and ``REQUEST_PARAMS`` in model.inference), which
+``SamplingParams`` and ``GenerationRequest`` check themselves against::
+
+    model.inference: SAMPLING_PARAMS["top_p"] = ParamSpec("Nucleus…", gt=0.0, le=1.0)
+        ├─▶ SamplingParams(top_p=0)    ValueError "top_p must be in (0, 1], got 0"
+        └─▶ sampling_field("top_p")    Field(default=1.0, gt=0.0, le=1.0, description="Nucleus…")
+              ├─▶ GenerateRequest.top_p      422 naming top_p; OpenAPI exclusiveMinimum 0, maximum 1
+              └─▶ CompletionRequest.top_p    400 in OpenAI's shape (service/openai_errors.py)
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from model.inference.generation import REQUEST_PARAMS, GenerationRequest
+from model.inference.sampling import SAMPLING_PARAMS, SamplingParams, greedy_if_tiny
 
 from .limits import limit
 
@@ -15,8 +29,6 @@ MAX_ABS_WEIGHT = 1e6  # lm_weight, length_bonus, a hotword's bonus
 MAX_HOTWORDS = 1000  # phrases in one request's hotwords
 MAX_HOTWORD_CHARS = 100  # characters of one phrase
 MAX_ABS_EXTERNAL = 1e15  # external scores: any finite score a pipeline produces
-MAX_SEED = 2**32 - 1
-MIN_SCALE = 1e-4  # smallest temperature (other than 0) and repetition penalty: logits are divided by it
 FinishReason = Literal[
     "length", "stop", "eos"
 ]  # why a sample ended (model.inference.sampling.StoppingCriteria)
@@ -55,6 +67,42 @@ class _Request(BaseModel):
     def _integral_floats_are_integers(cls, value: object) -> object:
         """JSON Schema's integer is 2 or 2.0 (strict mode alone would refuse 2.0 for an int)."""
         return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# -- the sampling fields: one definition, in the library -----------------------------------------------
+LIBRARY_PARAMS = {**SAMPLING_PARAMS, **REQUEST_PARAMS}
+_LIBRARY_DEFAULTS = {name: getattr(SamplingParams(), name) for name in SAMPLING_PARAMS} | {
+    name: getattr(GenerationRequest(), name) for name in REQUEST_PARAMS
+}
+StopStrings = list[Annotated[str, Field(min_length=1)]]
+
+
+def sampling_field(name: str, **overrides: Any) -> Any:
+    """The request field of the library's parameter ``name`` (a field of ``SamplingParams`` or
+    ``GenerationRequest``): its default, bounds and description from model.inference, so both
+    APIs take a bound from one place. ``overrides``: a protocol's own default or words, a
+    :func:`~service.limits.limit`, or a bound stricter than the library's (never a looser one)."""
+    spec = LIBRARY_PARAMS[name]
+    for key, value in overrides.items():
+        library = getattr(spec, key) if key in ("ge", "gt", "le") else None
+        if library is not None and (value < library if key != "le" else value > library):
+            raise ValueError(f"{name}: {key}={value} is looser than the library's {key}={library}")
+    fields = {"default": _LIBRARY_DEFAULTS[name], "description": spec.doc, **spec.bounds(), **overrides}
+    return Field(**fields)
+
+
+class _SamplingRequest(_Request):
+    """What /generate and /v1/completions both do with their sampling fields."""
+
+    @field_validator("stop", mode="before", check_fields=False)
+    @classmethod
+    def _single_stop(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("temperature", check_fields=False)
+    @classmethod
+    def _tiny_temperature_is_greedy(cls, value: float) -> float:
+        return greedy_if_tiny(value)  # as the library does (logits / 1e-300 would be NaN)
 
 
 # -- /next-token ------------------------------------------------------------------------------------
@@ -303,48 +351,23 @@ class ScoreResponse(BaseModel):
 
 
 # -- /generate --------------------------------------------------------------------------------------
-class GenerateRequest(_Request):
+class GenerateRequest(_SamplingRequest):
     model: ModelName
     prompt: str = Field(default="", description="Text to continue (the model starts from <bos>).")
-    max_new_tokens: int = Field(
-        default=50,
-        ge=1,
-        description="Most tokens to generate per sample.",
-        json_schema_extra=limit("max_new_tokens"),
-    )
-    temperature: Finite = Field(
-        default=1.0, ge=0.0, le=100.0, description="0 means greedy (so does anything below 0.0001)."
-    )
-    top_k: int = Field(
-        default=0,
-        ge=0,
-        description="Sample from the k most likely tokens (0: off).",
-        json_schema_extra=limit("max_top_k"),
-    )
-    top_p: Finite = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1: off).")
-    repetition_penalty: Finite = Field(
-        default=1.0, ge=MIN_SCALE, le=100.0, description="> 1 discourages tokens already generated (1: off)."
-    )
-    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+    # at least 1 here (the library allows 0, as /v1/completions does: there it scores the echo)
+    max_new_tokens: int = sampling_field("max_new_tokens", ge=1, json_schema_extra=limit("max_new_tokens"))
+    temperature: Finite = sampling_field("temperature")
+    top_k: int = sampling_field("top_k", json_schema_extra=limit("max_top_k"))
+    top_p: Finite = sampling_field("top_p")
+    repetition_penalty: Finite = sampling_field("repetition_penalty")
+    stop: StopStrings = Field(
         default_factory=list,
         description="Stop when the text contains one of these; the text returned "
         "ends just before it. A single string is accepted too.",
         json_schema_extra=limit("max_stop_strings"),
     )
-    seed: int | None = Field(
-        default=None,
-        ge=0,
-        le=MAX_SEED,
-        description=(
-            "Same seed, same output. Default: drawn at random and returned. Sample i uses seed + i."
-        ),
-    )
-    n: int = Field(
-        default=1,
-        ge=1,
-        description="Independent samples of the same prompt.",
-        json_schema_extra=limit("max_n"),
-    )
+    seed: int | None = sampling_field("seed")
+    n: int = sampling_field("n", json_schema_extra=limit("max_n"))
     return_logprobs: bool = Field(default=False, description="Return each generated token's log-prob.")
     stream: bool = Field(
         default=False,
@@ -353,17 +376,6 @@ class GenerateRequest(_Request):
             "with the whole response (the same body as without streaming)."
         ),
     )
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _single_stop(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("temperature")
-    @classmethod
-    def _tiny_temperature_is_greedy(cls, value: float) -> float:
-        # logits / 1e-300 overflow float32 into NaN probabilities; the limit is greedy anyway (as in vLLM)
-        return 0.0 if value < MIN_SCALE else value
 
 
 class GeneratedSample(BaseModel):

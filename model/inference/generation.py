@@ -13,20 +13,40 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from model.inference.sampling import SamplingParams, StoppingCriteria, TokenChooser, draw_seed
+from model.inference.sampling import (
+    MAX_SEED,
+    ParamSpec,
+    SamplingParams,
+    StoppingCriteria,
+    TokenChooser,
+    draw_seed,
+)
 from model.models.lm import LanguageModel
 from model.models.positions import Alternatives, top_alternatives
 from model.text.tokenizer import BOS_ID, EOS_ID, Tokenizer
 
+REQUEST_PARAMS: dict[str, ParamSpec] = {  # beside model.inference.sampling.SAMPLING_PARAMS
+    "max_new_tokens": ParamSpec("Most tokens to generate per sample.", ge=0),
+    "n": ParamSpec("Independent samples of the same prompt.", ge=1),
+    "top_logprobs": ParamSpec("With each token, this many most likely tokens at its position.", ge=0),
+}
+
 
 @dataclass
 class GenerationRequest:
+    """What to generate; checks itself as :class:`SamplingParams` does (``ValueError`` naming the
+    field out of its range in :data:`REQUEST_PARAMS`)."""
+
     prompt: str = ""
     max_new_tokens: int = 50
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: list[str] = field(default_factory=list)
     n: int = 1
     top_logprobs: int = 0  # with each token, this many most likely tokens at its position (raw model)
+
+    def __post_init__(self) -> None:
+        for name, spec in REQUEST_PARAMS.items():
+            spec.check(name, getattr(self, name))
 
 
 @dataclass
@@ -60,7 +80,9 @@ def seeded(request: GenerationRequest) -> GenerationRequest:
 def sample_choosers(request: GenerationRequest) -> list[TokenChooser]:
     base = seeded(request).sampling.seed
     assert base is not None
-    return [TokenChooser(replace(request.sampling, seed=base + i)) for i in range(request.n)]
+    # sample i draws with seed + i, taken mod 2^32 as the noise takes every seed (so a seed near
+    # MAX_SEED stays in range; the sample reports seed + i, see new_samples)
+    return [TokenChooser(replace(request.sampling, seed=(base + i) & MAX_SEED)) for i in range(request.n)]
 
 
 def new_samples(request: GenerationRequest) -> list[Sample]:

@@ -2,9 +2,11 @@
 
 ::
 
+    SamplingParams (checks itself against SAMPLING_PARAMS: the one definition of each range)
     log-probs (B, V) ─▶ [processors built only for non-default parameters] ─▶ chooser ─▶ ids (B,)
                          repetition penalty, temperature, top-k, top-p          Greedy | Sampling(seed)
     generated text ─▶ StoppingCriteria ─▶ (stop?, finish_reason)
+                  └─▶ StreamedText ─▶ the text safe to show (held back while it may begin a stop string)
 
 Every row of a batch carries its own parameters, seed and step count. A sampled token is drawn
 by the Gumbel-max trick with *counter-based* noise: the noise of vocabulary entry ``v`` at a
@@ -25,17 +27,104 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from model.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from model.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, append_piece
+
+# -- the parameters: their ranges, in one place (the HTTP schemas are built from these) -------------
+MAX_TEMPERATURE = 100.0
+MIN_SCALE = 1e-4  # smallest temperature (other than 0) and repetition penalty: logits are divided by it
+MAX_REPETITION_PENALTY = 100.0
+MAX_SEED = 2**32 - 1  # the noise reads a seed's low 32 bits: a larger seed would repeat a smaller one
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter's range (``None``: open on that side; ``gt`` excludes its value) and what it
+    does. The library checks a value against it; the service's request fields take their bounds
+    and description from it (pydantic's ``ge``/``gt``/``le``)."""
+
+    doc: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+
+    def bounds(self) -> dict[str, float]:
+        """The bounds that are set, by pydantic's names."""
+        return {k: v for k, v in (("ge", self.ge), ("gt", self.gt), ("le", self.le)) if v is not None}
+
+    def check(self, name: str, value: float | None) -> None:
+        """``ValueError`` naming ``name`` when ``value`` is out of range (None: unset, allowed)."""
+        if value is None:
+            return
+        ok = (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+        )  # NaN fails every comparison
+        if not ok:
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+
+    def describe(self) -> str:
+        """The range in words: "non-negative", "at least 1", "in (0, 1]"."""
+        low, opening = (self.gt, "(") if self.gt is not None else (self.ge, "[")
+        if self.le is not None:
+            return (
+                f"in {opening}{_num(low)}, {_num(self.le)}]"
+                if low is not None
+                else f"at most {_num(self.le)}"
+            )
+        if low is None:
+            return "any value"
+        if low == 0:
+            return "positive" if self.gt is not None else "non-negative"
+        return f"{'more than' if self.gt is not None else 'at least'} {_num(low)}"
+
+
+def _num(value: float | None) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+SAMPLING_PARAMS: dict[str, ParamSpec] = {
+    "temperature": ParamSpec(
+        f"0 means greedy (so does anything below {MIN_SCALE:g}).", ge=0.0, le=MAX_TEMPERATURE
+    ),
+    "top_k": ParamSpec("Sample from the k most likely tokens (0: off).", ge=0),
+    "top_p": ParamSpec("Nucleus sampling mass (1: off).", gt=0.0, le=1.0),
+    "repetition_penalty": ParamSpec(
+        "> 1 discourages tokens already generated (1: off).", ge=MIN_SCALE, le=MAX_REPETITION_PENALTY
+    ),
+    "seed": ParamSpec(
+        "Same seed, same output. Default: drawn at random and returned. Sample i uses seed + i.",
+        ge=0,
+        le=MAX_SEED,
+    ),
+}
+
+
+def greedy_if_tiny(temperature: float) -> float:
+    """A temperature below :data:`MIN_SCALE` is 0 (greedy): logits / 1e-300 overflow float32 into
+    NaN probabilities, and the limit is greedy anyway (as in vLLM)."""
+    return 0.0 if temperature < MIN_SCALE else temperature
 
 
 @dataclass
 class SamplingParams:
-    temperature: float = 1.0  # 0 means greedy
+    """How each next token is chosen. Checks itself (as vLLM's ``SamplingParams``): a value out of
+    its range in :data:`SAMPLING_PARAMS` is a ``ValueError`` naming the field."""
+
+    temperature: float = 1.0  # 0 means greedy (so does anything below MIN_SCALE)
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     repetition_penalty: float = 1.0  # 1 = off; >1 discourages tokens already in the text
     seed: int | None = None  # None: drawn at random (and reported back)
     allow_unk: bool = False  # whether <unk> may be generated
+
+    def __post_init__(self) -> None:
+        self._verify_args()
+        self.temperature = greedy_if_tiny(self.temperature)
+
+    def _verify_args(self) -> None:
+        for name, spec in SAMPLING_PARAMS.items():
+            spec.check(name, getattr(self, name))
 
 
 # -- logits processors: (scores (V,), history ids) -> scores -------------------------------------
@@ -343,3 +432,57 @@ class StopMatcher:
         self.length += len(added)
         self.cut = cut
         return cut is not None
+
+
+class StreamedText:
+    """A sample's text as it grows, and how much of it is safe to show: the one stop-string hold-back.
+
+    A token is streamed the moment it is chosen, but its text may be the start of a stop string
+    (stop ``"。\\n"``: a ``。`` might be followed by ``\\n``). Such text is held back until it is
+    ruled out, so a reader who appends every :meth:`reveal` ends with exactly the final, trimmed
+    text::
+
+        stop = ["END"]     token  text so far   shown   held back
+                           "E"    "abE"         ""      "E"       (could start "END")
+                           "x"    "abEx"        "Ex"    ""        (ruled out)
+                           "E"    "abExE"       ""      "E"
+                           "N"    "abExEN"      ""      "EN"
+                           "D"    "abExEND"     ""      -         stop: final text "abEx"
+
+    The stop strings are followed incrementally (``matcher``, a :class:`StopMatcher`): the work
+    per token does not grow with their length. The engine keeps one per row, feeding ``matcher``
+    through :meth:`StoppingCriteria.step`; :meth:`push` does both for a caller with only pieces.
+    """
+
+    def __init__(
+        self, stop: Sequence[str] = (), joiner: str = "", *, matcher: StopMatcher | None = None
+    ) -> None:
+        self.joiner = joiner  # between pieces in push: "" for characters, " " for words (the tokenizer's)
+        self.matcher = matcher if matcher is not None else StoppingCriteria(0, list(stop)).matcher()
+        self.text = ""  # everything generated so far
+        self.shown = 0  # characters of ``text`` already revealed
+        self.final: str | None = None  # the trimmed text, once finished
+
+    def grow(self, text: str) -> str:
+        """``text`` (the text so far with one more token's) replaces the text; returns what it
+        added, for the matcher (:meth:`StoppingCriteria.step`)."""
+        added = text[len(self.text) :]
+        self.text = text
+        return added
+
+    def reveal(self, finish_reason: str | None) -> str:
+        """The text that has become safe to show: up to where a stop string may still begin, or,
+        once finished, the rest of the final text (up to the stop string that ended it)."""
+        if finish_reason is None:
+            safe = self.matcher.safe_length()
+        else:  # "stop": where the earliest stop string starts; eos / length: none can complete any more
+            safe = self.matcher.cut if self.matcher.cut is not None else len(self.text)
+            self.final = self.text[:safe]
+        delta = self.text[self.shown : max(safe, self.shown)]
+        self.shown = max(safe, self.shown)
+        return delta
+
+    def push(self, piece: str, finish_reason: str | None) -> str:
+        """Add one token's text (``finish_reason``: set on the last); return the text now safe to show."""
+        self.matcher.feed(self.grow(append_piece(self.text, piece, self.joiner)))
+        return self.reveal(finish_reason)

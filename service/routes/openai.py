@@ -31,6 +31,7 @@ from fastapi import APIRouter, Depends, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from model.inference.engine.decode import ShownTokenEvent
 from model.models.positions import Alternatives, PositionAlternatives
 from model.text.tokenizer import EOS_ID, Tokenizer
 
@@ -69,7 +70,7 @@ from ..openai_errors import openai_error
 from ..rescoring import refuse_backward
 from ..runner import ModelRunner
 from ..settings import Settings
-from ..streaming import StallBoundedEventSource, StreamedText, check_stop_size
+from ..streaming import StallBoundedEventSource, check_stop_size
 
 log = logging.getLogger("rnnlm.service")
 # model work: admitted, guarded and limited like /generate; a large body is parsed off the event loop
@@ -199,19 +200,21 @@ async def stream_chunks(
                     for j in range(body.n):
                         yield chunk(head, CompletionChoice(index=index + j, text="", finish_reason="length"))
                     continue
-                texts = [StreamedText(stop=list(body.stop), joiner=tok.joiner) for _ in range(body.n)]
+                texts = [""] * body.n  # each choice's text so far (before a stop string is cut)
+                started = [False] * body.n  # whether a choice has shown any text yet
                 async for ev in stream:
+                    assert isinstance(ev, ShownTokenEvent), "the engine's events carry the text safe to show"
                     generated.inc()
                     completion_tokens += 1
-                    shown = texts[ev.sample]
-                    first = shown.shown == 0
-                    delta = shown.push(ev.text, ev.finish_reason)
-                    if body.echo and delta and first:  # the joiner between prompt and completion, if any
+                    texts[ev.sample] = tok.append_piece(texts[ev.sample], ev.text)
+                    delta = ev.shown
+                    if body.echo and delta and not started[ev.sample]:  # the joiner after the prompt, if any
                         delta = tok.append_piece(prompt.text, delta)[len(prompt.text) :]
+                    started[ev.sample] = started[ev.sample] or bool(delta)
                     logprobs = None
                     if body.logprobs is not None:
                         logprobs = token_chunk_logprobs(
-                            tok, body, prompt, ev.token_id, ev.logprob, ev.alternatives, shown.text
+                            tok, body, prompt, ev.token_id, ev.logprob, ev.alternatives, texts[ev.sample]
                         )
                     reason = finish_reason(ev.finish_reason) if ev.finish_reason is not None else None
                     choice = CompletionChoice(

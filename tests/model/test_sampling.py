@@ -1,12 +1,18 @@
 """Table-style tests for the sampling parts and stopping criteria (after TGI's test_tokens.py)."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from model.inference.generation import GenerationRequest, sample_choosers
 from model.inference.sampling import (
+    MAX_SEED,
+    MAX_TEMPERATURE,
+    MIN_SCALE,
     Greedy,
+    ParamSpec,
     RepetitionPenalty,
     SamplingParams,
     StoppingCriteria,
@@ -15,6 +21,7 @@ from model.inference.sampling import (
     TopK,
     TopP,
     build_processors,
+    gumbel_noise,
 )
 from model.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -147,3 +154,76 @@ def test_gumbel_max_samples_the_softmax():
     freq = torch.bincount(torch.tensor(draws), minlength=4).double() / len(draws)
     assert torch.allclose(freq, probs.double(), atol=0.03)
     assert chooser.step == 4000
+
+
+# -- the parameters check themselves (as vLLM's SamplingParams does) ------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"temperature": -1.0}, "temperature must be in [0, 100], got -1.0"),
+        ({"temperature": 100.5}, "temperature must be in [0, 100]"),
+        ({"temperature": math.nan}, "temperature must be"),
+        ({"top_k": -1}, "top_k must be non-negative, got -1"),
+        ({"top_p": 0.0}, "top_p must be in (0, 1], got 0.0"),
+        ({"top_p": 1.5}, "top_p must be in (0, 1]"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty must be in [0.0001, 100], got 0.0"),
+        ({"repetition_penalty": math.inf}, "repetition_penalty must be"),
+        ({"seed": -1}, "seed must be in [0, 4294967295], got -1"),
+        ({"seed": 2**32}, "seed must be in [0, 4294967295]"),
+    ],
+)
+def test_sampling_params_refuse_a_value_out_of_range_naming_it(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        SamplingParams(**kwargs)
+    assert str(e.value).startswith(message)
+
+
+def test_sampling_params_accept_their_bounds_and_a_tiny_temperature_is_greedy():
+    edges = SamplingParams(
+        temperature=MAX_TEMPERATURE, top_k=0, top_p=1.0, repetition_penalty=MIN_SCALE, seed=0
+    )
+    assert edges.temperature == MAX_TEMPERATURE
+    assert SamplingParams(seed=MAX_SEED, repetition_penalty=100.0).seed == MAX_SEED
+    assert SamplingParams(temperature=5e-324).temperature == 0.0  # logits / 5e-324 would be NaN
+    assert SamplingParams(temperature=MIN_SCALE).temperature == MIN_SCALE
+    with pytest.raises(ValueError, match="top_p must be"):
+        replace(SamplingParams(), top_p=0.0)  # a copy checks itself too
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n": 0}, "n must be at least 1, got 0"),
+        ({"max_new_tokens": -1}, "max_new_tokens must be non-negative, got -1"),
+        ({"top_logprobs": -2}, "top_logprobs must be non-negative, got -2"),
+    ],
+)
+def test_generation_request_refuses_a_value_out_of_range_naming_it(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        GenerationRequest("a", **kwargs)
+    assert str(e.value) == message
+
+
+def test_sample_seeds_past_the_largest_seed_wrap_as_the_noise_does():
+    request = GenerationRequest("a", n=3, sampling=SamplingParams(seed=MAX_SEED - 1))
+    assert [c.seed for c in sample_choosers(request)] == [MAX_SEED - 1, MAX_SEED, 0]
+    assert torch.equal(  # the noise reads a seed's low 32 bits: the same draws as before the wrap
+        gumbel_noise(torch.tensor([MAX_SEED + 1]), torch.tensor([3]), 50),
+        gumbel_noise(torch.tensor([0]), torch.tensor([3]), 50),
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        (ParamSpec("", ge=0), "non-negative"),
+        (ParamSpec("", gt=0.0), "positive"),
+        (ParamSpec("", ge=1), "at least 1"),
+        (ParamSpec("", gt=0.5), "more than 0.5"),
+        (ParamSpec("", le=2), "at most 2"),
+        (ParamSpec("", ge=0.0, le=1.0), "in [0, 1]"),
+        (ParamSpec(""), "any value"),
+    ],
+)
+def test_a_range_in_words(spec, words):
+    assert spec.describe() == words

@@ -11,7 +11,7 @@ import pytest
 from model.inference.engine import Engine, EngineConfig
 from model.inference.engine.decode import ShownTokenEvent
 from model.inference.generation import GenerationRequest, generate
-from model.inference.sampling import SamplingParams, StoppingCriteria
+from model.inference.sampling import SamplingParams, StoppingCriteria, StreamedText
 from model.models.lm import LanguageModel
 from model.models.loading import load_model
 from model.text.tokenizer import EOS_ID, append_piece
@@ -178,3 +178,26 @@ def test_work_per_token_does_not_grow_with_stop_length(seed: int) -> None:
     assert long_work <= 3 * short_work  # generous: independent of the stop strings' length
     # the whole-text check this replaces compared about len(text)² / 2 characters per stop string
     assert long_work * 100 < 16 * len(text) ** 2 // 2
+
+
+# (stop strings, pieces, finish reason of the last piece) -> the text shown after each piece
+@pytest.mark.parametrize(
+    ("stop", "pieces", "shown"),
+    [
+        ([], ["a", "b", "c"], ["a", "b", "c"]),
+        (["END"], ["a", "b", "E", "x", "E", "N", "D"], ["a", "b", "", "Ex", "", "", ""]),
+        (["END"], ["E", "N"], ["", "EN"]),  # finished for another reason: flush what was held
+        (["。\n", "！"], ["好", "。", "\n"], ["好", "", ""]),
+        (["ab"], ["x", "a", "a", "b"], ["x", "", "a", ""]),
+        (["xyz"], ["xy", "zq"], ["", ""]),  # a stop string across tokens; the rest of the token is cut
+    ],
+)
+def test_streamed_text_holds_back_possible_stop_strings(stop, pieces, shown):
+    st = StreamedText(stop=stop)
+    got = []
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        reason = ("stop" if any(s in st.text + piece for s in stop) else "length") if last else None
+        got.append(st.push(piece, reason))
+    assert got == shown
+    assert "".join(got) == st.final

@@ -18,7 +18,6 @@ from rnnlm.bench.common import parse_events, sse_blocks
 from service.app import create_app
 from service.runner import ModelRegistry, resolve_device
 from service.settings import Settings, get_settings
-from service.streaming import StreamedText
 
 from ..conftest import build_tiny_model
 
@@ -550,29 +549,6 @@ def test_startup_fails_clearly_on_a_bad_model_dir(tmp_path, settings):
 def test_duplicate_model_names_are_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="share a name"):
         ModelRegistry.load([tiny_model_dir, tiny_model_dir], "cpu")
-
-
-# (stop strings, pieces, finish reason of the last piece) -> the text shown after each piece
-@pytest.mark.parametrize(
-    ("stop", "pieces", "shown"),
-    [
-        ([], ["a", "b", "c"], ["a", "b", "c"]),
-        (["END"], ["a", "b", "E", "x", "E", "N", "D"], ["a", "b", "", "Ex", "", "", ""]),
-        (["END"], ["E", "N"], ["", "EN"]),  # finished for another reason: flush what was held
-        (["。\n", "！"], ["好", "。", "\n"], ["好", "", ""]),
-        (["ab"], ["x", "a", "a", "b"], ["x", "", "a", ""]),
-        (["xyz"], ["xy", "zq"], ["", ""]),  # a stop string across tokens; the rest of the token is cut
-    ],
-)
-def test_streamed_text_holds_back_possible_stop_strings(stop, pieces, shown):
-    st = StreamedText(stop=stop)
-    got = []
-    for i, piece in enumerate(pieces):
-        last = i == len(pieces) - 1
-        reason = ("stop" if any(s in st.text + piece for s in stop) else "length") if last else None
-        got.append(st.push(piece, reason))
-    assert got == shown
-    assert "".join(got) == st.final
 
 
 def test_a_default_past_a_smaller_limit_is_lowered(client):

@@ -12,9 +12,9 @@ A recurrent model carries a fixed-size state per row, so joining and leaving are
 gets the same tokens whatever else shares the batch: the loop does exactly what
 :func:`model.inference.generation.generate_stream` does per row.
 
-Each row also follows the stop strings incrementally (:class:`~model.inference.sampling.StopMatcher`, fed
-only what a token added) and works out the text now safe to show (held back while it may begin
-a stop string), so neither costs the event loop anything. A row whose reader has fallen behind
+Each row also follows the stop strings incrementally and works out the text now safe to show
+(held back while it may begin a stop string: :class:`~model.inference.sampling.StreamedText`, fed
+only what a token added), so neither costs the event loop anything. A row whose reader has fallen behind
 is *parked*: it leaves the batch with its state and log-probs, and rejoins them unchanged.
 
 A short prompt can also be prefilled *in* the batch (:meth:`DecodeBatch.join_fresh`): its rows
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from model.inference.generation import TokenEvent
-from model.inference.sampling import StopMatcher, StoppingCriteria, TokenChooser, choose_tokens
+from model.inference.sampling import StoppingCriteria, StreamedText, TokenChooser, choose_tokens
 from model.models.lm import LanguageModel
 from model.models.positions import Alternatives, top_alternatives
 from model.text.tokenizer import EOS_ID
@@ -48,29 +48,19 @@ class Row:
     chooser: TokenChooser
     stopping: StoppingCriteria
     history: list[int]  # prompt ids + generated ids (for the repetition penalty)
-    text: str = ""
     count: int = 0
-    shown: int = 0  # characters of ``text`` already handed over as safe to show
     feed: list[int] = field(default_factory=list)  # prompt tokens still to feed (prefill in the batch)
     top_logprobs: int = 0  # alternatives to hand over with each token (the request's top_logprobs)
-    matcher: StopMatcher = field(init=False)
+    out: StreamedText = field(init=False)  # the text so far, and how much of it was handed over
 
     def __post_init__(self) -> None:
-        self.matcher = self.stopping.matcher()
-
-    def reveal(self, finish_reason: str | None) -> str:
-        """The text that has become safe to show: past the hold-back, or all of the final text."""
-        # "stop": where the earliest stop string starts; eos / length: none can complete any more
-        safe = self.matcher.safe_length() if finish_reason in (None, "stop") else len(self.text)
-        delta = self.text[self.shown : max(safe, self.shown)]
-        self.shown = max(safe, self.shown)
-        return delta
+        self.out = StreamedText(matcher=self.stopping.matcher())
 
 
 @dataclass
 class ShownTokenEvent(TokenEvent):
     """A token event with ``shown``: the text now safe to show (a client that appends every
-    ``shown`` ends with exactly the final, trimmed text; see service.streaming)."""
+    ``shown`` ends with exactly the final, trimmed text; see sampling.StreamedText)."""
 
     shown: str = ""
 
@@ -165,10 +155,10 @@ class DecodeBatch:
                 row.history.append(token)
                 row.count += 1
                 piece = "" if token == EOS_ID else tok.piece(token)
-                before = len(row.text)
-                row.text = tok.append_piece(row.text, piece)
-                stop, reason = row.stopping.step(row.matcher, token, row.count, row.text[before:])
-                shown = row.reveal(reason)
+                out = row.out
+                added = out.grow(tok.append_piece(out.text, piece))
+                stop, reason = row.stopping.step(out.matcher, token, row.count, added)
+                shown = out.reveal(reason)
                 event = ShownTokenEvent(row.sample, token, piece, lp, reason, alternatives=alts, shown=shown)
                 events.append((row, event))
                 if stop:
