@@ -134,8 +134,8 @@ def realword_distractors(
         for size in (2, 1):
             old = tuple(t.lower() for t in tokens[i : i + size])
             if len(old) == size and old in forms:
-                new = [f for f in forms[old] if vocab is None or all(t in vocab for t in f)]
-                options.setdefault(i, []).extend((size, f) for f in new)
+                usable = [f for f in forms[old] if vocab is None or all(t in vocab for t in f)]
+                options.setdefault(i, []).extend((size, f) for f in usable)
     options = {i: opts for i, opts in options.items() if opts}
     if sum(len(o) for o in options.values()) < n:
         return None
@@ -207,13 +207,14 @@ def build_english_set(
     for line_no, sent_no, tokens in pool:
         if len(items) == size:
             break
-        made = (
+        edited = (
             realword_distractors(tokens, distractors, rng, known)
             if kind == "realword"
             else wordswap_distractors(tokens, distractors, rng)
         )
-        if made is None:
+        if edited is None:
             continue
+        made: list[tuple[str, dict | None]] = list(edited)
         answer = rng.randrange(distractors + 1)
         made.insert(answer, (" ".join(tokens), None))
         items.append(
