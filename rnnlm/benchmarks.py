@@ -141,6 +141,50 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- english-everyday -------------------------------------------------------------------------
+def _everyday_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="a word-level English checkpoint (repeatable); one with a normalizer is sent raw text, "
+        "one without it the text tokenized the WikiText way",
+    )
+    p.add_argument(
+        "--sentences",
+        default=None,
+        help="raw sentences, one per line (default: model/quality/sets/english_everyday.txt)",
+    )
+    p.add_argument(
+        "--distractors", type=positive_int, default=3, help="at most this many per item (default: 3)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the edits and the bootstrap (default: 0)")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+
+
+@benchmark("english-everyday", _everyday_args)
+def cmd_everyday(args: argparse.Namespace) -> int:
+    """Real-word errors and word order in raw everyday English, as a new user would send them."""
+    from model.models.loading import load_model
+    from model.quality.everyday import EVERYDAY, as_sent_to, everyday_sentences, raw_items
+    from model.quality.rerank import rerank
+
+    sentences = everyday_sentences(args.sentences or EVERYDAY)
+    sets = {
+        kind: raw_items(sentences, kind, args.distractors, args.seed) for kind in ("realword", "wordswap")
+    }
+    for model_dir in args.model:
+        lm = load_model(model_dir, device=args.device)
+        normalizes = bool(lm.tokenizer.normalizer)
+        report = {"model": model_dir, "sent": "raw text" if normalizes else "tokenized by hand (WikiText)"}
+        for kind, items in sets.items():
+            result, _ = rerank(lm, as_sent_to(items, normalizes))
+            report[kind] = result.summary(args.seed)
+        print(json.dumps(report, ensure_ascii=False), flush=True)
+    return 0
+
+
 # -- choose-default ---------------------------------------------------------------------------
 def _choose_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
