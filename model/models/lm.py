@@ -11,6 +11,10 @@ Everything downstream (evaluation, reranking, the engine, the service) talks to 
 * ``select_state`` / ``concat_states``: keep or join rows of a state, so sequences can join and
   leave a running batch.
 
+A model with hidden states (the recurrent kinds) also gives a text's vector, ``embed(seqs,
+pooling)`` (:meth:`RecurrentLanguageModel.embed`); the other kinds refuse with
+:class:`NoHiddenStates`.
+
 All log-probs are natural logs, normalized over the whole vocabulary (``<pad>`` and ``<bos>``
 get probability 0; ``<eos>`` and ``<unk>`` are ordinary outcomes).
 
@@ -35,6 +39,24 @@ from model.text.batching import pad_batch
 from model.text.tokenizer import BOS_ID, Tokenizer
 
 State = Any
+POOLINGS = ("last", "mean")  # how ``embed`` makes one vector of a text's hidden states
+
+
+class NoHiddenStates(ValueError):
+    """This model kind has no hidden states to make a text's vector of (an n-gram, a window
+    model, a mixture): ``embed`` needs a recurrent model."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(
+            f"a {kind} model has no hidden states to embed a text with; use a recurrent model (rnn or hybrid)"
+        )
+        self.kind = kind
+
+
+def check_pooling(pooling: str) -> None:
+    """ValueError naming ``pooling`` unless it is one of :data:`POOLINGS`."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
 
 
 class LanguageModel(ABC):
@@ -110,6 +132,19 @@ class LanguageModel(ABC):
         (model/models/positions.py). This default steps the model; a recurrent one shares prefixes."""
         return alternatives_each(self, seqs, top_k, **options)
 
+    @property
+    def embedding_dim(self) -> int:
+        """The width of :meth:`embed`'s vectors; a kind without hidden states raises
+        :class:`NoHiddenStates` (cheap: ask it before any work)."""
+        raise NoHiddenStates(self.kind)
+
+    def embed(self, seqs: Sequence[Sequence[int]], pooling: str = "last", normalize: bool = False) -> Tensor:
+        """Each text's vector (N, D) from the model's hidden states (``seqs``: each text's ids,
+        without ``<bos>``). This default is for a kind that has none: it raises
+        :class:`NoHiddenStates`; a recurrent model overrides it
+        (:meth:`RecurrentLanguageModel.embed` defines the poolings)."""
+        raise NoHiddenStates(self.kind)
+
     def set_numerics(self, precision: str = "fp32", batch_invariant: bool = False) -> None:
         """The precision of the model's products and batch-invariant scoring (model/models/precision.py);
         a kind without these options accepts only the defaults (ValueError otherwise)."""
@@ -160,6 +195,64 @@ class RecurrentLanguageModel(LanguageModel):
         """Prefix-shared, through the same cells and output layer as
         :meth:`score_tree` (model/models/positions.py)."""
         return alternatives_rnn_tree(self, seqs, top_k, **options)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.net.config.hidden_dim
+
+    @torch.inference_mode()
+    def embed(self, seqs: Sequence[Sequence[int]], pooling: str = "last", normalize: bool = False) -> Tensor:
+        """Each text's vector (N, H) float32 on the CPU, from the top recurrent layer's hidden states
+        (:meth:`RNNLM.recurrent`: an LSTM's ``h``, before the projection; a hybrid's RNN part, its
+        n-gram has none). ``seqs`` are the texts' ids without ``<bos>``; the model reads
+        ``<bos> t1 … tn`` (no ``<eos>``), in its own reading direction (a backward model's ids are
+        already right to left). With h_0 the state after ``<bos>`` and h_k the state after t_k:
+
+        * ``pooling="last"``: h_n, the state after the text's last token;
+        * ``pooling="mean"``: (h_1 + … + h_n) / n, the mean over the text's own tokens (h_0, the
+          same for every text, is left out: it would only pull all vectors towards one point).
+
+        An empty text (n = 0) gets h_0 under both. ``normalize``: each vector divided by its L2 norm.
+
+        Texts of similar length run together, right-padded; a row's states never read its padding
+        (position t depends on tokens up to t only) and the padding's states are masked out, so a
+        text's vector does not depend on the others (equal within float rounding, 1e-5: the fused
+        recurrent kernels, which the batch-invariant and bf16 options do not change)."""
+        check_pooling(pooling)
+        out = torch.zeros(len(seqs), self.embedding_dim)  # (N, H)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        for start in range(0, len(order), self.max_batch):
+            rows = order[start : start + self.max_batch]
+            batch = pad_batch([bos_prefix(seqs[i]) for i in rows]).to(self.device)  # (B, L)
+            lengths = torch.tensor([len(seqs[i]) for i in rows], device=self.device)  # n per row
+            out[rows] = self._pool(batch, lengths, pooling).float().cpu()
+        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+    def _pool(self, batch: Tensor, lengths: Tensor, pooling: str) -> Tensor:
+        """(B, H) pooled top-layer states of ``batch`` (B, L) = ``<bos>`` + each text (n tokens,
+        ``lengths`` (B,)) + padding, window by window (the state carried across windows)."""
+        rows = torch.arange(batch.size(0), device=batch.device)
+        last = h0 = summed = state = None
+        for a in range(0, batch.size(1), self.window):
+            h, state = self.net.recurrent(batch[:, a : a + self.window], state)  # (B, t, H)
+            b = a + h.size(1)
+            if a == 0:
+                h0 = h[:, 0]  # (B, H): after <bos>, the empty text's vector
+            if pooling == "last":
+                picked = h[rows, (lengths - a).clamp(0, b - a - 1)]  # (B, H)
+                here = ((lengths >= a) & (lengths < b)).unsqueeze(1)  # (B, 1): h_n is in this window
+                last = picked if last is None else torch.where(here, picked, last)
+            else:
+                position = torch.arange(a, b, device=h.device)  # (t,)
+                text = (position >= 1) & (position <= lengths.unsqueeze(1))  # (B, t): h_1 .. h_n
+                part = (h * text.unsqueeze(-1)).sum(1)  # (B, H)
+                summed = part if summed is None else summed + part
+        if pooling == "last":
+            assert last is not None  # every row has at least <bos>
+            return last
+        assert summed is not None and h0 is not None
+        mean = summed / lengths.clamp(min=1).unsqueeze(1)  # (B, H)
+        return torch.where((lengths == 0).unsqueeze(1), h0, mean)
 
     @abstractmethod
     def tree_output(self, tree: PrefixTree, plan: Plan) -> Callable[[Tensor, int], Tensor]:

@@ -112,13 +112,20 @@ class RNNLM(nn.Module):
 
     def hidden(self, ids: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Top-layer features (B, T, D) feeding the output layer, and the new state (L, B, S)."""
+        out, new_state = self.recurrent(ids, state)  # (B, T, H)
+        out = self._dropout(out)
+        if self.proj is not None:
+            out = self.proj(out)  # (B, T, E)
+        return out, new_state
+
+    def recurrent(self, ids: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The top recurrent layer's hidden states (B, T, H) after each token (an LSTM's ``h``,
+        before dropout and the projection), and the new state (L, B, S). Position t depends only
+        on ``ids[:, :t+1]``: padding after a row's end leaves its earlier positions as they are."""
         if state is None:
             state = self.initial_state(ids.size(0), ids.device)
         x = self._dropout(self._embed(ids))  # (B, T, E)
         out, new_state = self.rnn(x, self._split(state))  # (B, T, H)
-        out = self._dropout(out)
-        if self.proj is not None:
-            out = self.proj(out)  # (B, T, E)
         return out, self._join(new_state)
 
     def _embed(self, ids: Tensor) -> Tensor:

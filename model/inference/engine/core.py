@@ -5,7 +5,9 @@
     event loop (any number of callers)            worker thread (all torch work, inference_mode)
     ─────────────────────────────────             ──────────────────────────────────────────────
     await score(seqs) ──┐                          loop:
-    await next_token()──┼─▶ one-shot queue ──────▶   1. one-shot batch: requests gathered for up to
+    await next_token()──┤   (embed() too: its own
+                        │    pass in the batch)
+                        ├─▶ one-shot queue ──────▶   1. one-shot batch: requests gathered for up to
                         │   (bounded: Overloaded)       max_wait_ms → ONE prefix-tree pass
     generate(request) ──┴─▶ waiting generations ──▶  2. admit waiting generations: ONE prefill pass,
             ▲                                           their rows join the running batch
@@ -64,7 +66,7 @@ from model.inference.engine.types import (
 from model.inference.generation import GenerationRequest, sample_choosers, seeded
 from model.inference.sampling import StoppingCriteria
 from model.inference.scoring import Distribution, top_distributions
-from model.models.lm import LanguageModel
+from model.models.lm import LanguageModel, check_pooling
 from model.models.positions import PositionsResult
 from model.models.prefix import PassStopped, requested_positions
 from model.models.state_cache import PrefixStateCache, cache_scope, current_scope
@@ -104,10 +106,10 @@ class PassTiming:
 
 @dataclass(eq=False)
 class _OneShot:
-    """A queued score or next-token request."""
+    """A queued score, next-token or embed request."""
 
-    kind: str  # "score" | "next_token"
-    seqs: list[list[int]]  # candidates (score) or prefixes (next_token)
+    kind: str  # "score" | "next_token" | "embed"
+    seqs: list[list[int]]  # candidates (score), prefixes (next_token) or texts without <bos> (embed)
     top_k: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
@@ -120,6 +122,7 @@ class _OneShot:
     sealed: bool = False  # its event-loop turn is over: requests submitted with it are queued too
     cache_scope: Hashable = field(default_factory=current_scope)  # the caller's (state_cache.py)
     every_position: bool = False  # an alternatives() request: every position of its sequences
+    embed: tuple[str, bool] | None = None  # an embed() request: its pooling and normalize
 
     def __post_init__(self) -> None:
         self.tokens = sum(len(s) for s in self.seqs)
@@ -281,6 +284,26 @@ class Engine:
             return PositionsResult([], 0)
         return await self._submit("next_token", seqs, top_k, timeout_s, every_position=True)
 
+    async def embed(
+        self,
+        seqs: Sequence[Sequence[int]],
+        *,
+        pooling: str = "last",
+        normalize: bool = False,
+        timeout_s: float | None = None,
+    ) -> torch.Tensor:
+        """Each text's vector (N, D) float32 on the CPU (``lm.embed``: ``seqs`` are the texts' ids
+        without ``<bos>``), batched with the other embed requests of the same pooling. Queued,
+        admitted and costed as the other one-shot requests (a text costs its tokens and ``<bos>``);
+        a model kind without hidden states raises :class:`~model.models.lm.NoHiddenStates` at once,
+        before anything is queued. Its pass runs whole (no chunks: RNNLM_MAX_REQUEST_TOKENS bounds it)."""
+        check_pooling(pooling)
+        dim = self.lm.embedding_dim  # NoHiddenStates here, on the caller's side
+        seqs = self._checked(seqs, min_len=0)
+        if not seqs:
+            return torch.zeros(0, dim)
+        return await self._submit("embed", seqs, 0, timeout_s, embed=(pooling, normalize))
+
     def generate(self, request: GenerationRequest, *, timeout_s: float | None = None) -> GenerationStream:
         """Queue a generation; iterate the returned stream for its events. Call it on the event
         loop. Raises :class:`Overloaded` / :class:`EngineStopped` at once, before any event."""
@@ -330,11 +353,15 @@ class Engine:
         timeout_s: float | None,
         timing: PassTiming | None = None,
         every_position: bool = False,
+        embed: tuple[str, bool] | None = None,
     ) -> Any:
         loop = asyncio.get_running_loop()
         item = _OneShot(kind, seqs, top_k, loop, loop.create_future(), self._deadline(timeout_s))
         item.timing = timing
         item.every_position = every_position
+        if embed is not None:
+            item.embed = embed
+            item.tokens += len(seqs)  # each text is read after its <bos>
         self.admission.refuse_too_costly(kind, item.tokens)
         with self._cv:
             self._admit_locked(kind)
@@ -550,7 +577,10 @@ class Engine:
             positions = [item for item in batch if item.every_position]
             if positions:
                 self._run_positions(positions, nested)
-            rest = [item for item in batch if not item.every_position]
+            embeds = [item for item in batch if item.embed is not None]
+            if embeds:
+                self._run_embeds(embeds)
+            rest = [item for item in batch if not item.every_position and item.embed is None]
             if rest:
                 self._run_oneshot_pass(rest, nested)
         finally:
@@ -699,6 +729,42 @@ class Engine:
             self._release([item])  # counted first, then answered
             _call_soon(item.loop, _resolve, item.future, res, None)
             self.admission.observe_tokens(time.monotonic() - start, item.tokens)
+
+    def _run_embeds(self, items: list[_OneShot]) -> None:
+        """:meth:`embed` requests: one ``lm.embed`` call for those of each (pooling, normalize),
+        skipping any nobody waits for. Each request's tokens count in flight until it is answered."""
+        start = time.monotonic()
+        groups: dict[tuple[str, bool], list[_OneShot]] = {}
+        for item in items:
+            self.stats.kinds[item.kind].queue_wait_s += start - item.submitted
+            self.observer.on_queue_wait(item.kind, start - item.submitted)
+            if item.gone(start):
+                self._release([item])
+                self._fail(item, DeadlineExceeded("embed did not finish before its deadline"))
+                continue
+            assert item.embed is not None
+            groups.setdefault(item.embed, []).append(item)
+        for (pooling, normalize), group in groups.items():
+            began = time.monotonic()
+            try:
+                vectors = self.lm.embed([s for item in group for s in item.seqs], pooling, normalize)
+            except Exception as e:  # a failed pass fails its requests, never the engine
+                log.exception("embed pass failed")
+                self._release(group)
+                for item in group:
+                    self._fail(item, e)
+                continue
+            rows = sum(len(item.seqs) for item in group)
+            self.stats.kinds["embed"].batches += 1
+            self.stats.kinds["embed"].rows += rows
+            self.observer.on_batch("embed", len(group), rows)
+            self._release(group)  # counted first, then answered
+            offset = 0
+            for item in group:
+                result = vectors[offset : offset + len(item.seqs)]
+                offset += len(item.seqs)
+                _call_soon(item.loop, _resolve, item.future, result, None)
+            self.admission.observe_tokens(time.monotonic() - began, sum(item.tokens for item in group))
 
     def _report_prefix_cache(self) -> None:
         """Hand the cache's changes since the last report to the stats and the observer."""

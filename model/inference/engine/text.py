@@ -4,7 +4,8 @@
 :func:`next_token_with_engine` is :func:`model.inference.scoring.next_token_distribution`: the same
 preparation, ranking and result types; only the log-probs come from :meth:`Engine.score` /
 :meth:`Engine.next_token`, so concurrent requests share batches and the candidates of a list
-share their prefixes. ``Ranking.positions`` is the positions computed (the request's trie bound).
+share their prefixes. :func:`embed_with_engine` is :func:`model.inference.embedding.embed_texts`
+through :meth:`Engine.embed`. ``Ranking.positions`` is the positions computed (the request's trie bound).
 
 The steps in Python (tokenizing a megabyte of candidates, ranking them, describing distributions)
 run in a worker thread (``asyncio.to_thread``), so the caller's event loop stays free meanwhile;
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from model.inference.embedding import Embeddings, encode_texts
 from model.inference.engine.core import Engine, PassTiming
 from model.inference.scoring import (
     NextToken,
@@ -98,3 +100,20 @@ async def next_token_with_engine(
             describe=time.perf_counter() - t2,
         )
     return found
+
+
+async def embed_with_engine(
+    engine: Engine,
+    texts: Sequence[str],
+    pooling: str = "last",
+    normalize: bool = False,
+    timeout_s: float | None = None,
+) -> Embeddings:
+    """:func:`model.inference.embedding.embed_texts` with the engine: each text's vector, batched
+    with concurrent requests. A model kind without hidden states raises
+    :class:`~model.models.lm.NoHiddenStates` before anything is tokenized."""
+    engine.lm.embedding_dim  # noqa: B018  (NoHiddenStates at once)
+    texts = list(texts)
+    ids = await _off_loop_if(sum(map(len, texts)) > INLINE_CHARS, encode_texts, engine.lm.tokenizer, texts)
+    vectors = await engine.embed(ids, pooling=pooling, normalize=normalize, timeout_s=timeout_s)
+    return Embeddings(vectors, [len(s) for s in ids], pooling, normalize)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-KINDS = ("score", "next_token", "generate")
+KINDS = ("score", "next_token", "generate", "embed")
 
 
 @dataclass
