@@ -47,8 +47,11 @@ class ServiceMetrics:
         self.tokens_generated = Counter(
             "rnnlm_tokens_generated", "Tokens /generate produced", ["model"], registry=r
         )
+        self.tokens_embedded = Counter(
+            "rnnlm_tokens_embedded", "Tokens of the texts /embed read (without <bos>)", ["model"], registry=r
+        )
 
-        # batching: is it working under this traffic? (kind: score | next_token | generate)
+        # batching: is it working under this traffic? (kind: score | next_token | generate | embed)
         self.batch_requests = Histogram(
             "rnnlm_batch_requests",
             "Requests served by one engine batch",

@@ -2,7 +2,7 @@
 
 ::
 
-    route (event loop) ──await──▶ ModelRunner.score / next_token / alternatives / begin / generate
+    route (event loop) ──await──▶ ModelRunner.score / next_token / alternatives / embed / begin / generate
                                        │
                                        ▼
                               model.inference.engine.Engine (one worker thread per model: dynamic batching
@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from model.inference.embedding import Embeddings
 from model.inference.engine import (
     DeadlineExceeded,
     Engine,
@@ -48,17 +49,17 @@ from model.inference.engine import (
 )
 from model.inference.engine.decode import ShownTokenEvent
 from model.inference.engine.stream import StreamStalled
-from model.inference.engine.text import next_token_with_engine, score_with_engine
+from model.inference.engine.text import embed_with_engine, next_token_with_engine, score_with_engine
 from model.inference.engine.types import TokensInFlight, TooCostly
 from model.inference.generation import GenerationRequest, Sample, TokenEvent, seeded
 from model.inference.sampling import SamplingParams
 from model.inference.scoring import NextToken, Ranking, ScoreOptions
 from model.models.device import resolve_device as _resolve
-from model.models.lm import LanguageModel
+from model.models.lm import LanguageModel, NoHiddenStates
 from model.models.loading import load_model
 from model.models.positions import PositionsResult
 
-from .errors import ApiError, overloaded, retry_after, too_large
+from .errors import ApiError, invalid, overloaded, retry_after, too_large
 
 log = logging.getLogger("rnnlm.service")
 SCORE_COST = ("candidates", "every candidate with the context, <bos> and <eos>")  # field, what counts
@@ -316,6 +317,19 @@ class ModelRunner:
         """``stages``, if given, receives where the time went (see ``next_token_distribution``)."""
         with self._refusals("text", "every text with <bos>"):
             return await next_token_with_engine(self.engine, texts, top_k, stages=stages)
+
+    async def embed(self, texts: Sequence[str], pooling: str, normalize: bool) -> Embeddings:
+        """Each text's vector (:func:`~model.inference.engine.text.embed_with_engine`); a model kind
+        without hidden states (n-gram, window, mixture) is a 422 naming ``model``, before any work."""
+        with self._refusals("texts", "every text with its <bos>"):
+            try:
+                return await embed_with_engine(self.engine, texts, pooling, normalize)
+            except NoHiddenStates as e:
+                raise invalid(
+                    "model",
+                    f"{self.name!r} is a model of kind {e.kind!r}, which has no hidden states to embed a text with; "
+                    "name a recurrent model (kind rnn or hybrid in GET /models)",
+                ) from None
 
     def _refusals(self, field: str | None = None, what: str = "") -> contextlib.AbstractContextManager:
         """The engine's refusals inside, as the service answers them (:func:`refusal`): by cost,

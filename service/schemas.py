@@ -350,6 +350,39 @@ class ScoreResponse(BaseModel):
     )
 
 
+# -- /embed -----------------------------------------------------------------------------------------
+class EmbedRequest(_Request):
+    model: ModelName
+    texts: list[str] = Field(
+        min_length=1,
+        description="The texts to embed, as a batch (a text's vector does not depend on the others). Any "
+        "text is valid, empty included (its vector is the state after <bos>). Their tokens together, "
+        "each text with its <bos>, may cost at most RNNLM_MAX_REQUEST_TOKENS (past it: 413 naming "
+        "`texts`).",
+        json_schema_extra=limit("max_batch_texts"),
+    )
+    pooling: Literal["last", "mean"] = Field(
+        default="last",
+        description="How the top recurrent layer's hidden states become one vector. The model reads "
+        "<bos> and the text (no <eos>); `last`: the state after the text's last token; `mean`: the mean "
+        "of the states after each of the text's tokens (the state after <bos> left out). An empty text "
+        "gets the state after <bos> under both. A backward model reads the text right to left: its "
+        "`last` is the state after the text's first character.",
+    )
+    normalize: bool = Field(
+        default=False,
+        description="Divide each vector by its L2 norm (unit length: a dot product is then the cosine).",
+    )
+
+
+class EmbedResponse(BaseModel):
+    model: str = Field(description="the model that embedded the texts")
+    dim: int = Field(description="the vectors' length: the model's hidden_dim")
+    pooling: Literal["last", "mean"] = Field(description="the pooling used")
+    embeddings: list[list[float]] = Field(description="one vector per text, in input order")
+    tokens: list[int] = Field(description="each text's tokens as the model read them (without <bos>)")
+
+
 # -- /generate --------------------------------------------------------------------------------------
 class GenerateRequest(_SamplingRequest):
     model: ModelName
