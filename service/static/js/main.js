@@ -1,7 +1,8 @@
-// rnnlm playground: three panels over the service's own JSON API (the same calls as /docs).
+// rnnlm playground: four panels over the service's own JSON API (the same calls as /docs).
 //
 //   Next token  ─ POST next-token  (debounced as you type)  ─▶ bar chart + entropy    next-token.js
 //   Generate    ─ POST generate    (stream: true, SSE read through fetch) ─▶ heat-shaded tokens  generate.js
+//   Embed       ─ POST embed       (normalize: true) ─▶ cosine-similarity matrix of the texts  embed.js
 //   Rerank      ─ POST score       (per_token: true) ─▶ ranked table + per-token heat map      rerank.js
 //   header      ─ GET  models      ─▶ model picker (when several are served) + summary        models.js
 //
@@ -11,6 +12,7 @@
 // here, handed to each panel explicitly. URLs are relative, so the page also works behind a
 // reverse proxy under a sub-path (module imports resolve against this file's URL).
 
+import { setupEmbed } from "./embed.js";
 import { setupGenerate } from "./generate.js";
 import { loadModels, renderModels, setupModels } from "./models.js";
 import { setupNextToken } from "./next-token.js";
@@ -23,12 +25,14 @@ async function main() {
   setupModels(state);
   const updateNext = setupNextToken(state);
   setupGenerate(state);
+  const embed = setupEmbed(state);
   const rerank = setupRerank(state);
   const ready = loadModels().then((models) => {
     setModels(state, models);
     renderModels(state);
   });
   const firstOpen = new Map([
+    ["panel-embed", () => ready.then(embed)], // first visit: the example texts, compared
     ["panel-rerank", () => ready.then(rerank)], // first visit: the homophones, ranked
   ]);
   setupTabs(firstOpen);
