@@ -106,7 +106,9 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=10_000, ge=1, description="characters in any one string")
     max_candidates: int = Field(default=1000, ge=1, description="candidates per /score request")
     max_batch_texts: int = Field(
-        default=256, ge=1, description="texts per /next-token request; prompts per /v1/completions request"
+        default=256,
+        ge=1,
+        description="texts per /next-token or /embed request; prompts per /v1/completions request",
     )
     max_top_k: int = Field(default=1000, ge=1, description="top_k of /next-token and /generate")
     max_new_tokens: int = Field(default=1024, ge=1, description="max_new_tokens of /generate")
@@ -189,9 +191,9 @@ class Settings(BaseSettings):
         default=65_536,
         ge=1,
         description=(
-            "tokens one /score, /next-token or /v1/completions request may cost (candidates with their "
-            "context, the texts' prefixes, or a completion's prompts, echoed positions and prompts × n × "
-            "max_tokens to generate); past it: 413"
+            "tokens one /score, /next-token, /embed or /v1/completions request may cost (candidates with "
+            "their context, the texts' prefixes (an /embed text with its <bos>), or a completion's prompts, "
+            "echoed positions and prompts × n × max_tokens to generate); past it: 413"
         ),
     )
     max_tokens_in_flight: int = Field(
