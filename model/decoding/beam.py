@@ -138,7 +138,8 @@ class _Batches:
     def gather(self, lm: LanguageModel, sources: list[tuple[int, int]]) -> State:
         """One state of the rows ``sources`` (batch, row), in that order."""
         order = sorted(range(len(sources)), key=lambda i: sources[i])
-        parts, rows_of = [], {}
+        parts: list[State] = []
+        rows_of: dict[int, list[int]] = {}
         for i in order:
             rows_of.setdefault(sources[i][0], []).append(sources[i][1])
         for b, rows in rows_of.items():

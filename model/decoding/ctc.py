@@ -114,7 +114,7 @@ class FlashlightLM(LM):
         self.pending.clear()
         if not todo:
             return
-        parents = [self.states[self.states[s].parent] for s in todo]  # type: ignore[index]
+        parents = [self.states[self.states[s].parent] for s in todo]
         by_batch: dict[int, list[int]] = {}
         for i, p in enumerate(parents):
             by_batch.setdefault(p.batch, []).append(i)
@@ -152,12 +152,17 @@ class FlashlightLM(LM):
 class CtcHypothesis:
     text: str
     tokens: list[int]  # decoder token indices (blanks and repeats removed)
-    score: float  # the decoder's total: emissions + lm_weight × LM (+ silence scores)
-    lm_score: float  # the LM's part as the decoder summed it (lm_weight applied)
+    score: float  # the decoder's total: emissions + lm_weight × lm_score (+ silence scores)
+    lm_score: float  # the LM's log-prob as the decoder summed it (before lm_weight)
 
 
 class CtcDecoder:
-    """flashlight-text's lexicon-free CTC beam search with our model fused in."""
+    """flashlight-text's lexicon-free CTC beam search with our model fused in.
+
+    ``beam_size`` hypotheses are kept per frame; each tries only the ``beam_size_token`` tokens
+    the emissions rate best in that frame. Every token tried becomes a state our model steps
+    (pending, then batched), so with a vocabulary of thousands of characters keep
+    ``beam_size_token`` small: the model steps up to ``beam_size × beam_size_token`` rows a frame."""
 
     def __init__(
         self,
@@ -166,7 +171,7 @@ class CtcDecoder:
         blank: str = "<blank>",
         word_delimiter: str | None = None,
         beam_size: int = 16,
-        beam_size_token: int | None = None,
+        beam_size_token: int = 32,
         beam_threshold: float = 50.0,
         lm_weight: float = 1.0,
         sil_score: float = 0.0,
@@ -180,7 +185,7 @@ class CtcDecoder:
         self.lm = FlashlightLM(lm, token_map(lm.tokenizer, tokens, blank, word_delimiter))
         options = LexiconFreeDecoderOptions(
             beam_size,
-            beam_size_token or len(tokens),
+            min(beam_size_token, len(tokens)),
             beam_threshold,
             lm_weight,
             sil_score,
