@@ -17,7 +17,8 @@ is its slot k)::
                     the word's first token is read off the survivor's row; a word of several
                     tokens (a char model reading 你好) is fed token by token, one batched step per
                     token for all such expansions; an epsilon arc passes the hypothesis on as is.
-    the end node:  + lm_weight × log P(<eos>), the ``nbest`` best paths come out.
+    the end node:  every hypothesis that reaches it (recombined, not cut to the beam) gets
+                   + lm_weight × log P(<eos>); the ``nbest`` best paths come out.
 
 Feeding a word's last token waits until its hypothesis survives pruning at the node it enters,
 so the model only ever steps hypotheses that are kept.
@@ -190,7 +191,8 @@ def decode_graph(
         }
         finals: list[_Hyp] = []
         for level in graph.levels():
-            kept = {n: _prune(waiting.pop(n, []), opts, width, stats) for n in level}
+            # The end node keeps every (recombined) hypothesis: <eos> may still reorder them.
+            kept = {n: _prune(waiting.pop(n, []), opts, width, stats, n == graph.end) for n in level}
             live = [h for n in level for h in kept[n]]
             if not live:
                 continue
@@ -225,8 +227,10 @@ def _key(h: _Hyp, width: int | None) -> tuple[int, ...]:
     return (BOS_ID, *h.ids)[-width:] if width else ()
 
 
-def _prune(hyps: list[_Hyp], opts: DecodeOptions, width: int | None, stats: DecodeStats) -> list[_Hyp]:
-    """Recombine (the best of each key, or of each identical history), then the beam."""
+def _prune(
+    hyps: list[_Hyp], opts: DecodeOptions, width: int | None, stats: DecodeStats, at_end: bool = False
+) -> list[_Hyp]:
+    """Recombine (the best of each key, or of each identical history), then the beam (not at the end)."""
     if opts.recombine:
         best: dict[tuple[int, ...], _Hyp] = {}
         for h in hyps:
@@ -236,7 +240,10 @@ def _prune(hyps: list[_Hyp], opts: DecodeOptions, width: int | None, stats: Deco
                 best[key] = h
         stats.merged += len(hyps) - len(best)
         hyps = list(best.values())
-    kept = sorted(hyps, key=lambda h: -h.score)[: opts.beam]
+    kept = sorted(hyps, key=lambda h: -h.score)
+    if at_end:
+        return kept
+    kept = kept[: opts.beam]
     if kept and math.isfinite(opts.beam_threshold):
         floor = kept[0].score - opts.beam_threshold
         kept = [h for h in kept if h.score >= floor]
