@@ -19,7 +19,7 @@ best first; ``score = acoustic + lm_weight × lm_logprob + length_bonus × num_t
 stderr naming the file and line, exit status 2; a missing file or checkpoint, status 1.
 
 This module only parses options and reads and writes files; :mod:`model.decoding` does the work.
-It imports nothing of :mod:`rnnlm.cli` (the CLI adds it with :func:`add_parser`).
+It imports nothing of :mod:`rnnlm.cli`, which joins its ``commands`` registry.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .commands import Commands
+
+commands = Commands()  # `rnnlm decode` (joined in rnnlm/cli.py)
 
 SLF_SUFFIXES = (".lat", ".slf", ".htk", ".lat.gz", ".slf.gz", ".htk.gz")
 
@@ -61,6 +65,11 @@ def add_parser(subparsers: Any) -> None:
         help="search confusion networks (JSONL) or SLF lattices with a language model in the loop",
         description=__doc__.split("::")[0].strip() if __doc__ else None,
     )
+    _decode_args(p)
+    p.set_defaults(handler=run)
+
+
+def _decode_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--cn", metavar="FILE", help="confusion networks, one utterance per JSONL line")
     src.add_argument("--slf", metavar="DIR", help="a directory of HTK SLF lattices (one utterance each)")
@@ -106,7 +115,6 @@ def add_parser(subparsers: Any) -> None:
         "--metric", choices=("cer", "wer"), help="error rate (default: cer for a char model, else wer)"
     )
     p.add_argument("--limit", type=_count(1), help="decode only the first N utterances")
-    p.set_defaults(handler=run)
 
 
 class InputError(ValueError):
@@ -171,6 +179,12 @@ def _references(path: str | None) -> dict[str, str]:
                     f"{path}:{number}: needs a JSON object with id and reference ({e})"
                 ) from None
     return out
+
+
+@commands("decode", _decode_args)
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Search confusion networks (JSONL) or HTK lattices with a language model in the loop."""
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:

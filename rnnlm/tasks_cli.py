@@ -56,6 +56,12 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 def _pinyin_args(p: argparse.ArgumentParser) -> None:
     _common_args(p)
     p.add_argument(
+        "--cn",
+        action="store_true",
+        help="also write dev.cn.jsonl and test.cn.jsonl: each utterance as a confusion network (every "
+        "syllable's candidate characters with the first pass's posteriors), for `rnnlm decode --cn`",
+    )
+    p.add_argument(
         "--beam", type=_count(1), default=64, help="partial hypotheses kept at each syllable (default: 64)"
     )
     p.add_argument(
@@ -107,6 +113,10 @@ def _run(task: str, args: argparse.Namespace, **extra: int) -> int:
     torch.set_num_threads(1)
     command = "rnnlm " + shlex.join(sys.argv[1:]) if sys.argv[1:3] == ["task", task] else ""
     manifest = build_task(task, args.data, args.out, cfg, command)
+    if getattr(args, "cn", False):
+        from model.quality.pinyin_cn import write_pinyin_cns
+
+        manifest["confusion_networks"] = write_pinyin_cns(args.data, args.out, cfg)
     print(
         json.dumps(
             {"out": args.out, "elapsed_seconds": manifest["elapsed_seconds"], "sets": manifest["sets"]},

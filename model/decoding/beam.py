@@ -99,17 +99,10 @@ class DecodeStats:
 
 
 def context_width(lm: LanguageModel) -> int | None:
-    """How many past tokens ``lm``'s next-token distribution depends on, <bos> included; None when
-    the whole history matters (an RNN). Used only to merge hypotheses (:mod:`model.decoding.beam`).
-
-    A model may say so itself (``lm.context_width()``); an n-gram looks at ``order - 1`` tokens;
-    anything else is treated as looking at everything, which is always exact."""
-    own = getattr(lm, "context_width", None)
-    if callable(own):
-        return own()
-    if lm.kind == "ngram":
-        return int(lm.order) - 1  # type: ignore[attr-defined]
-    return None
+    """How many past tokens ``lm``'s next-token distribution depends on (its
+    :meth:`~model.models.lm.LanguageModel.context_width`: an n-gram ``order - 1``, None for an RNN,
+    which is always exact). Used only to merge hypotheses."""
+    return lm.context_width()
 
 
 # -- hypotheses ----------------------------------------------------------------------------------------

@@ -156,6 +156,12 @@ class LanguageModel(ABC):
     def precision(self) -> str:
         return "fp32"
 
+    def context_width(self) -> int | None:
+        """How many past tokens the next-token distribution depends on, <bos> included; None when
+        the whole history matters (an RNN, the default). A search may merge hypotheses that agree on
+        that many last tokens (model/decoding/beam.py): None is always exact."""
+        return None
+
     def describe(self) -> dict:
         return {
             "kind": self.kind,

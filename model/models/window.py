@@ -127,6 +127,10 @@ class WindowLanguageModel(LanguageModel):
     def concat_states(self, states: Sequence[Tensor]) -> Tensor:
         return torch.cat(list(states), dim=0)
 
+    def context_width(self) -> int | None:
+        """The previous ``context`` tokens decide the next one, as in an n-gram."""
+        return self.width
+
     def describe(self) -> dict:
         c = self.net.config
         return {

@@ -187,3 +187,12 @@ def test_decoding_leaves_no_autograd_state(rnn):
     paths = decode_cn(rnn, CN, DecodeOptions(beam=4))
     assert isinstance(paths[0].score, float)
     assert not torch.is_inference_mode_enabled()
+
+
+def test_a_window_model_looks_back_its_context() -> None:
+    from model.models.window import WindowConfig, WindowLanguageModel, WindowNet
+    from model.text.tokenizer import Tokenizer
+
+    tok = Tokenizer.build(["abc"], kind="char")
+    net = WindowNet(WindowConfig(vocab_size=tok.vocab_size, context=3, emb_dim=4, hidden_dim=4))
+    assert context_width(WindowLanguageModel(net, tok)) == 3

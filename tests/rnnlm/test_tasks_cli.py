@@ -115,3 +115,14 @@ def test_rerank_sets_become_nbest_files_with_the_reference_among_the_candidates(
         for u, item in zip(utterances, items, strict=True):
             assert [c.text for c in u.candidates] == item.candidates
             assert {c.score for c in u.candidates} == {0.0}
+
+
+def test_pinyin_cn_writes_confusion_networks_beside_the_nbest(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["task", "pinyin", "--data", str(corpus), "--out", str(out), "--sentences", "2", "--nbest", "3"]
+    assert main([*args, "--beam", "8", "--cn"]) == 0
+    for name in ("dev", "test"):
+        nbest = [json.loads(line)["id"] for line in (out / f"{name}.jsonl").read_text().splitlines()]
+        cns = [json.loads(line) for line in (out / f"{name}.cn.jsonl").read_text().splitlines()]
+        assert [u["id"] for u in cns] == nbest  # the same utterances
+        assert all(u["slots"] and all(slot for slot in u["slots"]) for u in cns)

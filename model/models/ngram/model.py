@@ -82,6 +82,10 @@ class NGramLanguageModel(LanguageModel):
     def concat_states(self, states: Sequence[Tensor]) -> Tensor:
         return torch.cat(list(states), dim=0)
 
+    def context_width(self) -> int | None:
+        """The last ``order - 1`` tokens decide the next one."""
+        return self.order - 1
+
     def describe(self) -> dict:
         return {
             **super().describe(),
