@@ -5,6 +5,7 @@ imports them)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def usage_error(message: str) -> argparse.ArgumentError:
@@ -14,3 +15,15 @@ def usage_error(message: str) -> argparse.ArgumentError:
 
 DEVICE_HELP = "where to run: auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N"
 CORPUS_HELP = "corpus directory (train.txt, valid.txt, test.txt) from `rnnlm prepare-data`"
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer of at least {minimum}, got {text}")
+        return value
+
+    return parse

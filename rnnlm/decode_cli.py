@@ -34,21 +34,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .args import at_least
 from .commands import Commands
 
 commands = Commands()  # `rnnlm decode` (joined in rnnlm/cli.py)
 
 SLF_SUFFIXES = (".lat", ".slf", ".htk", ".lat.gz", ".slf.gz", ".htk.gz")
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer of at least {minimum}, got {text}")
-        return value
-
-    return parse
 
 
 def _finite(text: str) -> float:
@@ -76,8 +67,8 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="a checkpoint directory (or an .arpa file)")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--out", metavar="FILE", help="write the n-best JSONL here (default: not written)")
-    p.add_argument("--beam", type=_count(1), default=16, help="hypotheses kept per slot/node (default: 16)")
-    p.add_argument("--nbest", type=_count(1), default=5, help="paths written per utterance (default: 5)")
+    p.add_argument("--beam", type=at_least(1), default=16, help="hypotheses kept per slot/node (default: 16)")
+    p.add_argument("--nbest", type=at_least(1), default=5, help="paths written per utterance (default: 5)")
     p.add_argument(
         "--lm-weight", type=_finite, default=1.0, help="weight of the model's log-prob (default: 1)"
     )
@@ -86,7 +77,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-arcs",
-        type=_count(0),
+        type=at_least(0),
         default=0,
         help="per-slot pruning: only the K best-scored alternatives of a slot/node (default: 0, all)",
     )
@@ -114,7 +105,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metric", choices=("cer", "wer"), help="error rate (default: cer for a char model, else wer)"
     )
-    p.add_argument("--limit", type=_count(1), help="decode only the first N utterances")
+    p.add_argument("--limit", type=at_least(1), help="decode only the first N utterances")
 
 
 class InputError(ValueError):

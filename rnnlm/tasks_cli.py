@@ -13,24 +13,12 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Callable
 
+from .args import at_least
 from .commands import Commands
 
 commands = Commands()  # `rnnlm task` (joined in rnnlm/cli.py)
 task_action = Commands()  # @task_action("name", add_args) registers `rnnlm task name`
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer of at least {minimum}, got {text}")
-        return value
-
-    return parse
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
@@ -38,16 +26,20 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         "--data", required=True, help="corpus directory (train/valid/test.txt from `rnnlm prepare-data`)"
     )
     p.add_argument("--out", required=True, help="directory to write dev.jsonl, test.jsonl, manifest.json")
-    p.add_argument("--sentences", type=_count(1), default=300, help="utterances per set (default: 300)")
+    p.add_argument("--sentences", type=at_least(1), default=300, help="utterances per set (default: 300)")
     p.add_argument(
-        "--nbest", type=_count(1), default=20, help="candidates per utterance, at most (default: 20)"
+        "--nbest", type=at_least(1), default=20, help="candidates per utterance, at most (default: 20)"
     )
     p.add_argument("--seed", type=int, default=0, help="which held-out sentences are drawn (default: 0)")
-    p.add_argument("--min-len", type=_count(1), default=8, help="shortest sentence, characters (default: 8)")
-    p.add_argument("--max-len", type=_count(1), default=40, help="longest sentence, characters (default: 40)")
+    p.add_argument(
+        "--min-len", type=at_least(1), default=8, help="shortest sentence, characters (default: 8)"
+    )
+    p.add_argument(
+        "--max-len", type=at_least(1), default=40, help="longest sentence, characters (default: 40)"
+    )
     p.add_argument(
         "--first-pass-order",
-        type=_count(1),
+        type=at_least(1),
         default=2,
         help="n of the first pass's Kneser-Ney n-gram, counted on train (default: 2, a bigram)",
     )
@@ -62,17 +54,17 @@ def _pinyin_args(p: argparse.ArgumentParser) -> None:
         "syllable's candidate characters with the first pass's posteriors), for `rnnlm decode --cn`",
     )
     p.add_argument(
-        "--beam", type=_count(1), default=64, help="partial hypotheses kept at each syllable (default: 64)"
+        "--beam", type=at_least(1), default=64, help="partial hypotheses kept at each syllable (default: 64)"
     )
     p.add_argument(
         "--max-candidates",
-        type=_count(0),
+        type=at_least(0),
         default=0,
         help="characters offered per syllable: the K read that way most often in train (default: 0, all)",
     )
     p.add_argument(
         "--min-count",
-        type=_count(1),
+        type=at_least(1),
         default=1,
         help="times a character must be read that way in train to be offered (default: 1)",
     )
@@ -82,7 +74,7 @@ def _wordorder_args(p: argparse.ArgumentParser) -> None:
     _common_args(p)
     p.add_argument(
         "--max-chunk",
-        type=_count(1),
+        type=at_least(1),
         default=3,
         help="longest run of characters moved by one swap of adjacent chunks (default: 3)",
     )
@@ -144,8 +136,8 @@ def _rerank_args(p: argparse.ArgumentParser) -> None:
         "--data", required=True, help="corpus directory (train/valid/test.txt from `rnnlm prepare-data`)"
     )
     p.add_argument("--out", required=True, help="directory to write dev.jsonl, test.jsonl, manifest.json")
-    p.add_argument("--size", type=_count(1), default=500, help="items per set (default: 500)")
-    p.add_argument("--distractors", type=_count(1), default=5, help="distractors per item (default: 5)")
+    p.add_argument("--size", type=at_least(1), default=500, help="items per set (default: 500)")
+    p.add_argument("--distractors", type=at_least(1), default=5, help="distractors per item (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="which sentences and edits are drawn (default: 0)")
     p.add_argument(
         "--sets-dir", default="runs/rerank", help="where the reranking sets are cached (default: runs/rerank)"

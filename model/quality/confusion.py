@@ -49,6 +49,28 @@ class RerankItem:
         return self.candidates[self.answer]
 
 
+def with_original(
+    item_id: str,
+    kind: str,
+    original: str,
+    distractors: Sequence[tuple[str, dict]],
+    rng: random.Random,
+    source: dict,
+) -> RerankItem:
+    """An item: the ``original`` put among its ``distractors`` (text, edit) at a seeded position."""
+    made: list[tuple[str, dict | None]] = list(distractors)
+    answer = rng.randrange(len(made) + 1)
+    made.insert(answer, (original, None))
+    return RerankItem(
+        id=item_id,
+        kind=kind,
+        candidates=[c for c, _ in made],
+        answer=answer,
+        edits=[e for _, e in made],
+        source=source,
+    )
+
+
 def is_hanzi(ch: str) -> bool:
     return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
 
@@ -201,18 +223,8 @@ def build_set(
         )
         if made is None:
             continue
-        answer = rng.randrange(distractors + 1)
-        made.insert(answer, (sentence, None))
-        items.append(
-            RerankItem(
-                id=f"{kind}-{len(items)}",
-                kind=kind,
-                candidates=[c for c, _ in made],
-                answer=answer,
-                edits=[e for _, e in made],
-                source={"split": split, "line": line_no, "sentence": sent_no},
-            )
-        )
+        source = {"split": split, "line": line_no, "sentence": sent_no}
+        items.append(with_original(f"{kind}-{len(items)}", kind, sentence, made, rng, source))
     return items
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-from model.quality.confusion import RerankItem
+from model.quality.confusion import RerankItem, with_original
 from model.text.english import normalize
 
 ENGLISH_KINDS = ("realword", "wordswap")
@@ -214,17 +214,6 @@ def build_english_set(
         )
         if edited is None:
             continue
-        made: list[tuple[str, dict | None]] = list(edited)
-        answer = rng.randrange(distractors + 1)
-        made.insert(answer, (" ".join(tokens), None))
-        items.append(
-            RerankItem(
-                id=f"{kind}-{len(items)}",
-                kind=kind,
-                candidates=[c for c, _ in made],
-                answer=answer,
-                edits=[e for _, e in made],
-                source={"split": split, "line": line_no, "sentence": sent_no},
-            )
-        )
+        source = {"split": split, "line": line_no, "sentence": sent_no}
+        items.append(with_original(f"{kind}-{len(items)}", kind, " ".join(tokens), edited, rng, source))
     return items

@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.quality.confusion import RerankItem
+from model.quality.confusion import RerankItem, with_original
 from model.quality.english_sets import realword_distractors, wordswap_distractors
 from model.text.english import detokenize, normalize
 
@@ -44,21 +44,9 @@ def raw_items(sentences: Sequence[str], kind: str, distractors: int = 3, seed: i
                 break
         else:
             continue
-        candidates = [detokenize(text.split()) for text, _ in edited]
-        answer = rng.randrange(len(candidates) + 1)
-        candidates.insert(answer, sentence)
-        edits: list[dict | None] = [e for _, e in edited]
-        edits.insert(answer, None)
-        items.append(
-            RerankItem(
-                id=f"everyday-{kind}-{len(items)}",
-                kind=kind,
-                candidates=candidates,
-                answer=answer,
-                edits=edits,
-                source={"sentence": number},
-            )
-        )
+        raw = [(detokenize(text.split()), edit) for text, edit in edited]
+        source = {"sentence": number}
+        items.append(with_original(f"everyday-{kind}-{len(items)}", kind, sentence, raw, rng, source))
     return items
 
 
