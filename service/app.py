@@ -47,7 +47,7 @@ from .guard import Drain, RequestGuardMiddleware
 from .limits import BodyLimitMiddleware, FramingMiddleware, document_limits
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .openai_errors import OpenAIErrorsMiddleware
-from .routes import embed, generate, next_token, openai, ops, score, tokenize
+from .routes import decode, embed, generate, next_token, openai, ops, score, tokenize
 from .runner import ENGINE_ERRORS, ModelRegistry
 from .settings import Settings, get_settings
 from .startup import StartupError, load_registry, public_reason
@@ -55,7 +55,7 @@ from .startup import StartupError, load_registry, public_reason
 log = logging.getLogger("rnnlm.service")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-DESCRIPTION = """Score, rerank, predict, generate and embed text with a trained RNN language model.
+DESCRIPTION = """Score, rerank, predict, generate, embed and decode text with a trained RNN language model.
 
 All log-probs are natural logs. Every error has the same JSON shape:
 `{"error": {"type", "message", "field", "status"}}`.
@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
 
     install_error_handlers(app, ENGINE_ERRORS)
     # openai, tokenize: the ecosystem's protocols (/v1/completions, /tokenize, ...) on the same engine
-    admitted = [m.router for m in (next_token, score, embed, generate, openai)]
+    admitted = [m.router for m in (next_token, score, embed, decode, generate, openai)]
     model_routers = [*admitted, tokenize.router]  # guarded (deadline, disconnect); tokenize runs no model
     app.include_router(ops.router)
     app.include_router(openai.info_router)

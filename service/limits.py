@@ -31,15 +31,18 @@ from .errors import ApiError, error_response, invalid, too_large
 from .settings import Settings
 
 LIMIT_KEY = "x-rnnlm-limit"
+CHARS_PER_KEY = "x-rnnlm-chars-per"  # a string field bounded by a setting: characters per unit of it
 TEXT_LIMIT = "max_text_chars"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def limit(setting: str) -> JsonDict:
-    """``json_schema_extra`` for a field bounded by the named setting."""
+def limit(setting: str, chars_per: int | None = None) -> JsonDict:
+    """``json_schema_extra`` for a field bounded by the named setting. ``chars_per``: a string field
+    (a lattice's text) may hold that many characters per unit of the setting, instead of
+    ``max_text_chars``."""
     if setting not in Settings.model_fields:
         raise ValueError(f"no setting named {setting!r}")
-    return {LIMIT_KEY: setting}
+    return {LIMIT_KEY: setting} if chars_per is None else {LIMIT_KEY: setting, CHARS_PER_KEY: chars_per}
 
 
 def env_name(setting: str) -> str:
@@ -68,8 +71,17 @@ def check_limits(body: BaseModel, settings: Settings) -> None:
                     raise too_large(
                         name, f"{shown(value)} is more than the limit of {cap} ({env_name(setting)})"
                     )
+        chars_per = extra.get(CHARS_PER_KEY)
         for path, text in _strings(name, value):
-            if len(text) > settings.max_text_chars:
+            if isinstance(setting, str) and isinstance(chars_per, int):  # a long text of its own kind
+                cap = chars_per * getattr(settings, setting)
+                if len(text) > cap:
+                    raise too_large(
+                        path,
+                        f"{len(text)} characters is more than the limit of {cap} ({chars_per} per unit of "
+                        f"{env_name(setting)})",
+                    )
+            elif len(text) > settings.max_text_chars:
                 raise too_large(
                     path,
                     f"{len(text)} characters is more than the limit of "
@@ -91,7 +103,7 @@ def shown(value: float) -> str:
 def _strings(path: str, value: Any):
     if isinstance(value, str):
         yield path, value
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             yield from _strings(f"{path}.{i}", item)
 
@@ -104,6 +116,7 @@ def document_limits(openapi: dict, settings: Settings) -> dict:
             continue
         for prop in schema.get("properties", {}).values():
             setting = prop.get(LIMIT_KEY)
+            chars_per = prop.get(CHARS_PER_KEY)
             if setting is not None:
                 cap = getattr(settings, setting)
                 for branch in _branches(prop):
@@ -111,10 +124,13 @@ def document_limits(openapi: dict, settings: Settings) -> dict:
                         branch["maxItems"] = cap
                     elif branch.get("type") in ("integer", "number"):
                         branch["maximum"] = cap
+                    elif branch.get("type") == "string" and chars_per is not None:
+                        branch["maxLength"] = cap * chars_per
                 prop["description"] = (
                     prop.get("description", "") + f" Limit: {cap} ({env_name(setting)}); past it: 413."
                 ).strip()
-            _cap_strings(prop, settings.max_text_chars)
+            if chars_per is None:
+                _cap_strings(prop, settings.max_text_chars)
     return openapi
 
 
@@ -128,6 +144,8 @@ def _cap_strings(schema: dict, max_chars: int) -> None:
             branch["maxLength"] = min(branch.get("maxLength", max_chars), max_chars)
         if isinstance(branch.get("items"), dict):
             _cap_strings(branch["items"], max_chars)
+        for item in branch.get("prefixItems", []):  # a tuple's members ([word, score])
+            _cap_strings(item, max_chars)
 
 
 class BodyTooLarge(StarletteHTTPException):

@@ -2,7 +2,7 @@
 
 ::
 
-    route (event loop) ──await──▶ ModelRunner.score / next_token / alternatives / embed / begin / generate
+    route (event loop) ──await──▶ ModelRunner.score / next_token / alternatives / embed / decode / begin / generate
                                        │
                                        ▼
                               model.inference.engine.Engine (one worker thread per model: dynamic batching
@@ -29,13 +29,16 @@ samples carry the same mapping.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from model.decoding import DecodedPath, DecodeOptions, DecodeStats, WordGraph, decode_graph, search_cost
 from model.inference.embedding import Embeddings
 from model.inference.engine import (
     DeadlineExceeded,
@@ -63,6 +66,7 @@ from .errors import ApiError, invalid, overloaded, retry_after, too_large
 
 log = logging.getLogger("rnnlm.service")
 SCORE_COST = ("candidates", "every candidate with the context, <bos> and <eos>")  # field, what counts
+DECODE_COST = "the search's model rows, bounded before it starts"  # what a decode's cost counts
 MAX_SHOWN_NAME = 64  # characters of an unknown model name an error message echoes
 STOPPING_RETRY_S = 5  # the Retry-After of a model that is stopping
 
@@ -257,6 +261,15 @@ class Generation:
             return await self._stream.collect()
 
 
+@dataclass
+class Decoded:
+    """A search's answer: the paths best first, what the search did and its bound."""
+
+    paths: list[DecodedPath]
+    stats: DecodeStats
+    cost: int  # the bound in model rows admitted (model.decoding.search_cost)
+
+
 class ModelRunner:
     """One model and the engine that runs all of its work."""
 
@@ -330,6 +343,51 @@ class ModelRunner:
                     f"{self.name!r} is a model of kind {e.kind!r}, which has no hidden states to embed a text with; "
                     "name a recurrent model (kind rnn or hybrid in GET /models)",
                 ) from None
+
+    async def decode(
+        self, graph_of: Callable[[], WordGraph], field: str, options: DecodeOptions, max_cost: int
+    ) -> Decoded:
+        """The best paths through the word graph ``graph_of()`` builds (a confusion network's or a
+        lattice's, named ``field`` by the refusals), searched on the engine's worker.
+
+        Plan (in a worker thread: parsing a lattice, tokenizing its words): the graph, checked (a
+        ValueError, such as a lattice's line at fault, is a 422 naming ``field``), and its cost
+        (:func:`~model.decoding.search_cost`): past ``max_cost`` (RNNLM_MAX_DECODE_COST) a 413
+        naming ``field``. Run: the engine admits it at that cost (RNNLM_MAX_REQUEST_TOKENS,
+        RNNLM_MAX_TOKENS_IN_FLIGHT) and stops it between levels once nobody waits (the request's
+        deadline, a client gone). A backward model is a 422 naming ``model``, before any work."""
+        if self.lm.tokenizer.backward:
+            raise invalid(
+                "model",
+                f"{self.name!r} is a backward (right-to-left) model; a search reads its input left to "
+                "right and needs a forward model",
+            )
+
+        def plan() -> tuple[WordGraph, int]:
+            graph = graph_of()
+            return graph, search_cost(self.lm, graph, options)
+
+        try:
+            graph, cost = await asyncio.to_thread(plan)
+        except ValueError as e:
+            raise invalid(field, str(e)) from None
+        if cost > max_cost:
+            raise too_large(
+                field,
+                f"this search may step up to {cost} model rows (beam {options.beam} × its slots or nodes, more "
+                f"for words of several tokens, its alternatives), more than the limit of {max_cost} "
+                "(RNNLM_MAX_DECODE_COST); lower `beam` or `max_arcs`, send fewer alternatives, or split it",
+            )
+
+        def job(lm: LanguageModel, should_stop: Callable[[], bool]) -> Decoded:
+            stats = DecodeStats()
+            return Decoded(decode_graph(lm, graph, options, stats, should_stop), stats, cost)
+
+        with self._refusals(field, DECODE_COST):
+            try:
+                return await self.engine.run_job("decode", job, cost)
+            except ValueError as e:  # the library's word on this input (every path pruned, …)
+                raise invalid(field, str(e)) from None
 
     def _refusals(self, field: str | None = None, what: str = "") -> contextlib.AbstractContextManager:
         """The engine's refusals inside, as the service answers them (:func:`refusal`): by cost,

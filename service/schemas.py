@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
+from model.decoding import DecodeOptions
 from model.inference.generation import REQUEST_PARAMS, GenerationRequest
 from model.inference.sampling import SAMPLING_PARAMS, SamplingParams, greedy_if_tiny
 
@@ -381,6 +382,153 @@ class EmbedResponse(BaseModel):
     pooling: Literal["last", "mean"] = Field(description="the pooling used")
     embeddings: list[list[float]] = Field(description="one vector per text, in input order")
     tokens: list[int] = Field(description="each text's tokens as the model read them (without <bos>)")
+
+
+# -- /decode ----------------------------------------------------------------------------------------
+LATTICE_CHARS_PER_ARC = 128  # an SLF lattice's text may hold this many characters per allowed arc
+_DECODE_DEFAULTS = DecodeOptions()  # the library's defaults, set in one place
+FirstPassScore = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_EXTERNAL, le=MAX_ABS_EXTERNAL)]
+# [word, score]: a JSON array of two, so the pair itself is not strict (strict wants a Python tuple)
+Alternative = Annotated[tuple[str, FirstPassScore], Strict(False)]
+
+
+class DecodeRequest(_Request):
+    model: ModelName
+    slots: list[Annotated[list[Alternative], Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="A confusion network: one slot per position, each a non-empty list of `[word, score]` "
+        'alternatives, e.g. `[[["我", -0.1], ["卧", -2.3]], [["们", -0.2], ["", -1.7]]]`. A path takes one '
+        "alternative per slot; an empty word is a deletion (nothing said there). A score is the first "
+        "pass's (a log posterior or log-likelihood, natural log, higher is better: finite) and enters a "
+        "path's total as it is. A word of several tokens (北京 for a character model) is read token by "
+        "token. Give `slots` or `lattice`, not both. Alternatives per slot: at most "
+        "RNNLM_MAX_DECODE_ALTERNATIVES (past it: 413 naming `slots.i`).",
+        json_schema_extra=limit("max_decode_slots"),
+    )
+    lattice: str | None = Field(
+        default=None,
+        min_length=1,
+        description="An HTK SLF lattice's text (what HTK and Kaldi export: a size line N= L=, node lines "
+        "I=, arc lines J= S= E= with a= and l=; words on nodes or arcs; docs/DECODING.md lists what is "
+        "read). A malformed one is a 422 whose message names the line. Arcs: at most "
+        f"RNNLM_MAX_DECODE_ARCS (past it: 413 naming `lattice`); its text: {LATTICE_CHARS_PER_ARC} "
+        "characters per allowed arc. Give `slots` or `lattice`, not both.",
+        json_schema_extra=limit("max_decode_arcs", chars_per=LATTICE_CHARS_PER_ARC),
+    )
+    beam: int = Field(
+        default=_DECODE_DEFAULTS.beam,
+        ge=1,
+        description="Hypotheses kept per node (per slot of a confusion network) after merging those the "
+        "model cannot tell apart. Wider finds better paths and costs more: the search's cost, bounded "
+        "before it starts (RNNLM_MAX_DECODE_COST), grows with beam × slots and beam × alternatives.",
+        json_schema_extra=limit("max_decode_beam"),
+    )
+    nbest: int = Field(
+        default=_DECODE_DEFAULTS.nbest,
+        ge=1,
+        description="Paths returned, best first; at most `beam`.",
+    )
+    lm_weight: Finite = Field(
+        default=_DECODE_DEFAULTS.lm_weight,
+        ge=-MAX_ABS_WEIGHT,
+        le=MAX_ABS_WEIGHT,
+        description="Weight of the model's log-prob in a path's total: score = acoustic + lm_weight × "
+        "lm_logprob + length_bonus × num_tokens (the formula of /score with the first pass's scores as "
+        "`external_scores`).",
+    )
+    length_bonus: Finite = Field(
+        default=_DECODE_DEFAULTS.length_bonus,
+        ge=-MAX_ABS_WEIGHT,
+        le=MAX_ABS_WEIGHT,
+        description="Added per token of the model in a path (a word-insertion bonus; negative: a penalty).",
+    )
+    max_arcs: int = Field(
+        default=_DECODE_DEFAULTS.max_arcs,
+        ge=0,
+        description="Per-slot pruning: only the K best-scored alternatives of each slot (arcs leaving each "
+        "lattice node) are searched; 0: all. Lowers the search's cost.",
+    )
+    beam_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Also drop hypotheses more than this far below their node's best (null: off).",
+    )
+    acoustic_scale: Finite = Field(
+        default=1.0,
+        ge=-MAX_ABS_WEIGHT,
+        le=MAX_ABS_WEIGHT,
+        description="With `lattice`: an arc's score is acoustic_scale × its a= (acoustic) plus "
+        "lattice_lm_weight × its l=. Not for `slots` (their scores are used as given).",
+    )
+    lattice_lm_weight: Finite = Field(
+        default=0.0,
+        ge=-MAX_ABS_WEIGHT,
+        le=MAX_ABS_WEIGHT,
+        description="With `lattice`: the weight of the first pass's LM score (l=) in an arc's score; 0 (the "
+        "default) replaces the lattice's LM with the model's. Not for `slots`.",
+    )
+
+    @field_validator("nbest")
+    @classmethod
+    def _within_the_beam(cls, value: int, info: ValidationInfo) -> int:
+        beam = info.data.get("beam")
+        if beam is not None and value > beam:
+            raise ValueError(f"{value} is more than `beam` ({beam}): a search keeps at most beam paths")
+        return value
+
+    @model_validator(mode="after")
+    def _one_input(self) -> DecodeRequest:
+        if (self.slots is None) == (self.lattice is None):
+            given = "both" if self.slots is not None else "neither"
+            raise ValueError(
+                f"give exactly one of `slots` (a confusion network) or `lattice` (SLF text); {given} given"
+            )
+        return self
+
+    @field_validator("acoustic_scale", "lattice_lm_weight")
+    @classmethod
+    def _lattice_only(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("slots") is not None:  # given (defaults are not validated) beside slots
+            raise ValueError("applies to a `lattice` only; scale the slots' scores before sending them")
+        return value
+
+    def options(self) -> DecodeOptions:
+        """The library's options for this search."""
+        return DecodeOptions(
+            beam=self.beam,
+            nbest=self.nbest,
+            lm_weight=self.lm_weight,
+            length_bonus=self.length_bonus,
+            max_arcs=self.max_arcs,
+            beam_threshold=self.beam_threshold or _DECODE_DEFAULTS.beam_threshold,  # None: off
+        )
+
+
+class DecodedResult(BaseModel):
+    text: str = Field(description="the path's words joined as the model's tokenizer joins pieces")
+    words: list[str] = Field(description="the path's non-empty words (alternatives), in order")
+    score: float = Field(description="acoustic + lm_weight × lm_logprob + length_bonus × num_tokens")
+    lm_logprob: float = Field(
+        description="the model's log-prob of the text, <bos> … <eos> (<eos> counted): what /score gives it"
+    )
+    acoustic: float = Field(description="the sum of the path's first-pass scores (slots' or arcs')")
+    num_tokens: int = Field(description="the model's tokens of the text (no <bos>/<eos>)")
+
+
+class DecodeSearch(BaseModel):
+    cost: int = Field(description="the search's bound in model rows, checked before it started")
+    steps: int = Field(description="batched model steps taken")
+    stepped_rows: int = Field(description="hypothesis rows fed through them")
+    merged: int = Field(description="hypotheses merged into a better one the model could not tell apart")
+    expansions: int = Field(description="(hypothesis, alternative) pairs scored")
+
+
+class DecodeResponse(BaseModel):
+    model: str = Field(description="the model that searched")
+    results: list[DecodedResult] = Field(description="at most `nbest` paths, best (highest score) first")
+    search: DecodeSearch = Field(description="what the search did")
 
 
 # -- /generate --------------------------------------------------------------------------------------

@@ -134,6 +134,31 @@ class Settings(BaseSettings):
     )
     sse_ping_s: float = Field(default=15.0, ge=0, description="keep-alive comment interval of streams")
 
+    # -- /decode: search with the model in the loop (past them: 413 naming the field) -----------------
+    max_decode_slots: int = Field(default=256, ge=1, description="slots of one /decode confusion network")
+    max_decode_alternatives: int = Field(
+        default=64, ge=1, description="alternatives in one slot of a /decode confusion network"
+    )
+    max_decode_arcs: int = Field(
+        default=20_000,
+        ge=1,
+        description="arcs (links) of one /decode lattice; its SLF text may hold 128 characters per arc",
+    )
+    max_decode_beam: int = Field(default=64, ge=1, description="`beam` of /decode (hypotheses kept per node)")
+    max_decode_cost: int = Field(
+        default=12_000,
+        ge=1,
+        description=(
+            "the work one /decode search may do, in model rows stepped, bounded before it starts "
+            "(model.decoding.search_cost: beam × slots or nodes, more for words of several tokens, its "
+            "batched steps, its expansions, the n best paths rescored); it is also admitted as that many "
+            "tokens (RNNLM_MAX_REQUEST_TOKENS, RNNLM_MAX_TOKENS_IN_FLIGHT). At 12,000 the costliest shapes "
+            "measured (long or wide networks, beam 64, nbest 64, words of several tokens, lattices) took "
+            "1.8 to 2.8 s on one core of a busy 2-core CPU with mix-char-hybrid; 40 slots × 12 "
+            "alternatives at beam 16 costs about 2,600. Past it: 413"
+        ),
+    )
+
     # -- connections and request bodies (service/server.py, service/limits.py) ---------------------
     max_connections: int = Field(
         default=4096,

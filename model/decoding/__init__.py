@@ -7,7 +7,7 @@ alternatives with the model can. The pieces, each small:
 * :mod:`~model.decoding.cn`: confusion networks (slots of ``[word, score]`` alternatives);
 * :mod:`~model.decoding.slf`: HTK SLF lattices (what HTK and Kaldi export);
 * :mod:`~model.decoding.beam`: the beam search (batched model steps, recombination, pruning,
-  the n best paths, scored exactly as ``/score`` scores a text);
+  the n best paths, scored exactly as ``/score`` scores a text) and its cost bound (``search_cost``);
 * :mod:`~model.decoding.ctc`: our model as the token-level LM of flashlight-text's CTC decoder.
 
 Typical use::
@@ -22,7 +22,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from model.decoding.beam import DecodedPath, DecodeOptions, DecodeStats, context_width, decode_graph
+from model.decoding.beam import (
+    DecodedPath,
+    DecodeOptions,
+    DecodeStats,
+    context_width,
+    decode_graph,
+    search_cost,
+)
 from model.decoding.cn import ConfusionNetwork, cn_graph, parse_confusion_network
 from model.decoding.graph import Arc, WordGraph
 from model.decoding.slf import Lattice, lattice_graph, parse_slf
@@ -44,6 +51,7 @@ __all__ = [
     "lattice_graph",
     "parse_confusion_network",
     "parse_slf",
+    "search_cost",
 ]
 
 

@@ -38,6 +38,11 @@ paths are then scored once more, each on its own, by
 returned ``lm_logprob`` is exactly what it says of the text alone (``<bos>`` … ``<eos>``, ``<eos>``
 counted), and the list is ordered by those exact totals. The search's sums agree with them to
 float32 rounding (about 1e-6 per sentence).
+
+**Cost.** :func:`search_cost` bounds, before the search, its work in model rows stepped (its
+batched steps, expansions and the final rescoring counted in rows too): what a server checks
+against its budget so that no request holds the model for long. ``should_stop`` (checked between levels) ends a search nobody
+waits for with :class:`~model.models.prefix.PassStopped`.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from torch import Tensor
 from model.decoding.graph import WordGraph
 from model.inference.scoring import ScoreOptions, rank, score_candidates
 from model.models.lm import LanguageModel, State
+from model.models.prefix import PassStopped
 from model.text.tokenizer import BOS_ID, EOS_ID
 
 
@@ -164,8 +170,10 @@ def decode_graph(
     graph: WordGraph,
     options: DecodeOptions | None = None,
     stats: DecodeStats | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[DecodedPath]:
-    """The ``options.nbest`` best paths through ``graph`` under ``lm``, best first (see the module doc)."""
+    """The ``options.nbest`` best paths through ``graph`` under ``lm``, best first (see the module doc).
+    ``should_stop``, if given, is asked before each level; True ends the search (PassStopped)."""
     opts = options or DecodeOptions()
     stats = stats if stats is not None else DecodeStats()
     tokenizer = lm.tokenizer
@@ -184,6 +192,8 @@ def decode_graph(
         }
         finals: list[_Hyp] = []
         for level in graph.levels():
+            if should_stop is not None and should_stop():
+                raise PassStopped("the search was stopped between two levels")
             # The end node keeps every (recombined) hypothesis: <eos> may still reorder them.
             kept = {n: _prune(waiting.pop(n, []), opts, width, stats, n == graph.end) for n in level}
             live = [h for n in level for h in kept[n]]
@@ -201,6 +211,46 @@ def decode_graph(
         h.score += opts.lm_weight * lp
     finals.sort(key=lambda h: -h.score)
     return _exact(lm, finals[: opts.nbest], opts)
+
+
+# The search's costs in model rows stepped (one token fed to one hypothesis), measured on one CPU
+# core with the hybrid model (a row about 0.22 ms, a batched step 5 ms before its rows, a path's
+# exact rescoring 20 ms and 1 ms a token: it is scored alone, token after token).
+EXPANSIONS_PER_ROW = 16  # (hypothesis, arc) pairs scored
+ROWS_PER_STEP = 24  # a batched lm.step call, whatever its rows
+ROWS_PER_PATH = 96  # rescoring one of the n best paths on its own (score_candidates)
+ROWS_PER_PATH_TOKEN = 5  # and each of its tokens
+
+
+def search_cost(lm: LanguageModel, graph: WordGraph, options: DecodeOptions) -> int:
+    """An upper bound on the work of :func:`decode_graph` on ``graph``, in model rows stepped
+    (the constants above), before any of it: what a server checks against its budget so that no
+    request holds the model for long. It counts
+
+    * ``beam`` rows per node to catch its survivors up (at the end node, ``beam`` per arc entering
+      it: the end keeps every recombined hypothesis), and ``<bos>``;
+    * ``beam`` × (tokens - 1) rows per arc (a word of several tokens is fed token by token);
+    * a batched step per node, and one per token after a word's first (the longest word of a node);
+    * ``beam`` expansions per arc;
+    * the ``nbest`` paths rescored, each at most the longest path's tokens, ``<bos>`` and ``<eos>``.
+
+    Words are tokenized as the search will (``lm``'s tokenizer). ValueError as
+    :meth:`WordGraph.levels` for a graph with no path or a cycle."""
+    tokens = _word_encoder(lm.tokenizer.encode)
+    alive = {node for level in graph.levels() for node in level}
+    beam = options.beam
+    rows, steps, expansions, longest = 1, 1, 0, 0
+    entering_end = sum(1 for arc in graph.arcs if arc.dst == graph.end and arc.src in alive)
+    for node in alive:
+        arcs = graph.live_arcs(node, options.max_arcs)
+        counts = [len(tokens(arc.word)) for arc in arcs]
+        rows += beam * entering_end if node == graph.end else beam
+        rows += beam * sum(max(0, n - 1) for n in counts)
+        steps += max([1, *counts])
+        expansions += beam * len(arcs)
+        longest += max(counts, default=0)
+    paths = options.nbest * (ROWS_PER_PATH + ROWS_PER_PATH_TOKEN * (longest + 2))
+    return rows + ROWS_PER_STEP * steps + -(-expansions // EXPANSIONS_PER_ROW) + paths
 
 
 def _word_encoder(encode: Callable) -> Callable[[str], list[int]]:

@@ -94,12 +94,15 @@ def test_every_operation_against_its_schema(case):
     if meta is not None and meta.generation.mode == GenerationMode.POSITIVE and response.status_code >= 400:
         err = response.json()["error"]
         # and rules that depend on what is served: /score's `direction` needs a backward model (none
-        # here), `weights` names served models and excludes the single-model knobs
+        # here), `weights` names served models and excludes the single-model knobs; /decode takes one
+        # of slots and lattice, nbest <= beam, a well-formed lattice, a search within its cost
         known = {(422, "external_scores"), (404, "model"), (422, "direction"), (422, "model")}
         field = str(err["field"])
+        decode_rules = ("body", "nbest", "acoustic_scale", "lattice_lm_weight", "lattice", "slots")
         assert (
             (response.status_code, field) in known
             or field.startswith("weights")
+            or (case.path == "/decode" and field.split(".")[0] in decode_rules)
             or (
                 response.status_code == 422
                 and field

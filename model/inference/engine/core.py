@@ -5,8 +5,8 @@
     event loop (any number of callers)            worker thread (all torch work, inference_mode)
     ─────────────────────────────────             ──────────────────────────────────────────────
     await score(seqs) ──┐                          loop:
-    await next_token()──┤   (embed() too: its own
-                        │    pass in the batch)
+    await next_token()──┤   (embed() and run_job() too:
+                        │    their own pass in the batch)
                         ├─▶ one-shot queue ──────▶   1. one-shot batch: requests gathered for up to
                         │   (bounded: Overloaded)       max_wait_ms → ONE prefix-tree pass
     generate(request) ──┴─▶ waiting generations ──▶  2. admit waiting generations: ONE prefill pass,
@@ -46,9 +46,9 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -74,6 +74,8 @@ from model.text.tokenizer import BOS_ID, EOS_ID
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+Job = Callable[[LanguageModel, Callable[[], bool]], T]  # job(lm, should_stop) -> its answer (run_job)
 TRIM_AFTER_TOKENS = 16_384  # a one-shot pass at least this costly hands its freed memory back after
 
 
@@ -106,9 +108,9 @@ class PassTiming:
 
 @dataclass(eq=False)
 class _OneShot:
-    """A queued score, next-token or embed request."""
+    """A queued score, next-token, embed request or job."""
 
-    kind: str  # "score" | "next_token" | "embed"
+    kind: str  # "score" | "next_token" | "embed" | a job's kind ("decode")
     seqs: list[list[int]]  # candidates (score), prefixes (next_token) or texts without <bos> (embed)
     top_k: int
     loop: asyncio.AbstractEventLoop
@@ -123,6 +125,7 @@ class _OneShot:
     cache_scope: Hashable = field(default_factory=current_scope)  # the caller's (state_cache.py)
     every_position: bool = False  # an alternatives() request: every position of its sequences
     embed: tuple[str, bool] | None = None  # an embed() request: its pooling and normalize
+    job: Job | None = None  # a run_job() request: what the worker calls
 
     def __post_init__(self) -> None:
         self.tokens = sum(len(s) for s in self.seqs)
@@ -304,6 +307,21 @@ class Engine:
             return torch.zeros(0, dim)
         return await self._submit("embed", seqs, 0, timeout_s, embed=(pooling, normalize))
 
+    async def run_job(self, kind: str, job: Job[T], tokens: int, *, timeout_s: float | None = None) -> T:
+        """``job(lm, should_stop)`` on the worker thread (a search with the model in the loop, such as
+        a lattice decode), queued and admitted as a one-shot request that costs ``tokens`` (the
+        caller's bound on the rows it steps: TooCostly, TokensInFlight as for :meth:`score`). The
+        job should ask ``should_stop()`` now and then: it turns True when nobody waits for the
+        answer any more (cancelled, past its deadline), and the job then raises
+        :class:`~model.models.prefix.PassStopped`; each call also lets the model's other work in
+        (small queued requests, a decoding step of the running generations), as between the
+        chunks of a long pass. An exception of the job is raised here."""
+        if kind not in self.stats.kinds:
+            raise ValueError(f"unknown kind {kind!r}; one of {', '.join(self.stats.kinds)}")
+        if tokens < 0:
+            raise ValueError("tokens must be >= 0")
+        return await self._submit(kind, [], 0, timeout_s, job=(job, tokens))
+
     def generate(self, request: GenerationRequest, *, timeout_s: float | None = None) -> GenerationStream:
         """Queue a generation; iterate the returned stream for its events. Call it on the event
         loop. Raises :class:`Overloaded` / :class:`EngineStopped` at once, before any event."""
@@ -354,6 +372,7 @@ class Engine:
         timing: PassTiming | None = None,
         every_position: bool = False,
         embed: tuple[str, bool] | None = None,
+        job: tuple[Job, int] | None = None,
     ) -> Any:
         loop = asyncio.get_running_loop()
         item = _OneShot(kind, seqs, top_k, loop, loop.create_future(), self._deadline(timeout_s))
@@ -362,6 +381,8 @@ class Engine:
         if embed is not None:
             item.embed = embed
             item.tokens += len(seqs)  # each text is read after its <bos>
+        if job is not None:
+            item.job, item.tokens = job  # its cost is what the caller says it is
         self.admission.refuse_too_costly(kind, item.tokens)
         with self._cv:
             self._admit_locked(kind)
@@ -580,7 +601,12 @@ class Engine:
             embeds = [item for item in batch if item.embed is not None]
             if embeds:
                 self._run_embeds(embeds)
-            rest = [item for item in batch if not item.every_position and item.embed is None]
+            jobs = [item for item in batch if item.job is not None]
+            if jobs:
+                self._run_jobs(jobs, nested)
+            rest = [
+                item for item in batch if not item.every_position and item.embed is None and item.job is None
+            ]
             if rest:
                 self._run_oneshot_pass(rest, nested)
         finally:
@@ -728,6 +754,46 @@ class Engine:
             self.observer.on_positions(res.computed, requested)
             self._release([item])  # counted first, then answered
             _call_soon(item.loop, _resolve, item.future, res, None)
+            self.admission.observe_tokens(time.monotonic() - start, item.tokens)
+
+    def _run_jobs(self, items: list[_OneShot], nested: bool) -> None:
+        """:meth:`run_job` requests, one after the other; between the steps of each (its
+        ``should_stop``) the small queued requests and a decoding step run (unless ``nested``),
+        and a job nobody waits for any more stops. Its tokens count in flight until it is answered."""
+        for item in items:
+            start = time.monotonic()
+            self.stats.kinds[item.kind].queue_wait_s += start - item.submitted
+            self.observer.on_queue_wait(item.kind, start - item.submitted)
+
+            def should_stop(item: _OneShot = item) -> bool:
+                if self._abort or item.gone(time.monotonic()):
+                    return True
+                if not nested:
+                    self._serve_between_chunks(0)
+                return False
+
+            try:
+                if item.gone(start):
+                    raise PassStopped("the request was gone before its job started")
+                assert item.job is not None
+                result = item.job(self.lm, should_stop)
+            except PassStopped:  # nobody waits for it: its work is dropped here
+                self.stats.passes_stopped += 1
+                self._release([item])
+                stopped = EngineStopped("the engine stopped before this request finished")
+                self._fail(item, stopped if self._abort else DeadlineExceeded(f"{item.kind} did not finish"))
+                continue
+            except Exception as e:  # a failed job fails its request, never the engine
+                if not isinstance(e, ValueError):  # a ValueError says what is wrong with its input
+                    log.exception("%s job failed", item.kind)
+                self._release([item])
+                self._fail(item, e)
+                continue
+            self.stats.kinds[item.kind].batches += 1
+            self.stats.kinds[item.kind].rows += 1
+            self.observer.on_batch(item.kind, 1, 1)
+            self._release([item])  # counted first, then answered
+            _call_soon(item.loop, _resolve, item.future, result, None)
             self.admission.observe_tokens(time.monotonic() - start, item.tokens)
 
     def _run_embeds(self, items: list[_OneShot]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-KINDS = ("score", "next_token", "generate", "embed")
+KINDS = ("score", "next_token", "generate", "embed", "decode")  # decode: a search run with run_job
 
 
 @dataclass
