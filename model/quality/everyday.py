@@ -31,7 +31,7 @@ def raw_items(sentences: Sequence[str], kind: str, distractors: int = 3, seed: i
     """One item per sentence that has an edit of ``kind`` (``realword`` or ``wordswap``): the raw
     sentence and up to ``distractors`` raw variants, the original at a seeded position."""
     rng = random.Random(seed)
-    items = []
+    items: list[RerankItem] = []
     for number, sentence in enumerate(sentences):
         tokens = normalize(sentence, "wikitext").split()
         for n in range(distractors, 0, -1):  # as many as the sentence allows
