@@ -200,6 +200,14 @@ def _choose_args(p: argparse.ArgumentParser) -> None:
         default="weights/DEFAULT.json",
         help="where the choice is recorded (default: weights/DEFAULT.json)",
     )
+    p.add_argument(
+        "--also-serve",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a model of another language to serve after the candidates, not measured here (repeatable; "
+        "e.g. the English model beside the Chinese ones)",
+    )
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     add_set_args(p)
 
@@ -220,6 +228,7 @@ def cmd_choose_default(args: argparse.Namespace) -> int:
         args.out,
         args.device,
         command,
+        also_serve=args.also_serve,
     )
     print(json.dumps(record, ensure_ascii=False, indent=2))
     return 0

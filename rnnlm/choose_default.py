@@ -7,6 +7,9 @@ behind it go to ``weights/DEFAULT.json``, which the service reads for its defaul
 
     {"default": "weights/pd98-char-hybrid", "serve": ["weights/pd98-char-hybrid", …],
      "measured_on": "valid", "candidates": {…}, "command": "rnnlm benchmark choose-default …"}
+
+Models of another language (``also_serve``: the English one) are served after the candidates; they
+are chosen on their own language's data (docs/RESULTS.md), never against these sets.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def choose_default(
     out: str,
     device: str = "cpu",
     command: str = "",
+    also_serve: Sequence[str] = (),
 ) -> dict:
     if any(spec.split != "valid" for spec in specs):
         raise ValueError("the default is chosen on the valid split only")
@@ -52,7 +56,8 @@ def choose_default(
     best = max(eligible, key=lambda m: (candidates[m]["mean_top1"], -candidates[m]["valid_perplexity"]))
     record = {
         "default": best,
-        "serve": [best, *[m for m in models if m != best]],
+        "serve": [best, *[m for m in models if m != best], *[m for m in also_serve if m not in models]],
+        "also_serve": list(also_serve),
         "measured_on": "valid",
         "sets": {spec.kind: spec.name for spec in specs if spec.kind in sets},
         "candidates": candidates,

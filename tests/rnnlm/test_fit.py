@@ -215,6 +215,18 @@ def test_choose_default_picks_the_best_valid_reranker(tiny_corpus, tiny_model_di
     best = max(figures, key=lambda m: (figures[m]["mean_top1"], -figures[m]["valid_perplexity"]))
     assert record["default"] == best and record["serve"][0] == best
     assert record["measured_on"] == "valid" and set(record["serve"]) == set(figures)
+    assert record["also_serve"] == []
+
+
+def test_choose_default_serves_another_language_after_the_candidates(tiny_corpus, tiny_model_dir, tmp_path):
+    out = tmp_path / "DEFAULT.json"
+    other = tmp_path / "english"
+    args = ["benchmark", "choose-default", "--model", str(tiny_model_dir), "--data", str(tiny_corpus)]
+    args += ["--out", str(out), "--size", "3", "--distractors", "2", "--min-len", "4"]
+    assert main([*args, "--sets-dir", str(tmp_path / "sets"), "--also-serve", str(other)]) == 0
+    record = json.loads(out.read_text())
+    assert record["serve"] == [str(tiny_model_dir), str(other)] and record["also_serve"] == [str(other)]
+    assert str(other) not in record["candidates"]  # served, not measured against these sets
 
 
 def test_reverse_trains_a_backward_model_that_scores_whole_sentences(corpus_link, capsys):
