@@ -44,10 +44,11 @@ from .default_choice import shown_choice
 from .deps import prefix_cache_scope
 from .errors import ApiError, install_error_handlers
 from .guard import Drain, RequestGuardMiddleware
+from .heads import head_limits
 from .limits import BodyLimitMiddleware, FramingMiddleware, document_limits
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .openai_errors import OpenAIErrorsMiddleware
-from .routes import decode, embed, generate, next_token, openai, ops, score, tokenize
+from .routes import decode, embed, generate, next_token, openai, ops, score, tag, tokenize
 from .runner import ENGINE_ERRORS, ModelRegistry
 from .settings import Settings, get_settings
 from .startup import StartupError, load_registry, public_reason
@@ -55,7 +56,8 @@ from .startup import StartupError, load_registry, public_reason
 log = logging.getLogger("rnnlm.service")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-DESCRIPTION = """Score, rerank, predict, generate, embed and decode text with a trained RNN language model.
+DESCRIPTION = """Score, rerank, predict, generate, embed and decode text with a trained RNN language model;
+tag words and parts of speech with a tagger built on it (RNNLM_HEAD_DIRS).
 
 All log-probs are natural logs. Every error has the same JSON shape:
 `{"error": {"type", "message", "field", "status"}}`.
@@ -93,7 +95,7 @@ async def _open_registry(app: FastAPI, settings: Settings) -> ModelRegistry | No
             loaded = e
     if isinstance(loaded, StartupError):
         log.error("serving without models (RNNLM_START_ON_LOAD_ERROR): %s", loaded)
-        reason = public_reason(str(loaded), settings.model_dirs)
+        reason = public_reason(str(loaded), [*settings.model_dirs, *settings.head_dirs])
         app.state.not_ready_reason = f"cannot load the models: {reason}"
         return None
     return loaded
@@ -107,8 +109,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.drain.bind(asyncio.get_running_loop())
     registry = await _open_registry(app, settings)
     if registry is not None:
-        await registry.start(settings.engine_config(), app.state.metrics.engine_observer())
-        log.info("ready: %s", ", ".join(registry.runners))
+        await registry.start(
+            settings.engine_config(), app.state.metrics.engine_observer(), head_limits(settings)
+        )
+        log.info("ready: %s", ", ".join([*registry.runners, *registry.heads]))
     app.state.registry = registry
     # shown by /models: read once, not per request, off the event loop (service/startup.py)
     app.state.default_choice = await asyncio.to_thread(shown_choice, settings.model_dirs)
@@ -148,13 +152,15 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
     install_error_handlers(app, ENGINE_ERRORS)
     # openai, tokenize: the ecosystem's protocols (/v1/completions, /tokenize, ...) on the same engine
     admitted = [m.router for m in (next_token, score, embed, decode, generate, openai)]
-    model_routers = [*admitted, tokenize.router]  # guarded (deadline, disconnect); tokenize runs no model
+    # guarded (deadline, disconnect); tokenize runs no model; tag admits by its head (routes/tag.py)
+    model_routers = [*admitted, tag.router, tokenize.router]
     app.include_router(ops.router)
     app.include_router(openai.info_router)
     app.include_router(tokenize.info_router)
     for router in admitted:  # each request's prefix-cache scope: its tenant and cache_salt (deps.py)
         app.include_router(router, dependencies=[Depends(admit), Depends(prefix_cache_scope)])
     app.include_router(tokenize.router)  # no admission slot: a flood of them never refuses /score
+    app.include_router(tag.router)  # the task heads' routes: admitted by the head's name
     routers = [ops.router, openai.info_router, tokenize.info_router, *model_routers]
     _add_docs(app)  # before the playground: its /static/docs mount must come before /static
     _add_playground(app, static_dir)

@@ -63,6 +63,7 @@ from model.models.loading import load_model
 from model.models.positions import PositionsResult
 
 from .errors import ApiError, invalid, overloaded, retry_after, too_large
+from .heads import HOW_TO_SERVE, HeadLimits, HeadRunner, load_head
 
 log = logging.getLogger("rnnlm.service")
 SCORE_COST = ("candidates", "every candidate with the context, <bos> and <eos>")  # field, what counts
@@ -427,26 +428,32 @@ def resolve_device(requested: str) -> str:
 
 
 class ModelRegistry:
-    """The served models by name (a checkpoint directory's base name), in configured order."""
+    """The served models by name (a checkpoint directory's base name), in configured order, and the
+    task heads served beside them (RNNLM_HEAD_DIRS: service/heads.py), every name distinct."""
 
-    def __init__(self, runners: Sequence[ModelRunner]) -> None:
+    def __init__(self, runners: Sequence[ModelRunner], heads: Sequence[HeadRunner] = ()) -> None:
         if not runners:
             raise ValueError("no models to serve")
         self.runners = {r.name: r for r in runners}
-        if len(self.runners) != len(runners):
-            names = [r.name for r in runners]
-            raise ValueError(f"two model directories share a name: {names}; give each a distinct name")
+        self.heads = {h.name: h for h in heads}
+        names = [*(r.name for r in runners), *(h.name for h in heads)]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"two model or head directories share a name: {names}; give each a distinct name"
+            )
         self.default = runners[0].name
 
     @classmethod
-    def load(cls, model_dirs: Sequence[str | Path], device: str = "auto") -> ModelRegistry:
+    def load(
+        cls, model_dirs: Sequence[str | Path], device: str = "auto", head_dirs: Sequence[str | Path] = ()
+    ) -> ModelRegistry:
         dev = resolve_device(device)
         runners = []
         for d in model_dirs:
             path = Path(d)
             log.info("loading model %s on %s", path.name, dev)
             runners.append(ModelRunner(path.resolve().name, load_model(path, device=dev)))
-        return cls(runners)
+        return cls(runners, [load_head(d, dev) for d in head_dirs])
 
     def get(self, name: str | None) -> ModelRunner:
         if name is None:
@@ -461,10 +468,53 @@ class ModelRegistry:
             )
         return runner
 
-    async def start(self, config: EngineConfig, observer: EngineObserver | None = None) -> None:
+    def head(self, name: str | None, kind: str) -> HeadRunner:
+        """The served head ``name`` of ``kind`` (None: the first of that kind). None served: 404
+        naming ``model`` with how to serve one; an unknown name: 404; a language model's name or a
+        head of another kind: 422."""
+        of_kind = [h for h in self.heads.values() if h.kind == kind]
+        if name is None and of_kind:
+            return of_kind[0]
+        if not of_kind:
+            raise ApiError(
+                404,
+                "model_not_found",
+                f"`model`: no {kind} is served; start the service with RNNLM_HEAD_DIRS naming "
+                f"{HOW_TO_SERVE.get(kind, f'a {kind} checkpoint')} (GET /models lists the served `heads`)",
+                field="model",
+            )
+        head = self.heads.get(name or "")
+        if head is not None and head.kind == kind:
+            return head
+        served = ", ".join(h.name for h in of_kind)
+        if head is not None or name in self.runners:
+            what = f"a {head.kind}" if head is not None else "a language model"
+            raise invalid(
+                "model", f"{shown_name(name or '')} is {what}, not a {kind}; name a {kind} (served: {served})"
+            )
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"`model`: no served {kind} named {shown_name(name or '')} (served: {served})",
+            field="model",
+        )
+
+    async def start(
+        self,
+        config: EngineConfig,
+        observer: EngineObserver | None = None,
+        head_limits: HeadLimits | None = None,
+    ) -> None:
         for runner in self.runners.values():
             await runner.start(config, observer)
+        if self.heads:
+            if head_limits is None:
+                raise ValueError("serving heads needs their limits (service.heads.head_limits)")
+            for head in self.heads.values():
+                await head.start(head_limits)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         for runner in self.runners.values():
             await runner.stop(grace_s)
+        for head in self.heads.values():
+            await head.stop(grace_s)

@@ -384,6 +384,43 @@ class EmbedResponse(BaseModel):
     tokens: list[int] = Field(description="each text's tokens as the model read them (without <bos>)")
 
 
+# -- /tag ------------------------------------------------------------------------------------------
+class TagRequest(_Request):
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Which served tagger to use (a name from GET /models `heads`, kind `tagger`). Default: "
+        "the first tagger served (RNNLM_HEAD_DIRS).",
+    )
+    texts: list[str] = Field(
+        min_length=1,
+        description="The texts to tag, as a batch (a text's words do not depend on the others). Each "
+        "character is read as the tagger's vocabulary has it (one it never saw is read as unknown, and "
+        "still tagged). Whitespace separates words and belongs to none: each run between whitespace is "
+        "tagged on its own, and spans count the text as sent. An empty text (or only whitespace) has no "
+        "words. Their characters together: at most RNNLM_MAX_REQUEST_TOKENS (past it: 413 naming "
+        "`texts`).",
+        json_schema_extra=limit("max_batch_texts"),
+    )
+
+
+class TaggedWordItem(BaseModel):
+    word: str = Field(description="the word: text[start:end]")
+    tag: str = Field(description="its part of speech, in the tagger's tag set (pd98: n noun, v verb, …)")
+    start: int = Field(description="offset of its first character in the text (code points)")
+    end: int = Field(description="one past its last character")
+
+
+class TagResult(BaseModel):
+    words: list[TaggedWordItem] = Field(description="the text's words, in reading order")
+
+
+class TagResponse(BaseModel):
+    model: str = Field(description="the tagger that tagged the texts")
+    results: list[TagResult] = Field(description="one per text, in input order")
+
+
 # -- /decode ----------------------------------------------------------------------------------------
 LATTICE_CHARS_PER_ARC = 128  # an SLF lattice's text may hold this many characters per allowed arc
 _DECODE_DEFAULTS = DecodeOptions()  # the library's defaults, set in one place
@@ -632,8 +669,33 @@ class ModelInfo(BaseModel):
     metrics: dict = Field(default_factory=dict, description="validation and test figures from the checkpoint")
 
 
+class HeadInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str = Field(description="the value to pass as `model` to the head's route (a tagger: POST /tag)")
+    kind: str = Field(description="what the head does: tagger (words and parts of speech)")
+    labels: int = Field(description="its output classes (a tagger: B/M/E/S × each tag it saw)")
+    classes: list[str] = Field(description="what it assigns (a tagger: its part-of-speech tags)")
+    tokenizer: str = Field(description="tokenizer kind: char")
+    vocab_size: int
+    parameters: int
+    device: str
+    architecture: dict = Field(default_factory=dict, description="head, cell, layers, widths")
+    training: dict = Field(
+        default_factory=dict, description="training data and sentences, from the checkpoint"
+    )
+    metrics: dict = Field(
+        default_factory=dict, description="valid/test figures (a tagger: segmentation F1, POS accuracy, …)"
+    )
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    heads: list[HeadInfo] = Field(
+        default_factory=list,
+        description="the task heads served beside the models (RNNLM_HEAD_DIRS), each with its route's "
+        "`model` name; empty when none is served",
+    )
     default_choice: dict | None = Field(
         default=None,
         description=(

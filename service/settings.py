@@ -8,6 +8,7 @@ against lives here, so an operator tunes them without touching code, and the Ope
 ::
 
     RNNLM_MODEL_DIRS=weights/pd98-char-lstm,weights/other   # or a JSON list; the first is the default
+    RNNLM_HEAD_DIRS=weights/pd98-tagger                     # task heads (POST /tag); default none
     RNNLM_DEVICE=auto                                       # auto | cpu | cuda | cuda:N
     RNNLM_MAX_CANDIDATES=1000                               # ... one variable per field below
 """
@@ -37,6 +38,13 @@ class Settings(BaseSettings):
         description="Checkpoint directories to serve (relative to the working directory); the first "
         "is the default model. Comma-separated or a JSON list. Default: the list in "
         "weights/DEFAULT.json (written by `rnnlm benchmark choose-default`).",
+    )
+    head_dirs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Checkpoint directories of task heads to serve beside the models (a tagger of `rnnlm "
+        "train-tagger`: POST /tag), comma-separated or a JSON list; each is named by its directory's base "
+        "name and listed under `heads` in GET /models. Loaded at start-up under the models' file rules: "
+        "a broken one stops the start. Default: none",
     )
     device: str = Field(
         default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when available, else CPU"
@@ -319,7 +327,7 @@ class Settings(BaseSettings):
         """No RNNLM_MODEL_DIRS: the models weights/DEFAULT.json names (a DefaultChoiceError names it)."""
         return default_model_dirs() if value is None else value
 
-    @field_validator("model_dirs", "api_keys", "cors_origins", mode="before")
+    @field_validator("model_dirs", "head_dirs", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):

@@ -43,9 +43,10 @@ class StartupError(RuntimeError):
 
 
 def load_registry(settings: Settings) -> ModelRegistry:
-    """Resolve the device and load every configured model, or raise :class:`StartupError`."""
+    """Resolve the device and load every configured model and task head (RNNLM_HEAD_DIRS), or
+    raise :class:`StartupError`."""
     try:
-        registry = ModelRegistry.load(settings.model_dirs, settings.device)
+        registry = ModelRegistry.load(settings.model_dirs, settings.device, settings.head_dirs)
         apply_numerics(registry, settings)
         return registry
     except CheckpointError as e:

@@ -23,6 +23,7 @@ A checkpoint is a directory like every other (model/models/checkpoint.py): ``con
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from model.text.tokenizer import BOS_ID, PAD_ID, Tokenizer
 HEADS = ("softmax", "crf")
 MODEL_TYPE = "tagger"
 IGNORE = -100  # the label of a padded position (cross-entropy ignores it)
+RUN = re.compile(r"\S+")  # a run of characters between whitespace (tag_spaced_texts)
 
 
 @dataclass
@@ -287,6 +289,24 @@ def tag_texts(
                 out[i] = words_from_labels(texts[i], [tagger.labels[k] for k in labels])
     finally:
         tagger.train(was_training)
+    return out
+
+
+def tag_spaced_texts(
+    tagger: Tagger, tokenizer: Tokenizer, texts: Sequence[str], max_batch_chars: int = 8192
+) -> list[list[TaggedWord]]:
+    """:func:`tag_texts` for raw text: whitespace separates words and belongs to none. Each run of
+    non-whitespace characters is tagged on its own (the tagger never reads a space; its training
+    sentences have none), so a word never spans a space and sending the runs one by one gives the
+    same words; spans stay offsets into the text as sent (``"今天 很好"``: 今天 [0, 2), 很 [3, 4), …)."""
+    runs = [[(m.start(), m.group()) for m in RUN.finditer(text)] for text in texts]
+    tagged = iter(tag_texts(tagger, tokenizer, [run for rs in runs for _, run in rs], max_batch_chars))
+    out: list[list[TaggedWord]] = []
+    for rs in runs:
+        words: list[TaggedWord] = []
+        for at, _ in rs:
+            words.extend(TaggedWord(w.text, w.tag, w.start + at, w.end + at) for w in next(tagged))
+        out.append(words)
     return out
 
 

@@ -43,7 +43,7 @@ from model.heads.tagger import (
 )
 from model.models.device import pick_device
 from model.text.data import corpus_checksums
-from model.text.tagged import char_labels, read_tagged, sentence_text
+from model.text.tagged import char_labels, read_tagged, sentence_text, split_label
 from model.text.tokenizer import Tokenizer
 from model.training.budget import TimeBudget
 from model.training.optim import adamw
@@ -261,10 +261,59 @@ def train_tagger(cfg: TaggerTrainConfig, say: Callable[[str], None] = print) -> 
         "train_config": asdict(cfg),
         "device": str(device),
     }
-    save_tagger(cfg.out, tagger, tokenizer, metrics)
+    save_tagger(cfg.out, tagger, tokenizer, metrics, card=tagger_card(cfg, tagger.labels, metrics))
     say(
         f"best epoch {best.get('epoch')}: valid F1 {final['valid']['f1']:.4f} POS accuracy "
         f"{final['valid']['pos_accuracy']:.4f}; test F1 {final['test']['f1']:.4f} POS accuracy "
         f"{final['test']['pos_accuracy']:.4f}; saved {cfg.out}"
     )
     return metrics
+
+
+def tagger_card(cfg: TaggerTrainConfig, labels: Sequence[str], metrics: dict) -> str:
+    """MODEL_CARD.md of a tagger checkpoint, from what training measured (no figure typed by hand)."""
+    tags = sorted({split_label(label)[1] for label in labels})
+    if cfg.init_from_lm is None:
+        init = "none: a vocabulary built from the labelled sentences, random weights"
+    else:
+        what = "weights" if cfg.lm_weights else "shape and vocabulary only (random weights)"
+        init = f"`{Path(cfg.init_from_lm).name}` (forward) and `{Path(cfg.backward_lm or '').name}` (backward): {what}"
+    rows = [
+        f"| {split} | {m['f1']:.4f} | {m['pos_accuracy']:.4f} | {m['pos_f1']:.4f} | {m['char_accuracy']:.4f} "
+        f"| {m['gold_words']} |"
+        for split, m in ((split, metrics[split]) for split in ("valid", "test"))
+    ]
+    best = metrics.get("best", {})
+    return "\n".join(
+        [
+            f"# {Path(cfg.out).name}: character tagger (word segmentation and part of speech)",
+            "",
+            "A bidirectional recurrent tagger (model/heads/tagger.py): one B/M/E/S-POS label per character,",
+            f"decoded with a constrained Viterbi search ({cfg.head} head). Served by `POST /tag` when its",
+            "directory is in `RNNLM_HEAD_DIRS` (docs/API.md).",
+            "",
+            "## Data",
+            f"- Tagged corpus `{Path(cfg.data).name}` (train/valid/test.txt of `word/POS` lines; pd98: "
+            "`rnnlm prepare-tagged`, the language models' split line for line).",
+            f"- Trained on {metrics['train_sentences']} sentences ({metrics['train_chars']} characters), "
+            f"{cfg.label_fraction:.0%} of the training split, drawn with seed {cfg.seed}.",
+            f"- Encoders initialized from: {init}.",
+            "",
+            "## Labels",
+            f"{len(labels)} labels: B/M/E/S × {len(tags)} tags ({', '.join(tags)}).",
+            "",
+            "## Results (whole splits; the best epoch on valid POS F1)",
+            "| split | segmentation F1 | POS accuracy | POS F1 (joint) | label accuracy | words |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Best epoch {best.get('epoch')} (step {best.get('step')}), stopped by {metrics['stopped']} after "
+            f"{metrics['elapsed_s']} s on {metrics['device']}.",
+            "",
+            "## Limits",
+            "Learned from its corpus's text, word standard and tag set (pd98: 1998 newspaper text, the PKU",
+            "standard): weaker on other registers. Whitespace is never part of a word (`/tag` tags each",
+            "whitespace-separated run on its own).",
+            "",
+        ]
+    )

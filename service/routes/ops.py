@@ -12,8 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..auth import anonymous
 from ..deps import MetricsDep, RegistryDep, get_registry
 from ..errors import ErrorResponse, not_ready
+from ..heads import HeadRunner
 from ..runner import ModelRunner
-from ..schemas import HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
+from ..schemas import HeadInfo, HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -47,12 +48,13 @@ async def ready(request: Request) -> ReadyResponse:
 
 @router.get(
     "/models",
-    summary="The served models, with their training data and test figures",
+    summary="The served models and task heads, with their training data and test figures",
     responses={503: {"model": ErrorResponse, "description": "Still loading"}},
 )
 async def models(registry: RegistryDep, request: Request) -> ModelsResponse:
     return ModelsResponse(
         models=[model_info(r, r.name == registry.default) for r in registry.runners.values()],
+        heads=[head_info(h) for h in registry.heads.values()],
         default_choice=getattr(request.app.state, "default_choice", None),
     )
 
@@ -105,6 +107,30 @@ def model_info(runner: ModelRunner, default: bool) -> ModelInfo:
         device=str(described.get("device", "cpu")),
         architecture={k: v for k, v in described.items() if k not in _GENERAL and k != "components"},
         components=described.get("components", {}),
+        training=training,
+        metrics={split: m[split] for split in ("valid", "test") if isinstance(m.get(split), dict)},
+    )
+
+
+def head_info(head: HeadRunner) -> HeadInfo:
+    """What /models says about one task head: its shape and the figures of its metrics.json."""
+    described = head.describe()
+    m = head.metrics
+    given = m.get("data")
+    corpus = given.get("dir") if isinstance(given, dict) else None
+    training = {key: m[key] for key in ("task", "train_sentences", "train_chars", "best") if key in m}
+    if isinstance(corpus, str) and corpus:
+        training["corpus"] = Path(corpus).name  # no server paths
+    return HeadInfo(
+        name=head.name,
+        kind=head.kind,
+        labels=len(head.labels),
+        classes=head.classes,
+        tokenizer=head.tokenizer.kind,
+        vocab_size=head.tokenizer.vocab_size,
+        parameters=described["parameters"],
+        device=described["device"],
+        architecture=described["architecture"],
         training=training,
         metrics={split: m[split] for split in ("valid", "test") if isinstance(m.get(split), dict)},
     )
