@@ -54,7 +54,7 @@ export async function* postEventStream(path, body, signal) {
 }
 
 /**
- * GET models: {loading: false, models} with the served models' list, or {loading: true} while
+ * GET models: {loading: false, models, heads} with the served models' and task heads' lists, or {loading: true} while
  * the service is still loading its checkpoint (503: ask again shortly). Any other failure is
  * thrown as an ApiError.
  */
@@ -63,7 +63,7 @@ export async function getModels() {
   if (response.status === 503) return { loading: true };
   if (!response.ok) throw await apiErrorFrom(response);
   const payload = await response.json();
-  return { loading: false, models: payload.models };
+  return { loading: false, models: payload.models, heads: payload.heads ?? [] };
 }
 
 /** Server-sent events from a fetch() body. Yields {event, data}. */

@@ -5,7 +5,7 @@ import { $, el } from "./dom.js";
 import { fmtCount } from "./format.js";
 import { chooseModel, currentModel, notifyModelChange } from "./state.js";
 
-/** GET /models until the service has loaded (503 means "still loading"); [] on failure. */
+/** GET /models until the service has loaded (503 means "still loading"): {models, heads}, both [] on failure. */
 export async function loadModels() {
   const errorBox = $("#models-error");
   for (let attempt = 0; ; attempt++) {
@@ -18,12 +18,12 @@ export async function loadModels() {
         continue;
       }
       errorBox.hidden = true;
-      return answer.models;
+      return { models: answer.models, heads: answer.heads };
     } catch (err) {
       errorBox.textContent = `Could not list the models: ${err.message}`;
       errorBox.hidden = false;
       renderSummaryMessage("unavailable");
-      return [];
+      return { models: [], heads: [] };
     }
   }
 }

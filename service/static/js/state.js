@@ -6,12 +6,14 @@ export function createState() {
   return {
     models: [], // what GET /models returned, one object per served model
     model: null, // the chosen model's name (sent only when several are served)
+    heads: [], // the task heads GET /models listed (a tagger: kind "tagger"), for their own panels
     modelListeners: [], // called (no arguments) after the user picks another model
   };
 }
 
 /** Store what GET /models returned and choose the default model. */
-export function setModels(state, models) {
+export function setModels(state, models, heads = []) {
+  state.heads = heads;
   state.models = models;
   state.model = (models.find((m) => m.default) ?? models[0])?.name ?? null;
 }

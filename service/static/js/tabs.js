@@ -9,6 +9,7 @@ import { $ } from "./dom.js";
  */
 export function setupTabs(firstOpen = new Map()) {
   const tabs = [...document.querySelectorAll('[role="tab"]')];
+  const shown = () => tabs.filter((t) => !t.hidden); // a panel's tab is hidden until it applies (Tag)
   const select = (tab, { focus = false, updateHash = true } = {}) => {
     for (const t of tabs) {
       const selected = t === tab;
@@ -28,14 +29,15 @@ export function setupTabs(firstOpen = new Map()) {
   for (const tab of tabs) {
     tab.addEventListener("click", () => select(tab));
     tab.addEventListener("keydown", (event) => {
-      const i = tabs.indexOf(tab);
-      const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[event.key];
+      const visible = shown();
+      const i = visible.indexOf(tab);
+      const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: visible.length - 1 }[event.key];
       if (next === undefined) return;
       event.preventDefault();
-      select(tabs[(next + tabs.length) % tabs.length], { focus: true });
+      select(visible[(next + visible.length) % visible.length], { focus: true });
     });
   }
-  const fromHash = tabs.find((t) => t.id === `tab-${location.hash.slice(1)}`);
+  const fromHash = shown().find((t) => t.id === `tab-${location.hash.slice(1)}`);
   select(fromHash ?? tabs[0], { updateHash: Boolean(fromHash) });
   return select;
 }
