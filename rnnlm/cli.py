@@ -41,7 +41,7 @@ from model.models.config import FROM_TOKENIZER, ModelConfig
 from model.text.tokenizer import KINDS, NORMALIZERS
 from model.training.config import CHOICES, FIELD_HELP, RECIPE, TrainConfig
 
-from . import decode_cli, rescoring_cli, tagger_cli, tasks_cli
+from . import classifier_cli, decode_cli, rescoring_cli, tagger_cli, tasks_cli
 from .args import CORPUS_HELP, DEVICE_HELP, usage_error
 from .commands import Commands
 
@@ -649,7 +649,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # the commands of the other modules, after this module's own (their order in `rnnlm --help`)
 COMMANDS = Commands.joined(
-    subcommand, rescoring_cli.commands, tasks_cli.commands, decode_cli.commands, tagger_cli.commands
+    subcommand,
+    rescoring_cli.commands,
+    tasks_cli.commands,
+    decode_cli.commands,
+    tagger_cli.commands,
+    classifier_cli.commands,
 )
 
 
