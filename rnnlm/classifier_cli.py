@@ -23,9 +23,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from .args import DEVICE_HELP, at_least, usage_error
+from .args import DEVICE_HELP, at_least, fraction, non_negative, positive_number, usage_error
 from .commands import Commands
-from .tagger_cli import _fraction, _non_negative, _positive
 
 commands = Commands()  # joined in rnnlm/cli.py
 
@@ -83,13 +82,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--finetune-minutes",
-        type=_positive,
+        type=positive_number,
         default=10.0,
         help="the fine-tune's wall-clock budget (default: 10)",
     )
     p.add_argument(
         "--label-fraction",
-        type=_fraction,
+        type=fraction,
         default=1.0,
         help="share of each label's training texts used, drawn with --seed: 0.01, 0.1, 1 (default: 1)",
     )
@@ -104,7 +103,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-minutes",
-        type=_non_negative,
+        type=non_negative,
         default=0.0,
         help="wall-clock budget, the final scoring of valid and test included (default: 0, none)",
     )
@@ -126,7 +125,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="characters per batch, whole texts (default: 4096)",
     )
     p.add_argument(
-        "--lr", type=_positive, default=2e-3, help="the head's peak learning rate (default: 0.002)"
+        "--lr", type=positive_number, default=2e-3, help="the head's peak learning rate (default: 0.002)"
     )
     p.add_argument(
         "--layer-lr-factor",
@@ -141,9 +140,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="stlr: slanted triangular; cosine: cosine to 0 (default: stlr)",
     )
     p.add_argument(
-        "--weight-decay", type=_non_negative, default=0.01, help="AdamW weight decay (default: 0.01)"
+        "--weight-decay", type=non_negative, default=0.01, help="AdamW weight decay (default: 0.01)"
     )
-    p.add_argument("--clip", type=_positive, default=1.0, help="gradient norm clipping (default: 1)")
+    p.add_argument("--clip", type=positive_number, default=1.0, help="gradient norm clipping (default: 1)")
     p.add_argument("--dropout", type=float, default=0.3, help="encoder dropout (default: 0.3)")
     p.add_argument("--head-dropout", type=float, default=0.4, help="dropout in the head (default: 0.4)")
     p.add_argument(
@@ -237,7 +236,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--label-fraction",
-        type=_fraction,
+        type=fraction,
         default=1.0,
         help="--naive-bayes: share of each label's training texts it learns from, drawn with --seed (default: 1)",
     )

@@ -20,33 +20,12 @@ import argparse
 import json
 from dataclasses import fields
 
-from .args import DEVICE_HELP, at_least, usage_error
+from .args import DEVICE_HELP, at_least, fraction, non_negative, positive_number, usage_error
 from .commands import Commands
 
 commands = Commands()  # joined in rnnlm/cli.py
 
 TAGGED_HELP = "tagged corpus directory (train/valid/test.txt of word/POS lines) from `rnnlm prepare-tagged`"
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text}")
-    return value
 
 
 # -- prepare-tagged --------------------------------------------------------------------------------
@@ -90,7 +69,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=("softmax", "crf"), default="crf", help="output layer (default: crf)")
     p.add_argument(
         "--label-fraction",
-        type=_fraction,
+        type=fraction,
         default=1.0,
         help="share of the training sentences used, drawn with --seed: 0.01, 0.1, 1 (default: 1)",
     )
@@ -105,7 +84,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-minutes",
-        type=_non_negative,
+        type=non_negative,
         default=0.0,
         help="wall-clock budget, the final scoring of valid and test included (default: 0, none)",
     )
@@ -122,12 +101,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="characters per batch, whole sentences (default: 4096)",
     )
     p.add_argument(
-        "--lr", type=_positive, default=2e-3, help="AdamW peak learning rate, cosine to 0 (default: 0.002)"
+        "--lr",
+        type=positive_number,
+        default=2e-3,
+        help="AdamW peak learning rate, cosine to 0 (default: 0.002)",
     )
     p.add_argument(
-        "--weight-decay", type=_non_negative, default=0.01, help="AdamW weight decay (default: 0.01)"
+        "--weight-decay", type=non_negative, default=0.01, help="AdamW weight decay (default: 0.01)"
     )
-    p.add_argument("--clip", type=_positive, default=1.0, help="gradient norm clipping (default: 1)")
+    p.add_argument("--clip", type=positive_number, default=1.0, help="gradient norm clipping (default: 1)")
     p.add_argument(
         "--dropout",
         type=float,
