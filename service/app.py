@@ -48,7 +48,7 @@ from .heads import head_limits
 from .limits import BodyLimitMiddleware, FramingMiddleware, document_limits
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .openai_errors import OpenAIErrorsMiddleware
-from .routes import decode, embed, generate, next_token, openai, ops, score, tag, tokenize
+from .routes import classify, decode, embed, generate, next_token, openai, ops, score, tag, tokenize
 from .runner import ENGINE_ERRORS, ModelRegistry
 from .settings import Settings, get_settings
 from .startup import StartupError, load_registry, public_reason
@@ -57,7 +57,7 @@ log = logging.getLogger("rnnlm.service")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 DESCRIPTION = """Score, rerank, predict, generate, embed and decode text with a trained RNN language model;
-tag words and parts of speech with a tagger built on it (RNNLM_HEAD_DIRS).
+tag words and parts of speech, or label texts (sentiment), with task heads built on it (RNNLM_HEAD_DIRS).
 
 All log-probs are natural logs. Every error has the same JSON shape:
 `{"error": {"type", "message", "field", "status"}}`.
@@ -152,15 +152,18 @@ def create_app(settings: Settings | None = None, static_dir: Path = STATIC_DIR) 
     install_error_handlers(app, ENGINE_ERRORS)
     # openai, tokenize: the ecosystem's protocols (/v1/completions, /tokenize, ...) on the same engine
     admitted = [m.router for m in (next_token, score, embed, decode, generate, openai)]
-    # guarded (deadline, disconnect); tokenize runs no model; tag admits by its head (routes/tag.py)
-    model_routers = [*admitted, tag.router, tokenize.router]
+    # guarded (deadline, disconnect); tokenize runs no model; tag and classify admit by their head
+    # (routes/head_router.py)
+    head_routers = [tag.router, classify.router]
+    model_routers = [*admitted, *head_routers, tokenize.router]
     app.include_router(ops.router)
     app.include_router(openai.info_router)
     app.include_router(tokenize.info_router)
     for router in admitted:  # each request's prefix-cache scope: its tenant and cache_salt (deps.py)
         app.include_router(router, dependencies=[Depends(admit), Depends(prefix_cache_scope)])
     app.include_router(tokenize.router)  # no admission slot: a flood of them never refuses /score
-    app.include_router(tag.router)  # the task heads' routes: admitted by the head's name
+    for router in head_routers:  # the task heads' routes: admitted by the head's name
+        app.include_router(router)
     routers = [ops.router, openai.info_router, tokenize.info_router, *model_routers]
     _add_docs(app)  # before the playground: its /static/docs mount must come before /static
     _add_playground(app, static_dir)

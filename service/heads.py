@@ -2,10 +2,11 @@
 
 ::
 
-    POST /tag ─▶ ModelRegistry.head(name, "tagger")   404 `model`: none served, or no such name
-                   │                                  422 `model`: a language model or another kind
+    POST /tag      ─▶ ModelRegistry.head(name, "tagger")       404 `model`: none served, or no such name
+    POST /classify ─▶ ModelRegistry.head(name, "classifier")   422 `model`: a language model or another kind
+                   │
                    ▼
-               HeadRunner.tag(texts)   on the event loop, before any work:
+               HeadRunner.tag / .classify(texts)   on the event loop, before any work:
                    │    characters of the request  > RNNLM_MAX_REQUEST_TOKENS    413 `texts`
                    │    characters queued+running  > RNNLM_MAX_TOKENS_IN_FLIGHT  503 + Retry-After
                    │    requests waiting           ≥ RNNLM_ENGINE_QUEUE          503 + Retry-After
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from model.heads.classifier import MODEL_TYPE as CLASSIFIER
+from model.heads.classifier import Classifier, class_probabilities, load_classifier
 from model.heads.tagger import MODEL_TYPE as TAGGER
 from model.heads.tagger import Tagger, load_tagger, tag_spaced_texts
 from model.models.checkpoint import CheckpointError, read_config
@@ -50,7 +53,25 @@ CHUNK_CHARS = 4096  # characters the worker tags between two checks for work nob
 RETRY_AFTER_S = 1.0
 STOPPING_RETRY_S = 5
 # what to serve for a kind of head, said when a request asks for one and none is served
-HOW_TO_SERVE = {TAGGER: "a checkpoint written by `rnnlm train-tagger`"}
+HOW_TO_SERVE = {
+    TAGGER: "a checkpoint written by `rnnlm train-tagger`",
+    CLASSIFIER: "a checkpoint written by `rnnlm train-classifier`",
+}
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One text's answer from a classifier: each label's probability, in the classifier's label order."""
+
+    probabilities: dict[str, float]
+
+    @property
+    def label(self) -> str:  # the most probable (the first of equals, as classify_texts's argmax)
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    @property
+    def probability(self) -> float:
+        return self.probabilities[self.label]
 
 
 class Stopped(Exception):
@@ -125,6 +146,23 @@ class HeadRunner:
 
         return await self.run(work, sum(len(t) for t in texts), field)
 
+    async def classify(self, texts: Sequence[str], field: str = "texts") -> list[Classified]:
+        """Each text's labels with their probabilities, most probable first
+        (:func:`~model.heads.classifier.class_probabilities`), on the head's thread."""
+        classifier: Classifier = self.net
+        texts = list(texts)
+
+        def work(should_stop: Callable[[], bool]) -> list[Classified]:
+            out: list[Classified] = []
+            for chunk in chunks(texts, CHUNK_CHARS):
+                if should_stop():
+                    raise Stopped
+                for row in class_probabilities(classifier, self.tokenizer, chunk).tolist():
+                    out.append(Classified(dict(zip(classifier.labels, row, strict=True))))
+            return out
+
+        return await self.run(work, sum(len(t) for t in texts), field)
+
     async def run(self, work: Callable[[Callable[[], bool]], T], chars: int, field: str) -> T:
         """``work(should_stop)`` on the head's thread, admitted at ``chars`` (the limits above)."""
         if self._executor is None or self.limits is None:
@@ -195,8 +233,13 @@ def _open_tagger(path: Path, device: str) -> HeadRunner:
     return HeadRunner(path.resolve().name, TAGGER, tagger, tokenizer, metrics)
 
 
-# model_type in config.json -> opener (a classifier adds its own)
-OPENERS: dict[str, Callable[[Path, str], HeadRunner]] = {TAGGER: _open_tagger}
+def _open_classifier(path: Path, device: str) -> HeadRunner:
+    classifier, tokenizer, metrics = load_classifier(path, device)
+    return HeadRunner(path.resolve().name, CLASSIFIER, classifier, tokenizer, metrics)
+
+
+# model_type in config.json -> opener
+OPENERS: dict[str, Callable[[Path, str], HeadRunner]] = {TAGGER: _open_tagger, CLASSIFIER: _open_classifier}
 
 
 def load_head(head_dir: str | Path, device: str) -> HeadRunner:

@@ -421,6 +421,39 @@ class TagResponse(BaseModel):
     results: list[TagResult] = Field(description="one per text, in input order")
 
 
+# -- /classify -------------------------------------------------------------------------------------
+class ClassifyRequest(_Request):
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Which served classifier to use (a name from GET /models `heads`, kind `classifier`). "
+        "Default: the first classifier served (RNNLM_HEAD_DIRS).",
+    )
+    texts: list[str] = Field(
+        min_length=1,
+        description="The texts to classify, as a batch (a text's label does not depend on the others). Each "
+        "character is read as the classifier's vocabulary has it (one it never saw is read as unknown); a "
+        "text longer than the classifier's `max_chars` (GET /models `architecture`) is judged by its "
+        "first `max_chars` characters. An empty text has a label too. Their characters together: at most "
+        "RNNLM_MAX_REQUEST_TOKENS (past it: 413 naming `texts`).",
+        json_schema_extra=limit("max_batch_texts"),
+    )
+
+
+class ClassifyResult(BaseModel):
+    label: str = Field(description="the most probable label (sentiment: neg or pos)")
+    probability: float = Field(description="its probability, in [0, 1]")
+    probabilities: dict[str, float] = Field(
+        description="every label's probability (they sum to 1), in the classifier's label order"
+    )
+
+
+class ClassifyResponse(BaseModel):
+    model: str = Field(description="the classifier that labelled the texts")
+    results: list[ClassifyResult] = Field(description="one per text, in input order")
+
+
 # -- /decode ----------------------------------------------------------------------------------------
 LATTICE_CHARS_PER_ARC = 128  # an SLF lattice's text may hold this many characters per allowed arc
 _DECODE_DEFAULTS = DecodeOptions()  # the library's defaults, set in one place
@@ -672,20 +705,30 @@ class ModelInfo(BaseModel):
 class HeadInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    name: str = Field(description="the value to pass as `model` to the head's route (a tagger: POST /tag)")
-    kind: str = Field(description="what the head does: tagger (words and parts of speech)")
-    labels: int = Field(description="its output classes (a tagger: B/M/E/S × each tag it saw)")
-    classes: list[str] = Field(description="what it assigns (a tagger: its part-of-speech tags)")
+    name: str = Field(
+        description="the value to pass as `model` to the head's route (a tagger: POST /tag; a "
+        "classifier: POST /classify)"
+    )
+    kind: str = Field(
+        description="what the head does: tagger (words and parts of speech) or classifier (a label per text)"
+    )
+    labels: int = Field(
+        description="its output classes (a tagger: B/M/E/S × each tag it saw; a classifier: its labels)"
+    )
+    classes: list[str] = Field(
+        description="what it assigns (a tagger: its part-of-speech tags; a classifier: its labels, in order)"
+    )
     tokenizer: str = Field(description="tokenizer kind: char")
     vocab_size: int
     parameters: int
     device: str
     architecture: dict = Field(default_factory=dict, description="head, cell, layers, widths")
     training: dict = Field(
-        default_factory=dict, description="training data and sentences, from the checkpoint"
+        default_factory=dict, description="training data and sentences or texts, from the checkpoint"
     )
     metrics: dict = Field(
-        default_factory=dict, description="valid/test figures (a tagger: segmentation F1, POS accuracy, …)"
+        default_factory=dict,
+        description="valid/test figures (a tagger: segmentation F1, POS accuracy, …; a classifier: accuracy)",
     )
 
 

@@ -118,7 +118,9 @@ def head_info(head: HeadRunner) -> HeadInfo:
     m = head.metrics
     given = m.get("data")
     corpus = given.get("dir") if isinstance(given, dict) else None
-    training = {key: m[key] for key in ("task", "train_sentences", "train_chars", "best") if key in m}
+    training = {
+        key: m[key] for key in ("task", "train_sentences", "train_texts", "train_chars", "best") if key in m
+    }
     if isinstance(corpus, str) and corpus:
         training["corpus"] = Path(corpus).name  # no server paths
     return HeadInfo(

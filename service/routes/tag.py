@@ -17,38 +17,19 @@ by the head's name, apart from the language models' slots).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends
 
 from model.heads.tagger import MODEL_TYPE as TAGGER
 from model.text.tagged import TaggedWord
 
-from ..admission import Admission
-from ..deps import OffLoopBodyRoute, RegistryDep, within_limits
+from ..deps import RegistryDep, within_limits
 from ..errors import ERROR_RESPONSES
 from ..schemas import TaggedWordItem, TagRequest, TagResponse, TagResult
+from .head_router import head_router
 
-
-async def admit_head(request: Request) -> AsyncIterator[None]:
-    """Router dependency: hold a slot of the request's tagger (as service/admission.py's ``admit``
-    does for a model) from here to its last byte; an unknown name gets its 404 from the route."""
-    admission: Admission = request.app.state.admission
-    try:
-        body = await request.json()
-    except Exception:  # not JSON: the route answers 422
-        body = {}
-    name = body.get("model") if isinstance(body, dict) else None
-    registry = getattr(request.app.state, "registry", None)
-    heads = registry.heads if registry is not None else {}
-    taggers = [h.name for h in heads.values() if h.kind == TAGGER]
-    slot = name if isinstance(name, str) and name in heads else (taggers[0] if taggers else "-")
-    with admission.slot(slot, False):
-        yield
-
-
-router = APIRouter(tags=["model"], route_class=OffLoopBodyRoute, dependencies=[Depends(admit_head)])
+router = head_router(TAGGER)  # a request holds a slot of its tagger (routes/head_router.py)
 TagBody = Annotated[TagRequest, Depends(within_limits(TagRequest))]
 
 

@@ -7,6 +7,7 @@
 
 import { postJSON } from "./api.js";
 import { $, clearError, el, showError, submitOnCtrlEnter } from "./dom.js";
+import { headsOfKind } from "./head-panel.js";
 
 // The People's Daily (PKU) tag set, the pd98 tagger's: what each tag means (others show as they are)
 export const TAG_NAMES = {
@@ -34,26 +35,17 @@ export function setupTag(state) {
   const form = $("#tag-form");
   const errorBox = $("#tag-error");
   const textsBox = $("#tag-texts");
-  const picker = $("#tag-model");
+  const taggers = headsOfKind(state, "tagger", "tag");
+  const { picker, show } = taggers;
   let controller = null;
 
-  const taggers = () => state.heads.filter((h) => h.kind === "tagger");
-  const chosen = () => taggers().find((h) => h.name === picker.value) ?? taggers()[0];
-
-  function show() {
-    const served = taggers();
-    $("#tab-tag").hidden = served.length === 0;
-    $("#tag-picker").hidden = served.length < 2;
-    picker.replaceChildren(...served.map((h) => el("option", { value: h.name }, h.name)));
-  }
-
   async function run() {
-    const tagger = chosen();
+    const tagger = taggers.chosen();
     if (!tagger) return;
     controller?.abort();
     controller = new AbortController();
     const texts = textsBox.value.split(/\r?\n/).filter((line) => line.trim() !== "");
-    const body = taggers().length > 1 ? { texts, model: tagger.name } : { texts };
+    const body = { texts, ...taggers.named(tagger) };
     $("#tag-start").disabled = true;
     try {
       const data = await postJSON("tag", body, controller.signal);
