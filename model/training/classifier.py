@@ -338,7 +338,9 @@ def train_classifier(cfg: ClassifierTrainConfig, say: Callable[[str], None] = pr
         "train_config": asdict(cfg),
         "device": str(device),
     }
-    save_classifier(cfg.out, classifier, tokenizer, metrics)
+    save_classifier(
+        cfg.out, classifier, tokenizer, metrics, card=classifier_card(cfg, classifier.labels, metrics)
+    )
     say(
         f"best epoch {best.get('epoch')}: valid accuracy {final['valid']['accuracy']:.4f}, test accuracy "
         f"{final['test']['accuracy']:.4f} ({len(test)} texts); saved {cfg.out}"
@@ -387,3 +389,42 @@ class NaiveBayes:
 def naive_bayes_accuracy(train: Sequence[Review], split: Sequence[Review]) -> float:
     model = NaiveBayes.fit(train)
     return sum(model.predict(r.text) == r.label for r in split) / max(len(split), 1)
+
+
+def classifier_card(cfg: ClassifierTrainConfig, labels: Sequence[str], metrics: dict) -> str:
+    """MODEL_CARD.md of a classifier checkpoint, from what training measured (no figure typed by hand)."""
+    if cfg.init_from_lm is None:
+        init = "none: a vocabulary built from the labelled texts, random weights"
+    else:
+        what = "weights" if cfg.lm_weights else "shape and vocabulary only (random weights)"
+        init = f"`{Path(cfg.init_from_lm).name}`: {what}"
+    best = metrics.get("best", {})
+    rows = [
+        f"| {split} | {metrics[split]['accuracy']:.4f} | {metrics[split]['texts']} |"
+        for split in ("valid", "test")
+    ]
+    return "\n".join(
+        [
+            f"# {Path(cfg.out).name}: text classifier ({', '.join(labels)})",
+            "",
+            "A head on a recurrent language model's encoder (model/heads/classifier.py: ULMFiT concat",
+            "pooling of the top layer, gradual unfreezing). Served by `POST /classify` when its directory",
+            "is in `RNNLM_HEAD_DIRS` (docs/API.md).",
+            "",
+            "## Data",
+            f"- Labelled texts `{Path(cfg.data).name}` (train/valid/test.jsonl; the reviews: `rnnlm "
+            "prepare-reviews-labelled`, split by review as the language model's corpus).",
+            f"- Trained on {metrics['train_texts']} texts ({metrics['train_chars']} characters), "
+            f"{cfg.label_fraction:.0%} of each label's training texts, drawn with seed {cfg.seed}.",
+            f"- Encoder initialized from: {init}.",
+            "",
+            "## Results (whole splits; the best epoch on valid accuracy)",
+            "| split | accuracy | texts |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"Best epoch {best.get('epoch')} (step {best.get('step')}), stopped by {metrics['stopped']} after "
+            f"{metrics['elapsed_s']} s on {metrics['device']}.",
+            "",
+        ]
+    )

@@ -279,3 +279,21 @@ def test_the_language_model_fine_tunes_with_the_training_loop(tiny_model_dir, ti
     original, original_tok, _ = load_rnn(tiny_model_dir)
     assert tokenizer.tokens == original_tok.tokens and net.config.hidden_dim == original.config.hidden_dim
     assert not torch.equal(net.rnn.weight_hh_l0, original.rnn.weight_hh_l0)
+
+
+def test_a_trained_classifier_has_a_model_card_from_its_figures() -> None:
+    from model.training.classifier import ClassifierTrainConfig, classifier_card
+
+    metrics = {
+        "valid": {"accuracy": 0.75, "texts": 4},
+        "test": {"accuracy": 0.5, "texts": 2},
+        "best": {"epoch": 2, "step": 9},
+        "stopped": "epochs",
+        "elapsed_s": 1.5,
+        "device": "cpu",
+        "train_texts": 10,
+        "train_chars": 120,
+    }
+    card = classifier_card(ClassifierTrainConfig(data="d/reviews", out="o/clf"), ["neg", "pos"], metrics)
+    assert card.startswith("# clf: text classifier (neg, pos)")
+    assert "| valid | 0.7500 | 4 |" in card and "| test | 0.5000 | 2 |" in card
