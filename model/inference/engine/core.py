@@ -709,59 +709,56 @@ class Engine:
         self.admission.observe_tokens(took, sum(item.tokens for item in batch))
 
     def _run_positions(self, items: list[_OneShot], nested: bool) -> None:
-        """:meth:`alternatives` requests, one pass each, in chunks as a scoring pass: between two,
-        the small queued requests run first (unless ``nested``), and a request nobody waits for
-        any more stops there. Each request's tokens count in flight until it is answered."""
-        for item in items:
-            start = time.monotonic()
-            self.stats.kinds[item.kind].queue_wait_s += start - item.submitted
-            self.observer.on_queue_wait(item.kind, start - item.submitted)
+        """:meth:`alternatives` requests, one pass each, in chunks as a scoring pass (see
+        :meth:`_run_one_by_one`)."""
 
-            def between_chunks(item: _OneShot = item) -> bool:
-                if self._abort or item.gone(time.monotonic()):
-                    return True
-                if not nested:
-                    self._serve_between_chunks(0)
-                return False
+        def run(item: _OneShot, should_stop: Callable[[], bool]) -> Any:
+            return self.lm.position_alternatives(
+                item.seqs,
+                item.top_k,
+                max_logits=self.config.max_logits,
+                should_stop=should_stop,
+                chunk_positions=self.config.chunk_positions,
+            )
 
-            try:
-                if item.gone(start):
-                    raise PassStopped("the request was gone before its pass started")
-                res = self.lm.position_alternatives(
-                    item.seqs,
-                    item.top_k,
-                    max_logits=self.config.max_logits,
-                    should_stop=between_chunks,
-                    chunk_positions=self.config.chunk_positions,
-                )
-            except PassStopped:  # nobody waits for it: its work and memory are dropped here
-                self.stats.passes_stopped += 1
-                self._release([item])
-                stopped = EngineStopped("the engine stopped before this request finished")
-                self._fail(item, stopped if self._abort else DeadlineExceeded("alternatives did not finish"))
-                continue
-            except Exception as e:  # a failed pass fails its request, never the engine
-                log.exception("alternatives pass failed")
-                self._release([item])
-                self._fail(item, e)
-                continue
+        def count(item: _OneShot, res: Any) -> None:
             requested = requested_positions(item.seqs)
-            self.stats.kinds[item.kind].batches += 1
             self.stats.kinds[item.kind].rows += len(item.seqs)
             self.stats.positions_computed += res.computed
             self.stats.positions_requested += requested
             self.observer.on_batch(item.kind, 1, len(item.seqs))
             self.observer.on_positions(res.computed, requested)
-            self._release([item])  # counted first, then answered
-            _call_soon(item.loop, _resolve, item.future, res, None)
-            self.admission.observe_tokens(time.monotonic() - start, item.tokens)
+
+        self._run_one_by_one(items, nested, "alternatives", run, count)
 
     def _run_jobs(self, items: list[_OneShot], nested: bool) -> None:
-        """:meth:`run_job` requests, one after the other; between the steps of each (its
-        ``should_stop``) the small queued requests and a decoding step run (unless ``nested``),
-        and a job nobody waits for any more stops. Its tokens count in flight until it is answered."""
+        """:meth:`run_job` requests, one after the other (see :meth:`_run_one_by_one`)."""
+
+        def run(item: _OneShot, should_stop: Callable[[], bool]) -> Any:
+            assert item.job is not None
+            return item.job(self.lm, should_stop)
+
+        def count(item: _OneShot, result: Any) -> None:
+            self.stats.kinds[item.kind].rows += 1
+            self.observer.on_batch(item.kind, 1, 1)
+
+        self._run_one_by_one(items, nested, None, run, count)
+
+    def _run_one_by_one(
+        self,
+        items: list[_OneShot],
+        nested: bool,
+        what: str | None,
+        run: Callable[[_OneShot, Callable[[], bool]], Any],
+        count: Callable[[_OneShot, Any], None],
+    ) -> None:
+        """Requests that each run alone (``run(item, should_stop)``): between the steps or chunks of
+        each, the small queued requests and a decoding step run (unless ``nested``), and a request
+        nobody waits for any more stops there. Each request's tokens count in flight until it is
+        answered; ``count`` records what it computed. ``what`` names it in errors (default: its kind)."""
         for item in items:
             start = time.monotonic()
+            name = what or item.kind
             self.stats.kinds[item.kind].queue_wait_s += start - item.submitted
             self.observer.on_queue_wait(item.kind, start - item.submitted)
 
@@ -774,24 +771,22 @@ class Engine:
 
             try:
                 if item.gone(start):
-                    raise PassStopped("the request was gone before its job started")
-                assert item.job is not None
-                result = item.job(self.lm, should_stop)
-            except PassStopped:  # nobody waits for it: its work is dropped here
+                    raise PassStopped(f"the request was gone before its {name} started")
+                result = run(item, should_stop)
+            except PassStopped:  # nobody waits for it: its work and memory are dropped here
                 self.stats.passes_stopped += 1
                 self._release([item])
                 stopped = EngineStopped("the engine stopped before this request finished")
-                self._fail(item, stopped if self._abort else DeadlineExceeded(f"{item.kind} did not finish"))
+                self._fail(item, stopped if self._abort else DeadlineExceeded(f"{name} did not finish"))
                 continue
-            except Exception as e:  # a failed job fails its request, never the engine
+            except Exception as e:  # a failure fails its request, never the engine
                 if not isinstance(e, ValueError):  # a ValueError says what is wrong with its input
-                    log.exception("%s job failed", item.kind)
+                    log.exception("%s failed", name)
                 self._release([item])
                 self._fail(item, e)
                 continue
             self.stats.kinds[item.kind].batches += 1
-            self.stats.kinds[item.kind].rows += 1
-            self.observer.on_batch(item.kind, 1, 1)
+            count(item, result)
             self._release([item])  # counted first, then answered
             _call_soon(item.loop, _resolve, item.future, result, None)
             self.admission.observe_tokens(time.monotonic() - start, item.tokens)
